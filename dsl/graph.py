@@ -1,0 +1,168 @@
+"""The node graph of a flow: edges with what runs before them, reachability, loops.
+
+Shared by the checks (unreachable nodes, caller traps, tight loops), the compiler's lowering and
+`voicecall graph`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from voicecall.dsl import model as m
+
+WAITS = (m.Ask, m.Pause, m.Converse, m.CallFlow)  # actions that let time pass for the caller
+SPEAKS = (m.Say, m.Play, m.Transfer, m.SendDigits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Edge:
+    """A jump from ``src`` to ``dst`` made by the action at ``index`` of ``src``."""
+
+    src: str
+    dst: str
+    index: int
+    label: str  # goto, when <expr>, else, no input, no match, transfer failed
+    waited: bool  # an action that waits for the caller ran before the jump in src
+    spoke: bool  # something was said or played before the jump in src
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Graph:
+    start: str
+    entries: tuple[str, ...]  # start and handler nodes
+    edges: tuple[Edge, ...]
+    ends: frozenset[str]  # nodes with a path inside them that ends the call or flow
+    unreachable_actions: tuple[tuple[str, int], ...]  # (node, first dead action index)
+
+    def successors(self, node: str) -> Iterator[Edge]:
+        return (e for e in self.edges if e.src == node)
+
+    def reachable(self) -> set[str]:
+        """Nodes some path from an entry reaches."""
+        seen, todo = set(), [n for n in self.entries]
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(e.dst for e in self.successors(n))
+        return seen
+
+    def can_end(self) -> set[str]:
+        """Nodes from which some path reaches an end of the call or flow."""
+        result = set(self.ends)
+        changed = True
+        while changed:
+            changed = False
+            for e in self.edges:
+                if e.dst in result and e.src not in result:
+                    result.add(e.src)
+                    changed = True
+        return result
+
+
+def build_graph(flow: m.Flow) -> Graph:
+    """Computes the graph of a flow (edges to unknown nodes are kept; checks report them)."""
+    edges: list[Edge] = []
+    ends: set[str] = set()
+    dead: list[tuple[str, int]] = []
+    for node in flow.nodes:
+        waited = spoke = False
+        stopped_at: int | None = None
+        for i, action in enumerate(node.actions):
+            waited = waited or isinstance(action, WAITS)
+            spoke = spoke or isinstance(action, SPEAKS)
+            for dst, label in exits(action):
+                edges.append(Edge(src=node.name, dst=dst, index=i, label=label,
+                                  waited=waited, spoke=spoke))
+            if isinstance(action, m.Hangup | m.Transfer | m.Converse):
+                ends.add(node.name)
+            if isinstance(action, m.ENDS_NODE):
+                stopped_at = i
+                break
+        if stopped_at is None:
+            ends.add(node.name)  # falling off the end of a node ends the flow
+        elif stopped_at + 1 < len(node.actions):
+            dead.append((node.name, stopped_at + 1))
+    entries = tuple(dict.fromkeys([flow.start.name, *(r.name for _, r in flow.handlers.refs())]))
+    return Graph(start=flow.start.name, entries=entries, edges=tuple(edges),
+                 ends=frozenset(ends), unreachable_actions=tuple(dead))
+
+
+def exits(action: m.Action) -> Iterator[tuple[str, str]]:
+    """The nodes an action may jump to, each with a label."""
+    if isinstance(action, m.Goto):
+        yield action.target.name, "goto"
+    elif isinstance(action, m.Branch):
+        for case in action.cases:
+            yield case.goto.name, f"when {case.when.source}"
+        if action.otherwise is not None:
+            yield action.otherwise.name, "else"
+    elif isinstance(action, m.Ask):
+        if action.on_no_input is not None:
+            yield action.on_no_input.name, "no input"
+        if action.on_no_match is not None:
+            yield action.on_no_match.name, "no match"
+    elif isinstance(action, m.Transfer) and action.on_fail is not None:
+        yield action.on_fail.name, "transfer failed"
+
+
+def refs(action: m.Action) -> Iterator[m.Ref]:
+    """Every node reference an action holds."""
+    if isinstance(action, m.Goto):
+        yield action.target
+    elif isinstance(action, m.Branch):
+        yield from (c.goto for c in action.cases)
+        if action.otherwise is not None:
+            yield action.otherwise
+    elif isinstance(action, m.Ask):
+        yield from (r for r in (action.on_no_input, action.on_no_match) if r is not None)
+    elif isinstance(action, m.Transfer) and action.on_fail is not None:
+        yield action.on_fail
+
+
+def strongly_connected(nodes: Iterable[str], edges: Iterable[Edge]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative; returns the components that contain a cycle."""
+    succ: dict[str, list[str]] = {}
+    for e in edges:
+        succ.setdefault(e.src, []).append(e.dst)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    result: list[list[str]] = []
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            children = succ.get(v, [])
+            if i < len(children):
+                work.append((v, i + 1))
+                w = children[i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or v in succ.get(v, []):
+                    result.append(comp)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return result

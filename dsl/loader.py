@@ -1,0 +1,414 @@
+"""YAML to plain data that remembers where every key and value came from.
+
+The tree is built from the parser's event stream with an explicit stack rather than with
+PyYAML's composer: libyaml's composer recurses in C and crashes on deeply nested input, and
+building it ourselves lets duplicate keys, non-string keys, unsupported tags and alias bombs be
+reported as diagnostics while the document is read, never as a traceback or a hang.
+
+The result is a :class:`Document`: the data as dicts, lists and scalars, plus a table from
+each value's path (a tuple of keys and indexes) to its :class:`Span`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+from voicecall.dsl.errors import Diagnostic, Span
+
+try:  # libyaml's event parser when present: several times faster than the pure one.
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
+
+Path = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_SCALAR_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp")
+)
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "!"})
+_resolver = Resolver()
+_constructor = SafeConstructor()
+
+
+@dataclass(slots=True)
+class Document:
+    """A loaded YAML file: plain data and the source span of every value and key."""
+
+    file: str
+    text: str
+    data: Any
+    spans: dict[Path, Span] = field(default_factory=dict)
+    key_spans: dict[Path, Span] = field(default_factory=dict)
+    styles: dict[Path, str] = field(default_factory=dict)
+    _lines: list[str] | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        return self._lines
+
+    def span(self, path: Path, *, key: bool = False) -> Span:
+        """Returns the span of the value (or key) at ``path``, else of its nearest ancestor."""
+        if key and path in self.key_spans:
+            return self.key_spans[path]
+        while path:
+            if path in self.spans:
+                return self.spans[path]
+            path = path[:-1]
+        return self.spans.get((), Span.point(1, 1))
+
+    def is_plain(self, path: Path) -> bool:
+        """Whether the scalar at ``path`` was written unquoted (so YAML typed it)."""
+        return self.styles.get(path, "") == ""
+
+
+@dataclass(slots=True)
+class LoadResult:
+    document: Document | None
+    diagnostics: list[Diagnostic]
+
+
+class _Abort(Exception):
+    """Stops reading: the diagnostic is already recorded."""
+
+
+def load_file(path: str | os.PathLike[str], display: str | None = None) -> LoadResult:
+    """Reads and loads one YAML file, never more than the size limit.
+
+    Args:
+        path: the file to read.
+        display: the name used in diagnostics; defaults to ``path`` as given.
+    Returns:
+        The document (None when it could not be read) and the diagnostics.
+    """
+    name = display if display is not None else os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        msg = f"cannot read the file: {exc.strerror or exc}"
+        return LoadResult(None, [Diagnostic.make("E-FILE-READ", msg, name, Span.point(1, 1))])
+    return load_bytes(raw, name)
+
+
+def load_bytes(raw: bytes, file: str) -> LoadResult:
+    """Checks size, binary content and encoding, then loads the text."""
+    if len(raw) > MAX_BYTES:
+        msg = f"the file is larger than {MAX_BYTES // 1024} KiB"
+        return LoadResult(None, [Diagnostic.make("E-FILE-TOO-LARGE", msg, file, Span.point(1, 1))])
+    if b"\x00" in raw:
+        span = _byte_span(raw, raw.index(b"\x00"))
+        msg = "the file contains NUL bytes: it is binary, not YAML text"
+        return LoadResult(None, [Diagnostic.make("E-FILE-BINARY", msg, file, span)])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        msg = f"byte 0x{raw[exc.start]:02x} is not valid UTF-8"
+        span = _byte_span(raw, exc.start)
+        return LoadResult(None, [Diagnostic.make("E-FILE-ENCODING", msg, file, span)])
+    return load_text(text, file)
+
+
+def load_text(text: str, file: str) -> LoadResult:
+    """Loads YAML text into a :class:`Document`, collecting diagnostics."""
+    builder = _Builder(file, text)
+    try:
+        builder.run()
+    except _Abort:
+        return LoadResult(None, builder.diagnostics)
+    if builder.root is _NOTHING or builder.root is None:
+        if not builder.diagnostics:
+            builder.diag("E-YAML-EMPTY", "the file holds no flow", Span.point(1, 1))
+        return LoadResult(None, builder.diagnostics)
+    doc = Document(file, text, builder.root, builder.spans, builder.key_spans, builder.styles)
+    return LoadResult(doc, builder.diagnostics)
+
+
+def _byte_span(raw: bytes, offset: int) -> Span:
+    line = raw.count(b"\n", 0, offset) + 1
+    start = raw.rfind(b"\n", 0, offset) + 1
+    col = len(raw[start:offset].decode("utf-8", "replace")) + 1
+    return Span.point(line, col)
+
+
+def _mark_span(start: Any, end: Any) -> Span:
+    return Span(
+        line=start.line + 1, col=start.column + 1, end_line=end.line + 1, end_col=end.column + 1
+    )
+
+
+_NOTHING: Any = object()
+_SKIP = object()
+
+
+@dataclass(slots=True)
+class _Frame:
+    path: Path
+    value: Any  # dict or list under construction, or None while skipping
+    start: Any
+    anchor: str | None
+    size: int = 1
+    key: Any = _NOTHING  # mappings: the pending key (str, or _SKIP for a rejected key)
+    seen: dict[str, Span] = field(default_factory=dict)
+    merges: list[dict[str, Any]] = field(default_factory=list)
+    skip_depth: int = 0  # > 0 while consuming a complex key
+
+
+class _Builder:
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.text = text
+        self.diagnostics: list[Diagnostic] = []
+        self.spans: dict[Path, Span] = {}
+        self.key_spans: dict[Path, Span] = {}
+        self.styles: dict[Path, str] = {}
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.stack: list[_Frame] = []
+        self.root: Any = _NOTHING
+        self.documents = 0
+        self.total = 0
+
+    def diag(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic.make(code, message, self.file, span, hint))
+
+    def abort(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self.diag(code, message, span, hint)
+        raise _Abort
+
+    def run(self) -> None:
+        try:
+            for event in self._events():
+                self.feed(event)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            span = Span.point(mark.line + 1, mark.column + 1) if mark else Span.point(1, 1)
+            problem = exc.problem or exc.context or "invalid YAML"
+            context = f" ({exc.context})" if exc.context and exc.problem else ""
+            self.abort("E-YAML-SYNTAX", f"{problem}{context}", span)
+        except yaml.reader.ReaderError as exc:
+            span = _byte_span(self.text.encode("utf-8"), len(self.text[: exc.position].encode()))
+            self.abort("E-YAML-SYNTAX", f"character {exc.character!r} is not allowed", span)
+
+    def _events(self) -> Iterator[yaml.Event]:
+        loader = _Loader(self.text)
+        try:
+            while loader.check_event():
+                yield loader.get_event()
+        finally:
+            loader.dispose()
+
+    # --- events -----------------------------------------------------------------------------
+
+    def feed(self, event: yaml.Event) -> None:
+        if self.stack and self.stack[-1].skip_depth:
+            self._skip(event)
+        elif isinstance(event, yaml.DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                span = _mark_span(event.start_mark, event.end_mark)
+                self.abort("E-YAML-MULTI-DOC", "a second YAML document starts here", span)
+        elif isinstance(event, yaml.ScalarEvent):
+            self._scalar(event)
+        elif isinstance(event, yaml.AliasEvent):
+            self._alias(event)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            self._open(event)
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            self._close(event)
+
+    def _skip(self, event: yaml.Event) -> None:
+        frame = self.stack[-1]
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            frame.skip_depth += 1
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            frame.skip_depth -= 1
+        if frame.skip_depth == 0:
+            frame.key = _SKIP
+
+    def _count(self, n: int, span: Span) -> None:
+        self.total += n
+        if self.total > MAX_VALUES:
+            msg = f"the document expands to more than {MAX_VALUES} values through aliases"
+            self.abort("E-YAML-ALIAS", msg, span)
+
+    def _scalar(self, event: yaml.ScalarEvent) -> None:
+        span = _mark_span(event.start_mark, event.end_mark)
+        if self._taking_key():
+            self._key(event, span)
+            return
+        self._count(1, span)
+        value = self._construct(event, span)
+        if event.anchor:
+            self.anchors[event.anchor] = (value, 1)
+        self._attach(value, span, 1, style=event.style or "")
+
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        span = _mark_span(event.start_mark, event.end_mark)
+        name = event.anchor
+        if name in self.open_anchors:
+            self.abort("E-YAML-ALIAS", f"alias *{name} refers to the node that contains it", span)
+        if name not in self.anchors:
+            self.abort("E-YAML-ALIAS", f"alias *{name} has no anchor &{name} before it", span)
+        if self._taking_key():
+            self.diag("E-YAML-KEY-TYPE", f"alias *{name} used as a key", span)
+            self.stack[-1].key = _SKIP
+            return
+        value, size = self.anchors[name]
+        self._count(size, span)
+        self._attach(value, span, size, style="")
+
+    def _open(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
+        span = _mark_span(event.start_mark, event.end_mark)
+        if self._taking_key():
+            self.diag("E-YAML-KEY-TYPE", "a mapping or list used as a key", span)
+            self.stack[-1].skip_depth = 1
+            return
+        if len(self.stack) >= MAX_DEPTH:
+            self.abort("E-YAML-TOO-DEEP", f"nesting deeper than {MAX_DEPTH} levels", span)
+        if event.tag and event.tag not in _COLLECTION_TAGS:
+            self.diag("E-YAML-TAG", f"unsupported tag {_short(event.tag)}", span)
+        self._count(1, span)
+        path = self._child_path()
+        value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+        if event.anchor:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(path=path, value=value, start=event.start_mark, anchor=event.anchor))
+
+    def _close(self, event: yaml.Event) -> None:
+        frame = self.stack.pop()
+        span = _mark_span(frame.start, event.end_mark)
+        if isinstance(frame.value, dict):
+            for merged in frame.merges:
+                for k, v in merged.items():
+                    frame.value.setdefault(k, v)
+        if frame.anchor:
+            self.open_anchors.discard(frame.anchor)
+            self.anchors[frame.anchor] = (frame.value, frame.size)
+        self._attach(frame.value, span, frame.size, style="", path=frame.path)
+
+    # --- building -----------------------------------------------------------------------------
+
+    def _taking_key(self) -> bool:
+        return bool(self.stack) and isinstance(self.stack[-1].value, dict) and (
+            self.stack[-1].key is _NOTHING
+        )
+
+    def _child_path(self) -> Path:
+        if not self.stack:
+            return ()
+        frame = self.stack[-1]
+        if isinstance(frame.value, list):
+            return (*frame.path, len(frame.value))
+        key = frame.key if isinstance(frame.key, str) else "<invalid key>"
+        return (*frame.path, key)
+
+    def _key(self, event: yaml.ScalarEvent, span: Span) -> None:
+        frame = self.stack[-1]
+        tag = self._tag(event)
+        if tag == _MERGE:
+            frame.key = _MERGE
+            return
+        if tag != _STR:
+            kind = tag.rsplit(":", 1)[-1]
+            msg = f"key {event.value!r} is read as a {kind}, not a string"
+            if kind == "bool":
+                msg = f"key {event.value!r} is read as a boolean by YAML 1.1, not as text"
+            self.diag("E-YAML-KEY-TYPE", msg, span, f"quote it: '{event.value}':")
+            frame.key = _SKIP
+            return
+        key = event.value
+        if key in frame.seen:
+            first = frame.seen[key]
+            self.diag(
+                "E-YAML-DUPLICATE-KEY",
+                f"key '{key}' appears twice in this mapping",
+                span,
+                f"the first '{key}' is at line {first.line}; remove or rename one",
+            )
+            frame.key = _SKIP
+            return
+        frame.seen[key] = span
+        frame.key = key
+        self.key_spans[(*frame.path, key)] = span
+
+    def _tag(self, event: yaml.ScalarEvent) -> str:
+        if event.tag and event.tag != "!":
+            return str(event.tag)
+        if event.tag == "!":
+            return _STR
+        return str(_resolver.resolve(ScalarNode, event.value, event.implicit))
+
+    def _construct(self, event: yaml.ScalarEvent, span: Span) -> Any:
+        tag = self._tag(event)
+        if tag not in _SCALAR_TAGS:
+            self.diag("E-YAML-TAG", f"unsupported tag {_short(tag)}", span)
+            return event.value
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return _constructor.yaml_constructors[tag](_constructor, node)
+        except (ConstructorError, ValueError) as exc:
+            self.diag("E-YAML-TAG", f"{event.value!r} is not a valid {tag}: {exc}", span)
+            return event.value
+
+    def _attach(self, value: Any, span: Span, size: int, style: str, path: Path | None = None) -> None:
+        if not self.stack:
+            self.root = value
+            self.spans[()] = span
+            return
+        frame = self.stack[-1]
+        frame.size += size
+        if isinstance(frame.value, list):
+            child: Path = path if path is not None else (*frame.path, len(frame.value))
+            frame.value.append(value)
+        else:
+            key, frame.key = frame.key, _NOTHING
+            if key is _SKIP:
+                return
+            if key is _MERGE:
+                self._merge(frame, value, span)
+                return
+            child = (*frame.path, key)
+            frame.value[key] = value
+        self.spans[child] = span
+        if style:
+            self.styles[child] = style
+
+    def _merge(self, frame: _Frame, value: Any, span: Span) -> None:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, dict) for item in items):
+            self.diag("E-YAML-MERGE", "a merge key (<<) takes a mapping or a list of mappings", span)
+            return
+        for item in items:
+            frame.merges.append(item)
+            for k in item:
+                self.spans.setdefault((*frame.path, k), span)
+                self.key_spans.setdefault((*frame.path, k), span)
+
+
+def read_display_name(path: FsPath, base: FsPath | None = None) -> str:
+    """The path shown in diagnostics: relative to ``base`` (default: the working folder)."""
+    try:
+        return os.path.relpath(path, base or FsPath.cwd())
+    except ValueError:  # a different drive on Windows
+        return str(path)
+
+
+def _short(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")

@@ -1,0 +1,103 @@
+"""Jinja2 templates and expressions of a flow: the shared sandbox, and static analysis.
+
+Flows use ``{{ expr }}`` in text and bare expressions in ``when:``, ``set:`` and ``match:``.
+Checks only parse them (no code generation): which names, attributes, filters and tests they
+use, and any syntax error with its line inside the template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.exceptions import TemplateSyntaxError
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    """The one sandboxed Jinja2 environment flows are parsed and rendered with.
+
+    Immutable sandbox: templates cannot call methods that modify lists or dicts; StrictUndefined:
+    a missing variable is an error, never silently empty text spoken to a caller.
+    """
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one template or expression reads."""
+
+    names: frozenset[str] = frozenset()
+    attributes: tuple[tuple[str, str], ...] = ()  # (variable, attribute) for var.attr / var['attr']
+    filters: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ()
+    constant: bool = True  # no {{ }}, {% %}: the text is used as it is
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A syntax error: the message and the 1-based line inside the template."""
+
+    message: str
+    line: int = 1
+    details: tuple[str, ...] = field(default=())
+
+
+@lru_cache(maxsize=4096)
+def analyze_template(source: str) -> Usage | Problem:
+    """Parses ``{{ }}`` text and returns what it reads, or its syntax error."""
+    if "{" not in source:
+        return Usage()
+    try:
+        tree = environment().parse(source)
+    except TemplateSyntaxError as exc:
+        return Problem(exc.message or "syntax error", exc.lineno or 1)
+    return _usage(tree, constant=_is_plain(tree))
+
+
+@lru_cache(maxsize=4096)
+def analyze_expression(source: str) -> Usage | Problem:
+    """Parses a bare expression (no ``{{ }}``) and returns what it reads, or its syntax error."""
+    if "{{" in source or "{%" in source:
+        return Problem("write the expression without {{ }} or {% %}")
+    env = environment()
+    try:
+        parser = Parser(env, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            token = parser.stream.current
+            return Problem(f"unexpected '{token.value}' after the expression", token.lineno)
+    except TemplateSyntaxError as exc:
+        return Problem(exc.message or "syntax error", exc.lineno or 1)
+    return _usage(nodes.Template([nodes.Output([expr])]), constant=False)
+
+
+def _is_plain(tree: nodes.Template) -> bool:
+    return all(
+        isinstance(out, nodes.Output) and all(isinstance(n, nodes.TemplateData) for n in out.nodes)
+        for out in tree.body
+    )
+
+
+def _usage(tree: nodes.Template, constant: bool) -> Usage:
+    stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
+    attributes: list[tuple[str, str]] = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not isinstance(target, nodes.Name) or target.name in stored:
+            continue
+        if isinstance(node, nodes.Getattr):
+            attributes.append((target.name, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            attributes.append((target.name, node.arg.value))
+    return Usage(
+        names=frozenset(loaded),
+        attributes=tuple(attributes),
+        filters=tuple(f.name for f in tree.find_all(nodes.Filter)),
+        tests=tuple(t.name for t in tree.find_all(nodes.Test)),
+        constant=constant,
+    )

@@ -1,0 +1,38 @@
+"""Small value types of the flow language: durations and phone numbers."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+def parse_duration(text: str) -> int:
+    """Parses ``500ms``, ``6s``, ``2m``, ``1h`` or a sum such as ``1m30s``.
+
+    Returns:
+        The duration in milliseconds.
+    Raises:
+        ValueError: when the text is not a duration.
+    """
+    if not _DURATION.match(text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * _UNIT_MS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def format_duration(ms: int) -> str:
+    """The shortest text :func:`parse_duration` reads back as ``ms``."""
+    if ms % 1000:
+        return f"{ms}ms"
+    secs = ms // 1000
+    if secs % 60 or secs < 60:
+        return f"{secs}s"
+    return f"{secs // 60}m"
+
+
+def is_e164(text: str) -> bool:
+    """Whether ``text`` is an E.164 number: + then 2 to 15 digits, no leading zero."""
+    return bool(E164.match(text))
