@@ -30,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	@mkdir -p .typecheck/voicecall
 	@for d in dsl compiler runtime plugin flows; do ln -sfn ../../$$d .typecheck/voicecall/$$d; done
-	$(BIN)/mypy -p voicecall.dsl -p voicecall.compiler -p voicecall.runtime -p voicecall.plugin -p voicecall.flows tests bench
+	$(BIN)/mypy .typecheck/voicecall tests bench
 
 unit: $(STAMP)
 	$(BIN)/pytest

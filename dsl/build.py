@@ -70,8 +70,8 @@ class _Builder:
 
     def params(self) -> tuple[m.Param, ...]:
         out = []
-        for name, spec in _dict(self.data.get("params")).items():
-            spec = _dict(spec)
+        for name, raw in _dict(self.data.get("params")).items():
+            spec = _dict(raw)
             choices = spec.get("enum")
             out.append(
                 m.Param(
@@ -90,8 +90,16 @@ class _Builder:
     def settings(self) -> m.Settings:
         s = _dict(self.data.get("settings"))
         providers = tuple(
-            (name, m.ProviderSettings(**{k: _opt_str(v) for k, v in _dict(s[name]).items()
-                                         if k in m.ProviderSettings.__dataclass_fields__}))
+            (
+                name,
+                m.ProviderSettings(
+                    **{
+                        k: _opt_str(v)
+                        for k, v in _dict(s[name]).items()
+                        if k in m.ProviderSettings.__dataclass_fields__
+                    }
+                ),
+            )
             for name in ("twilio", "plivo", "telnyx")
             if isinstance(s.get(name), dict)
         )
@@ -110,7 +118,9 @@ class _Builder:
         return m.Admit(
             policy=_str(a.get("policy")),
             span=self.span(("admit",), key=True),
-            allow_from=tuple(x for x in allow if isinstance(x, str)) if isinstance(allow, list) else (),
+            allow_from=tuple(x for x in allow if isinstance(x, str))
+            if isinstance(allow, list)
+            else (),
             reject_message=self.text(a.get("reject_message"), ("admit", "reject_message")),
         )
 
@@ -127,8 +137,9 @@ class _Builder:
                 action = self.action(raw, ("nodes", name, i))
                 if action is not None:
                     built.append(action)
-            out.append(m.Node(name=name, span=self.span(("nodes", name), key=True),
-                              actions=tuple(built)))
+            out.append(
+                m.Node(name=name, span=self.span(("nodes", name), key=True), actions=tuple(built))
+            )
         return tuple(out)
 
     def action(self, raw: Any, path: Path) -> m.Action | None:
@@ -136,7 +147,7 @@ class _Builder:
             return m.Hangup(span=self.span(path))
         if not isinstance(raw, dict) or len(raw) != 1:
             return None
-        (kind, arg), = raw.items()
+        ((kind, arg),) = raw.items()
         make: Callable[[Any, Path, Span], m.Action | None] | None = getattr(self, f"a_{kind}", None)
         if make is None:
             return None
@@ -151,8 +162,13 @@ class _Builder:
         text = self.text(a.get("text"), (*p, "text"))
         if text is None:
             return None
-        return m.Say(span=span, text=text, voice=_opt_str(a.get("voice")),
-                     language=_opt_str(a.get("language")), loop=_int(a.get("loop"), 1))
+        return m.Say(
+            span=span,
+            text=text,
+            voice=_opt_str(a.get("voice")),
+            language=_opt_str(a.get("language")),
+            loop=_int(a.get("loop"), 1),
+        )
 
     def a_play(self, arg: Any, p: Path, span: Span) -> m.Action | None:
         if isinstance(arg, str):
@@ -176,9 +192,12 @@ class _Builder:
             span=span,
             prompt=prompt,
             input=tuple(x for x in inputs if isinstance(x, str))
-            if isinstance(inputs, list) else ("speech", "dtmf"),
+            if isinstance(inputs, list)
+            else ("speech", "dtmf"),
             timeout_ms=_duration(a.get("timeout")) or 5000,
-            speech_timeout_ms=None if speech_timeout in (None, "auto") else _duration(speech_timeout),
+            speech_timeout_ms=None
+            if speech_timeout in (None, "auto")
+            else _duration(speech_timeout),
             retries=_int(a.get("retries"), 0),
             reprompt=self.text(a.get("reprompt"), (*p, "reprompt")),
             save_as=_opt_str(a.get("save_as")),
@@ -210,7 +229,9 @@ class _Builder:
         for name, value in _dict(raw).items():
             expr = self.expr(value, (*p, name))
             if expr is not None:
-                out.append(m.Assignment(name=name, value=expr, span=self.span((*p, name), key=True)))
+                out.append(
+                    m.Assignment(name=name, value=expr, span=self.span((*p, name), key=True))
+                )
         return tuple(out)
 
     def a_set(self, arg: Any, p: Path, span: Span) -> m.Action | None:

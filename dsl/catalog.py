@@ -47,8 +47,9 @@ class Catalog:
         for item, path, bundled in loaded:
             assert item.flow is not None
             ok = check(item, infos).ok
-            self.entries[item.flow.name] = Entry(name=item.flow.name, path=path, flow=item.flow,
-                                                 bundled=bundled, ok=ok)
+            self.entries[item.flow.name] = Entry(
+                name=item.flow.name, path=path, flow=item.flow, bundled=bundled, ok=ok
+            )
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.name))

@@ -17,7 +17,13 @@ from voicecall.dsl import model as m
 from voicecall.dsl.errors import Diagnostic, Span, did_you_mean
 from voicecall.dsl.graph import Graph, build_graph, exits, refs, strongly_connected
 from voicecall.dsl.loader import Document
-from voicecall.dsl.templates import Problem, Usage, analyze_expression, analyze_template, environment
+from voicecall.dsl.templates import (
+    Problem,
+    Usage,
+    analyze_expression,
+    analyze_template,
+    environment,
+)
 from voicecall.dsl.values import format_duration, is_e164, parse_duration
 
 # Plugin config keys a template may read as config.<key>; the subtrees holding credentials are
@@ -61,11 +67,20 @@ class FlowInfo:
     @classmethod
     def of(cls, flow: m.Flow) -> FlowInfo:
         calls = tuple(
-            (a.flow, a.flow_span) for n in flow.nodes for a in n.actions if isinstance(a, m.CallFlow)
+            (a.flow, a.flow_span)
+            for n in flow.nodes
+            for a in n.actions
+            if isinstance(a, m.CallFlow)
         )
-        return cls(name=flow.name, file=flow.file, description=flow.description,
-                   direction=flow.direction, params=flow.params,
-                   outputs=frozenset(defined_names(flow)), calls=calls)
+        return cls(
+            name=flow.name,
+            file=flow.file,
+            description=flow.description,
+            direction=flow.direction,
+            params=flow.params,
+            outputs=frozenset(defined_names(flow)),
+            calls=calls,
+        )
 
 
 @dataclass(slots=True)
@@ -107,8 +122,16 @@ Pass = Callable[[Context], Iterator[Diagnostic]]
 
 def run_checks(ctx: Context) -> list[Diagnostic]:
     """Runs every pass over one flow; returns the diagnostics sorted by position."""
-    passes: list[Pass] = [check_flow_level, check_refs, check_branches, check_templates,
-                          check_params, check_asks, check_values, check_subflows]
+    passes: list[Pass] = [
+        check_flow_level,
+        check_refs,
+        check_branches,
+        check_templates,
+        check_params,
+        check_asks,
+        check_values,
+        check_subflows,
+    ]
     if ctx.schema_ok:
         passes += [check_reachability, check_traps, check_loops, check_definite_assignment]
     out: list[Diagnostic] = []
@@ -146,42 +169,43 @@ Step = tuple[str, Any]  # ("use", Use) or ("def", name)
 
 def steps(action: m.Action) -> Iterator[Step]:
     """What an action reads and defines, in the order it happens."""
-    t, e = "template", "expression"
-    if isinstance(action, m.Say):
-        yield "use", (t, action.text)
-    elif isinstance(action, m.Play):
-        yield "use", (t, action.url)
-    elif isinstance(action, m.Ask):
-        yield "use", (t, action.prompt)
-        if action.reprompt:
-            yield "use", (t, action.reprompt)
-        if action.save_as:
-            yield "def", action.save_as
-        if action.match:
-            yield "use", (e, action.match)
-    elif isinstance(action, m.Converse):
-        for text in (action.message, action.system_prompt):
-            if text is not None:
-                yield "use", (t, text)
-    elif isinstance(action, m.Set):
-        for a in action.assignments:
-            yield "use", (e, a.value)
-        for a in action.assignments:
-            yield "def", a.name
-    elif isinstance(action, m.Branch):
-        for case in action.cases:
-            yield "use", (e, case.when)
-    elif isinstance(action, m.Transfer):
-        yield "use", (t, action.to)
-        if action.caller_id:
-            yield "use", (t, action.caller_id)
-    elif isinstance(action, m.SendDigits):
-        yield "use", (t, action.digits)
-    elif isinstance(action, m.CallFlow):
-        for a in action.params:
-            yield "use", (e, a.value)
-        if action.save_as:
-            yield "def", action.save_as
+    step = _STEPS.get(type(action))
+    return step(action) if step is not None else iter(())
+
+
+def _uses(kind: str, *sources: m.Text | m.Expr | None) -> Iterator[Step]:
+    return (("use", (kind, s)) for s in sources if s is not None)
+
+
+def _ask_steps(a: m.Ask) -> Iterator[Step]:
+    yield from _uses("template", a.prompt, a.reprompt)
+    if a.save_as:
+        yield "def", a.save_as
+    yield from _uses("expression", a.match)
+
+
+def _set_steps(a: m.Set) -> Iterator[Step]:
+    yield from _uses("expression", *(x.value for x in a.assignments))
+    yield from (("def", x.name) for x in a.assignments)
+
+
+def _call_flow_steps(a: m.CallFlow) -> Iterator[Step]:
+    yield from _uses("expression", *(x.value for x in a.params))
+    if a.save_as:
+        yield "def", a.save_as
+
+
+_STEPS: dict[type[m.Action], Callable[[Any], Iterator[Step]]] = {
+    m.Say: lambda a: _uses("template", a.text),
+    m.Play: lambda a: _uses("template", a.url),
+    m.Ask: _ask_steps,
+    m.Converse: lambda a: _uses("template", a.message, a.system_prompt),
+    m.Set: _set_steps,
+    m.Branch: lambda a: _uses("expression", *(c.when for c in a.cases)),
+    m.Transfer: lambda a: _uses("template", a.to, a.caller_id),
+    m.SendDigits: lambda a: _uses("template", a.digits),
+    m.CallFlow: _call_flow_steps,
+}
 
 
 def all_uses(flow: m.Flow) -> Iterator[Use]:
@@ -205,39 +229,60 @@ def analyze(use: Use) -> Usage | Problem:
 def check_flow_level(ctx: Context) -> Iterator[Diagnostic]:
     flow = ctx.flow
     if not flow.description and ctx.schema_ok:
-        yield ctx.diag("W-FLOW-DESCRIPTION", f"flow '{flow.name}' has no description",
-                       flow.name_span)
+        yield ctx.diag(
+            "W-FLOW-DESCRIPTION", f"flow '{flow.name}' has no description", flow.name_span
+        )
     if flow.admit is not None and flow.direction == "outbound":
-        yield ctx.diag("W-ADMIT-OUTBOUND", "`admit` only applies to inbound calls; this flow "
-                       "is outbound", flow.admit.span, "remove admit, or set direction: any")
+        yield ctx.diag(
+            "W-ADMIT-OUTBOUND",
+            "`admit` only applies to inbound calls; this flow is outbound",
+            flow.admit.span,
+            "remove admit, or set direction: any",
+        )
     if flow.admit is not None and flow.admit.policy == "allowlist":
         raw = ctx.doc.data.get("admit", {}).get("allow_from")
         if isinstance(raw, list) and not raw:
-            yield ctx.diag("E-ADMIT-ALLOWLIST", "policy allowlist with an empty allow_from "
-                           "admits nobody", ctx.doc.span(("admit", "allow_from")))
+            yield ctx.diag(
+                "E-ADMIT-ALLOWLIST",
+                "policy allowlist with an empty allow_from admits nobody",
+                ctx.doc.span(("admit", "allow_from")),
+            )
 
 
 def check_refs(ctx: Context) -> Iterator[Diagnostic]:
     names = [n.name for n in ctx.flow.nodes]
     start = ctx.flow.start
     if start.name and start.name not in names:
-        yield ctx.diag("E-START-UNKNOWN", f"start node '{start.name}' is not a node", start.span,
-                       did_you_mean(start.name, names) or f"nodes: {', '.join(names)}")
+        yield ctx.diag(
+            "E-START-UNKNOWN",
+            f"start node '{start.name}' is not a node",
+            start.span,
+            did_you_mean(start.name, names) or f"nodes: {', '.join(names)}",
+        )
     for node in ctx.flow.nodes:
         for action in node.actions:
             for ref in refs(action):
                 if ref.name not in names:
-                    yield ctx.diag("E-GOTO-UNKNOWN", f"{_jump_word(action)} target '{ref.name}' "
-                                   "is not a node", ref.span, did_you_mean(ref.name, names) or None)
+                    yield ctx.diag(
+                        "E-GOTO-UNKNOWN",
+                        f"{_jump_word(action)} target '{ref.name}' is not a node",
+                        ref.span,
+                        did_you_mean(ref.name, names) or None,
+                    )
     for event, ref in ctx.flow.handlers.refs():
         if ref.name not in names:
-            yield ctx.diag("E-HANDLER-UNKNOWN", f"the {event} handler '{ref.name}' is not a node",
-                           ref.span, did_you_mean(ref.name, names) or None)
+            yield ctx.diag(
+                "E-HANDLER-UNKNOWN",
+                f"the {event} handler '{ref.name}' is not a node",
+                ref.span,
+                did_you_mean(ref.name, names) or None,
+            )
 
 
 def _jump_word(action: m.Action) -> str:
-    return {"goto": "goto", "branch": "branch", "ask": "ask exit",
-            "transfer": "on_fail"}.get(action.kind, action.kind)
+    return {"goto": "goto", "branch": "branch", "ask": "ask exit", "transfer": "on_fail"}.get(
+        action.kind, action.kind
+    )
 
 
 def check_branches(ctx: Context) -> Iterator[Diagnostic]:
@@ -250,15 +295,23 @@ def check_branches(ctx: Context) -> Iterator[Diagnostic]:
             path = ("nodes", name, i, "branch")
             elses = [j for j, c in enumerate(cases) if isinstance(c, dict) and "else" in c]
             if not elses:
-                yield ctx.diag("E-BRANCH-ELSE", "branch has no else case",
-                               ctx.doc.span(path, key=True))
+                yield ctx.diag(
+                    "E-BRANCH-ELSE", "branch has no else case", ctx.doc.span(path, key=True)
+                )
             for j in elses[1:]:
-                yield ctx.diag("E-BRANCH-ELSE", "branch has a second else case",
-                               ctx.doc.span((*path, j, "else"), key=True), "keep one else, last")
+                yield ctx.diag(
+                    "E-BRANCH-ELSE",
+                    "branch has a second else case",
+                    ctx.doc.span((*path, j, "else"), key=True),
+                    "keep one else, last",
+                )
             if elses and elses[0] != len(cases) - 1:
-                yield ctx.diag("E-BRANCH-ELSE", "cases after else never run",
-                               ctx.doc.span((*path, elses[0], "else"), key=True),
-                               "move the else case to the end of the branch")
+                yield ctx.diag(
+                    "E-BRANCH-ELSE",
+                    "cases after else never run",
+                    ctx.doc.span((*path, elses[0], "else"), key=True),
+                    "move the else case to the end of the branch",
+                )
 
 
 def _raw_nodes(doc: Document) -> Iterator[tuple[str, list[Any]]]:
@@ -277,7 +330,9 @@ def check_templates(ctx: Context) -> Iterator[Diagnostic]:
     env = environment()
     for name in [p.name for p in flow.params] + list(defined):
         if name in m.BUILTIN_NAMES:
-            yield ctx.diag("E-VAR-RESERVED", f"'{name}' is a built-in variable", _def_span(ctx, name))
+            yield ctx.diag(
+                "E-VAR-RESERVED", f"'{name}' is a built-in variable", _def_span(ctx, name)
+            )
     for use in all_uses(flow):
         kind, src = use
         info = analyze(use)
@@ -287,19 +342,29 @@ def check_templates(ctx: Context) -> Iterator[Diagnostic]:
             continue
         for f in info.filters:
             if f not in env.filters:
-                yield ctx.diag("E-EXPR-FILTER", f"no filter named '{f}'", ctx.locate(src.span, f),
-                               did_you_mean(f, env.filters) or None)
+                yield ctx.diag(
+                    "E-EXPR-FILTER",
+                    f"no filter named '{f}'",
+                    ctx.locate(src.span, f),
+                    did_you_mean(f, env.filters) or None,
+                )
         for t in info.tests:
             if t not in env.tests:
-                yield ctx.diag("E-EXPR-FILTER", f"no test named '{t}'", ctx.locate(src.span, t),
-                               did_you_mean(t, env.tests) or None)
+                yield ctx.diag(
+                    "E-EXPR-FILTER",
+                    f"no test named '{t}'",
+                    ctx.locate(src.span, t),
+                    did_you_mean(t, env.tests) or None,
+                )
         for name in sorted(info.names - known):
             hint = did_you_mean(name, known - set(env.globals)) or (
-                "define it as a param, or save it with ask save_as, set or call_flow save_as")
+                "define it as a param, or save it with ask save_as, set or call_flow save_as"
+            )
             if kind == "template" and info.names and name == src.source.strip():
                 hint += "; for literal text in a set value, quote it: \"'text'\""
-            yield ctx.diag("E-VAR-UNDEFINED", f"'{name}' is not defined",
-                           ctx.locate(src.span, name), hint)
+            yield ctx.diag(
+                "E-VAR-UNDEFINED", f"'{name}' is not defined", ctx.locate(src.span, name), hint
+            )
         yield from _check_attributes(ctx, src, info, defined)
 
 
@@ -325,9 +390,12 @@ def _check_attributes(
             allowed = SETTINGS_KEYS
         elif var == "config":
             if attr in SECRET_CONFIG_KEYS:
-                yield ctx.diag("E-VAR-SECRET", f"config.{attr} holds credentials or security "
-                               "settings and cannot be read by a flow",
-                               ctx.locate(src.span, attr, attribute=True))
+                yield ctx.diag(
+                    "E-VAR-SECRET",
+                    f"config.{attr} holds credentials or security "
+                    "settings and cannot be read by a flow",
+                    ctx.locate(src.span, attr, attribute=True),
+                )
                 continue
             allowed = tuple(sorted(CONFIG_KEYS))
         elif ctx.flow.param(var) is None and defined.get(var) == "answer":
@@ -336,9 +404,12 @@ def _check_attributes(
             sub = ctx.catalog.get(defined[var][5:])
             allowed = tuple(sorted(sub.outputs)) if sub is not None else None
         if allowed is not None and attr not in allowed:
-            yield ctx.diag("E-VAR-ATTRIBUTE", f"{var} has no attribute '{attr}'",
-                           ctx.locate(src.span, attr, attribute=True),
-                           did_you_mean(attr, allowed) or f"{var} has: {', '.join(allowed)}")
+            yield ctx.diag(
+                "E-VAR-ATTRIBUTE",
+                f"{var} has no attribute '{attr}'",
+                ctx.locate(src.span, attr, attribute=True),
+                did_you_mean(attr, allowed) or f"{var} has: {', '.join(allowed)}",
+            )
 
 
 def check_params(ctx: Context) -> Iterator[Diagnostic]:
@@ -355,14 +426,24 @@ def check_params(ctx: Context) -> Iterator[Diagnostic]:
                 span = ctx.doc.span(("params", p.name, "default"))
                 yield ctx.diag("E-PARAM-DEFAULT", f"default of '{p.name}' {problem}", span)
             if p.required:
-                yield ctx.diag("W-PARAM-REQUIRED-DEFAULT",
-                               f"param '{p.name}' is required and has a default", p.span)
+                yield ctx.diag(
+                    "W-PARAM-REQUIRED-DEFAULT",
+                    f"param '{p.name}' is required and has a default",
+                    p.span,
+                )
         if p.required and not p.has_default and flow.direction == "inbound":
-            yield ctx.diag("E-PARAM-INBOUND-REQUIRED", f"param '{p.name}' is required, but "
-                           "nobody passes params to an inbound call", p.span)
+            yield ctx.diag(
+                "E-PARAM-INBOUND-REQUIRED",
+                f"param '{p.name}' is required, but nobody passes params to an inbound call",
+                p.span,
+            )
         if p.name not in used and ctx.schema_ok:
-            yield ctx.diag("W-PARAM-UNUSED", f"param '{p.name}' is never used", p.span,
-                           "use it in a template, or remove it")
+            yield ctx.diag(
+                "W-PARAM-UNUSED",
+                f"param '{p.name}' is never used",
+                p.span,
+                "use it in a template, or remove it",
+            )
 
 
 def _param_value_problem(p: m.Param, value: Any) -> str:
@@ -395,19 +476,33 @@ def check_asks(ctx: Context) -> Iterator[Diagnostic]:
             if not isinstance(action, m.Ask):
                 continue
             if action.on_no_match and not (action.match or action.valid_digits):
-                yield ctx.diag("E-ASK-EXIT-MATCH", "on_no_match can never happen: any answer "
-                               "matches", action.on_no_match.span)
+                yield ctx.diag(
+                    "E-ASK-EXIT-MATCH",
+                    "on_no_match can never happen: any answer matches",
+                    action.on_no_match.span,
+                )
             if action.match and not action.save_as:
-                yield ctx.diag("E-ASK-MATCH-UNSAVED", "match reads the answer, but the ask has "
-                               "no save_as", action.match.span,
-                               "add save_as: answer, then write match: answer.digits == '1'")
+                yield ctx.diag(
+                    "E-ASK-MATCH-UNSAVED",
+                    "match reads the answer, but the ask has no save_as",
+                    action.match.span,
+                    "add save_as: answer, then write match: answer.digits == '1'",
+                )
             dtmf_only = [k for k in ("valid_digits", "num_digits") if getattr(action, k)]
             if "dtmf" not in action.input and dtmf_only:
-                yield ctx.diag("W-ASK-OPTION-UNUSED", f"{dtmf_only[0]} has no effect without "
-                               "dtmf input", action.span, "add dtmf to input, or remove it")
+                yield ctx.diag(
+                    "W-ASK-OPTION-UNUSED",
+                    f"{dtmf_only[0]} has no effect without dtmf input",
+                    action.span,
+                    "add dtmf to input, or remove it",
+                )
             if "speech" not in action.input and action.hints:
-                yield ctx.diag("W-ASK-OPTION-UNUSED", "hints have no effect without speech "
-                               "input", action.span, "add speech to input, or remove them")
+                yield ctx.diag(
+                    "W-ASK-OPTION-UNUSED",
+                    "hints have no effect without speech input",
+                    action.span,
+                    "add speech to input, or remove them",
+                )
 
 
 def check_values(ctx: Context) -> Iterator[Diagnostic]:
@@ -419,8 +514,11 @@ def check_values(ctx: Context) -> Iterator[Diagnostic]:
         low, high = RANGES_MS[what]
         ms = parse_duration(raw)
         if not low <= ms <= high:
-            yield ctx.diag("E-DURATION-RANGE", f"{what} {raw} is outside {_fmt(low)}..{_fmt(high)}",
-                           ctx.doc.span(path))
+            yield ctx.diag(
+                "E-DURATION-RANGE",
+                f"{what} {raw} is outside {_fmt(low)}..{_fmt(high)}",
+                ctx.doc.span(path),
+            )
 
 
 def _fmt(ms: int) -> str:
@@ -434,7 +532,7 @@ def _duration_paths(doc: Document) -> Iterator[tuple[str, tuple[Any, ...]]]:
         for i, raw in enumerate(actions):
             if not isinstance(raw, dict) or len(raw) != 1:
                 continue
-            (kind, arg), = raw.items()
+            ((kind, arg),) = raw.items()
             base = ("nodes", name, i, kind)
             if kind == "pause":
                 yield "pause", base
@@ -446,11 +544,9 @@ def _duration_paths(doc: Document) -> Iterator[tuple[str, tuple[Any, ...]]]:
 
 def _get(data: Any, path: tuple[Any, ...]) -> Any:
     for part in path:
-        if isinstance(data, dict) and part in data:
+        try:
             data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
+        except (KeyError, IndexError, TypeError):
             return None
     return data
 
@@ -464,16 +560,23 @@ def check_subflows(ctx: Context) -> Iterator[Diagnostic]:
                 continue
             target = ctx.catalog.get(action.flow)
             if target is None:
-                yield ctx.diag("E-FLOW-UNKNOWN", f"no flow named '{action.flow}'",
-                               action.flow_span, did_you_mean(action.flow, names) or
-                               "flows are found among the bundled flows and the flow folders")
+                yield ctx.diag(
+                    "E-FLOW-UNKNOWN",
+                    f"no flow named '{action.flow}'",
+                    action.flow_span,
+                    did_you_mean(action.flow, names)
+                    or "flows are found among the bundled flows and the flow folders",
+                )
                 continue
             yield from _check_call_params(ctx, action, target)
             cycle = _cycle_through(ctx.catalog, ctx.flow.name, action.flow)
             if cycle:
-                yield ctx.diag("E-FLOW-CYCLE", "flows call each other in a cycle: "
-                               + " -> ".join(cycle), action.flow_span,
-                               "a subflow cannot call a flow that is running it")
+                yield ctx.diag(
+                    "E-FLOW-CYCLE",
+                    "flows call each other in a cycle: " + " -> ".join(cycle),
+                    action.flow_span,
+                    "a subflow cannot call a flow that is running it",
+                )
 
 
 def _check_call_params(ctx: Context, action: m.CallFlow, target: FlowInfo) -> Iterator[Diagnostic]:
@@ -481,15 +584,22 @@ def _check_call_params(ctx: Context, action: m.CallFlow, target: FlowInfo) -> It
     passed = {a.name for a in action.params}
     for a in action.params:
         if a.name not in declared:
-            yield ctx.diag("E-FLOW-PARAM", f"flow '{target.name}' has no param '{a.name}'",
-                           a.span, did_you_mean(a.name, declared) or
-                           f"its params: {', '.join(declared) or 'none'}")
-    missing = [p.name for p in target.params if p.required and not p.has_default
-               and p.name not in passed]
+            yield ctx.diag(
+                "E-FLOW-PARAM",
+                f"flow '{target.name}' has no param '{a.name}'",
+                a.span,
+                did_you_mean(a.name, declared) or f"its params: {', '.join(declared) or 'none'}",
+            )
+    missing = [
+        p.name for p in target.params if p.required and not p.has_default and p.name not in passed
+    ]
     if missing:
-        yield ctx.diag("E-FLOW-PARAM", f"flow '{target.name}' needs param "
-                       f"{', '.join(repr(n) for n in missing)}", action.flow_span,
-                       "pass it under params:")
+        yield ctx.diag(
+            "E-FLOW-PARAM",
+            f"flow '{target.name}' needs param {', '.join(repr(n) for n in missing)}",
+            action.flow_span,
+            "pass it under params:",
+        )
 
 
 def _cycle_through(catalog: Mapping[str, FlowInfo], start: str, first: str) -> list[str]:
@@ -514,14 +624,16 @@ def check_reachability(ctx: Context) -> Iterator[Diagnostic]:
     reachable = graph.reachable()
     for node in ctx.flow.nodes:
         if node.name not in reachable:
-            yield ctx.diag("W-NODE-UNREACHABLE", f"node '{node.name}' is never reached",
-                           node.span)
+            yield ctx.diag("W-NODE-UNREACHABLE", f"node '{node.name}' is never reached", node.span)
     for name, index in graph.unreachable_actions:
-        node = ctx.flow.node(name)
-        if node is not None and node.name in reachable:
-            before = node.actions[index - 1].kind
-            yield ctx.diag("W-ACTION-UNREACHABLE", f"this never runs: the {before} before it "
-                           "does not go on", node.actions[index].span)
+        holder = ctx.flow.node(name)
+        if holder is not None and holder.name in reachable:
+            before = holder.actions[index - 1].kind
+            yield ctx.diag(
+                "W-ACTION-UNREACHABLE",
+                f"this never runs: the {before} before it does not go on",
+                holder.actions[index].span,
+            )
 
 
 def check_traps(ctx: Context) -> Iterator[Diagnostic]:
@@ -535,9 +647,12 @@ def check_traps(ctx: Context) -> Iterator[Diagnostic]:
     for comp in strongly_connected(sorted(trapped), inner):
         first = _first_node(ctx, comp)
         loop = ", ".join(n for n in _ordered(ctx, comp))
-        yield ctx.diag("E-CALLER-TRAP", f"no path out of {_plural(comp)} {loop}: the call never "
-                       "reaches a hangup, transfer, converse or the end of a node",
-                       first.span)
+        yield ctx.diag(
+            "E-CALLER-TRAP",
+            f"no path out of {_plural(comp)} {loop}: the call never "
+            "reaches a hangup, transfer, converse or the end of a node",
+            first.span,
+        )
 
 
 def check_loops(ctx: Context) -> Iterator[Diagnostic]:
@@ -552,11 +667,17 @@ def check_loops(ctx: Context) -> Iterator[Diagnostic]:
         closing = min(edges, key=lambda e: _action_span(ctx, e).line)
         loop = ", ".join(_ordered(ctx, comp))
         if any(e.spoke for e in edges):
-            yield ctx.diag("W-LOOP-NO-INPUT", f"{_plural(comp)} {loop} loop without listening",
-                           _action_span(ctx, closing))
+            yield ctx.diag(
+                "W-LOOP-NO-INPUT",
+                f"{_plural(comp)} {loop} loop without listening",
+                _action_span(ctx, closing),
+            )
         else:
-            yield ctx.diag("E-LOOP-TIGHT", f"{_plural(comp)} {loop} loop without waiting for "
-                           "anything", _action_span(ctx, closing))
+            yield ctx.diag(
+                "E-LOOP-TIGHT",
+                f"{_plural(comp)} {loop} loop without waiting for anything",
+                _action_span(ctx, closing),
+            )
 
 
 def _bounded(ctx: Context, comp: list[str]) -> bool:
@@ -602,7 +723,7 @@ def check_definite_assignment(ctx: Context) -> Iterator[Diagnostic]:
     graph = ctx.get_graph()
     params = frozenset(p.name for p in flow.params)
     may_define = set(defined_names(flow))
-    state: dict[str, frozenset[str]] = {n: params for n in graph.entries}
+    state: dict[str, frozenset[str]] = dict.fromkeys(graph.entries, params)
     todo = list(graph.entries)
     while todo:
         name = todo.pop()
@@ -612,8 +733,9 @@ def check_definite_assignment(ctx: Context) -> Iterator[Diagnostic]:
                 state[dst] = merged
                 todo.append(dst)
     seen: set[tuple[str, int, int]] = set()
-    for name, have in state.items():
+    for name, entry in state.items():
         node = flow.node(name)
+        have = entry
         for action in node.actions if node else ():
             for kind, what in steps(action):
                 if kind == "def":
@@ -626,11 +748,14 @@ def check_definite_assignment(ctx: Context) -> Iterator[Diagnostic]:
                     span = ctx.locate(what[1].span, var)
                     if (var, span.line, span.col) not in seen:
                         seen.add((var, span.line, span.col))
-                        yield ctx.diag("W-VAR-MAYBE-UNSET", f"'{var}' may not be set yet here",
-                                       span)
+                        yield ctx.diag(
+                            "W-VAR-MAYBE-UNSET", f"'{var}' may not be set yet here", span
+                        )
 
 
-def _node_exits(flow: m.Flow, name: str, have: frozenset[str]) -> Iterator[tuple[str, frozenset[str]]]:
+def _node_exits(
+    flow: m.Flow, name: str, have: frozenset[str]
+) -> Iterator[tuple[str, frozenset[str]]]:
     node = flow.node(name)
     for action in node.actions if node else ():
         for kind, what in steps(action):

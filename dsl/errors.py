@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
@@ -39,7 +39,7 @@ NOWHERE = Span(line=1, col=1, end_line=1, end_col=2)
 
 @dataclass(frozen=True, slots=True)
 class Code:
-    """A diagnostic code: its identifier, default severity, and the hint shown when none is given."""
+    """A diagnostic code: its id, default severity, and the hint shown when none is given."""
 
     id: str
     severity: Severity
@@ -61,20 +61,32 @@ CODES: dict[str, Code] = {
     for c in (
         # Files and YAML
         _e("E-FILE-READ", "the file cannot be read"),
-        _e("E-FILE-TOO-LARGE", "the file is larger than the 1 MiB limit",
-           "a call flow is a few kilobytes; split it with call_flow"),
+        _e(
+            "E-FILE-TOO-LARGE",
+            "the file is larger than the 1 MiB limit",
+            "a call flow is a few kilobytes; split it with call_flow",
+        ),
         _e("E-FILE-BINARY", "the file is binary, not YAML text"),
         _e("E-FILE-ENCODING", "the file is not valid UTF-8", "save the file as UTF-8"),
         _e("E-YAML-SYNTAX", "YAML syntax error"),
-        _e("E-YAML-EMPTY", "the file holds no flow",
-           "start from `voicecall flows` or a bundled flow"),
+        _e(
+            "E-YAML-EMPTY",
+            "the file holds no flow",
+            "start from `voicecall flows` or a bundled flow",
+        ),
         _e("E-YAML-MULTI-DOC", "more than one YAML document", "one flow per file"),
         _e("E-YAML-DUPLICATE-KEY", "duplicate key", "remove or rename one of them"),
-        _e("E-YAML-KEY-TYPE", "a key that is not a string",
-           "quote the key; YAML 1.1 reads on/off/yes/no as booleans and 1 as a number"),
+        _e(
+            "E-YAML-KEY-TYPE",
+            "a key that is not a string",
+            "quote the key; YAML 1.1 reads on/off/yes/no as booleans and 1 as a number",
+        ),
         _e("E-YAML-TAG", "unsupported YAML tag", "remove the tag; flows use plain YAML values"),
-        _e("E-YAML-ALIAS", "alias problem (undefined, recursive or expanding too far)",
-           "anchors and aliases may share small pieces, not build large or cyclic trees"),
+        _e(
+            "E-YAML-ALIAS",
+            "alias problem (undefined, recursive or expanding too far)",
+            "anchors and aliases may share small pieces, not build large or cyclic trees",
+        ),
         _e("E-YAML-TOO-DEEP", "nesting deeper than the limit"),
         _e("E-YAML-MERGE", "a merge key (<<) whose value is not a mapping"),
         # Schema
@@ -85,58 +97,109 @@ CODES: dict[str, Code] = {
         _e("E-SCHEMA-ACTION", "not an action"),
         _e("E-SCHEMA-VERSION", "unsupported flow version", "write `version: 1`"),
         _e("E-NAME-INVALID", "not a valid name"),
-        _e("E-DURATION-INVALID", "not a duration",
-           "write a number with a unit: 500ms, 6s, 2m, 1h, or 1m30s"),
+        _e(
+            "E-DURATION-INVALID",
+            "not a duration",
+            "write a number with a unit: 500ms, 6s, 2m, 1h, or 1m30s",
+        ),
         _e("E-DURATION-RANGE", "a duration out of range"),
-        _e("E-PHONE-INVALID", "not an E.164 phone number",
-           "write + then the country code and number, digits only: +15551234567"),
+        _e(
+            "E-PHONE-INVALID",
+            "not an E.164 phone number",
+            "write + then the country code and number, digits only: +15551234567",
+        ),
         _e("E-DIGITS-INVALID", "not a DTMF digit string", "use 0-9, *, # (and w or W to wait)"),
         # Graph
         _e("E-START-UNKNOWN", "the start node does not exist"),
         _e("E-GOTO-UNKNOWN", "a jump to a node that does not exist"),
-        _w("W-NODE-UNREACHABLE", "a node no path reaches",
-           "remove it, or jump to it from another node"),
-        _w("W-ACTION-UNREACHABLE", "actions after one that never continues",
-           "nothing after goto, branch, hangup, transfer or converse runs; move or remove them"),
-        _e("E-CALLER-TRAP", "a loop callers can never leave",
-           "give the loop an exit: a branch case that goes on, a hangup, a transfer or a converse"),
-        _e("E-LOOP-TIGHT", "a loop that never waits for the caller",
-           "put an ask, pause or converse in the loop, or bound it with a counter and a branch"),
-        _w("W-LOOP-NO-INPUT", "a loop that speaks but never listens",
-           "add an ask or pause, or bound the loop with a counter"),
+        _w(
+            "W-NODE-UNREACHABLE",
+            "a node no path reaches",
+            "remove it, or jump to it from another node",
+        ),
+        _w(
+            "W-ACTION-UNREACHABLE",
+            "actions after one that never continues",
+            "nothing after goto, branch, hangup, transfer or converse runs; move or remove them",
+        ),
+        _e(
+            "E-CALLER-TRAP",
+            "a loop callers can never leave",
+            "give the loop an exit: a branch case that goes on, a hangup, a transfer or a converse",
+        ),
+        _e(
+            "E-LOOP-TIGHT",
+            "a loop that never waits for the caller",
+            "put an ask, pause or converse in the loop, or bound it with a counter and a branch",
+        ),
+        _w(
+            "W-LOOP-NO-INPUT",
+            "a loop that speaks but never listens",
+            "add an ask or pause, or bound the loop with a counter",
+        ),
         _e("E-HANDLER-UNKNOWN", "a handler names a node that does not exist"),
-        _e("E-BRANCH-ELSE", "a branch whose else case is missing or not last",
-           "end every branch with `- else: node`"),
+        _e(
+            "E-BRANCH-ELSE",
+            "a branch whose else case is missing or not last",
+            "end every branch with `- else: node`",
+        ),
         # Templates and variables
         _e("E-TEMPLATE-SYNTAX", "template syntax error"),
-        _e("E-EXPR-SYNTAX", "expression syntax error",
-           "a `when:` or `set:` value is a bare expression, without {{ }}"),
+        _e(
+            "E-EXPR-SYNTAX",
+            "expression syntax error",
+            "a `when:` or `set:` value is a bare expression, without {{ }}",
+        ),
         _e("E-EXPR-FILTER", "unknown filter or test"),
         _e("E-VAR-UNDEFINED", "a variable no param, ask, set or call_flow defines"),
         _e("E-VAR-ATTRIBUTE", "an attribute the value does not have"),
-        _e("E-VAR-SECRET", "a template reads a secret from config",
-           "credentials never go into call audio or logs; read only non-secret config keys"),
-        _w("W-VAR-MAYBE-UNSET", "a variable that some paths reach before it is set",
-           "set it before every path that reads it, or give the param a default"),
-        _e("E-VAR-RESERVED", "a variable name that is reserved",
-           "call, settings and config are built in; choose another name"),
+        _e(
+            "E-VAR-SECRET",
+            "a template reads a secret from config",
+            "credentials never go into call audio or logs; read only non-secret config keys",
+        ),
+        _w(
+            "W-VAR-MAYBE-UNSET",
+            "a variable that some paths reach before it is set",
+            "set it before every path that reads it, or give the param a default",
+        ),
+        _e(
+            "E-VAR-RESERVED",
+            "a variable name that is reserved",
+            "call, settings and config are built in; choose another name",
+        ),
         # Params
         _e("E-PARAM-DEFAULT", "a param default that does not match its type or choices"),
-        _e("E-PARAM-INBOUND-REQUIRED", "an inbound flow with a required param",
-           "nobody passes params to an inbound call; give it a default"),
+        _e(
+            "E-PARAM-INBOUND-REQUIRED",
+            "an inbound flow with a required param",
+            "nobody passes params to an inbound call; give it a default",
+        ),
         _w("W-PARAM-UNUSED", "a param the flow never reads"),
-        _w("W-PARAM-REQUIRED-DEFAULT", "a required param with a default",
-           "a param with a default is never missing; drop `required` or the default"),
+        _w(
+            "W-PARAM-REQUIRED-DEFAULT",
+            "a required param with a default",
+            "a param with a default is never missing; drop `required` or the default",
+        ),
         # Flow level
-        _w("W-FLOW-DESCRIPTION", "a flow without a description",
-           "the agent picks flows by their description; say what the flow does"),
+        _w(
+            "W-FLOW-DESCRIPTION",
+            "a flow without a description",
+            "the agent picks flows by their description; say what the flow does",
+        ),
         _w("W-ADMIT-OUTBOUND", "`admit` on an outbound flow has no effect"),
-        _e("E-ADMIT-ALLOWLIST", "an allowlist with no numbers",
-           "list the callers in `allow_from`, or use policy open or disabled"),
+        _e(
+            "E-ADMIT-ALLOWLIST",
+            "an allowlist with no numbers",
+            "list the callers in `allow_from`, or use policy open or disabled",
+        ),
         _w("W-ASK-OPTION-UNUSED", "an ask option that has no effect with its input kinds"),
         _e("E-ASK-MATCH-UNSAVED", "an ask whose match cannot read the answer"),
-        _e("E-ASK-EXIT-MATCH", "on_no_match without a way to not match",
-           "add `match:` or `valid_digits:` so that an answer can be rejected"),
+        _e(
+            "E-ASK-EXIT-MATCH",
+            "on_no_match without a way to not match",
+            "add `match:` or `valid_digits:` so that an answer can be rejected",
+        ),
         # Subflows
         _e("E-FLOW-UNKNOWN", "call_flow names a flow that does not exist"),
         _e("E-FLOW-CYCLE", "flows that call each other in a cycle"),

@@ -40,7 +40,7 @@ class Graph:
 
     def reachable(self) -> set[str]:
         """Nodes some path from an entry reaches."""
-        seen, todo = set(), [n for n in self.entries]
+        seen, todo = set(), list(self.entries)
         while todo:
             n = todo.pop()
             if n not in seen:
@@ -73,8 +73,9 @@ def build_graph(flow: m.Flow) -> Graph:
             waited = waited or isinstance(action, WAITS)
             spoke = spoke or isinstance(action, SPEAKS)
             for dst, label in exits(action):
-                edges.append(Edge(src=node.name, dst=dst, index=i, label=label,
-                                  waited=waited, spoke=spoke))
+                edges.append(
+                    Edge(src=node.name, dst=dst, index=i, label=label, waited=waited, spoke=spoke)
+                )
             if isinstance(action, m.Hangup | m.Transfer | m.Converse):
                 ends.add(node.name)
             if isinstance(action, m.ENDS_NODE):
@@ -85,8 +86,13 @@ def build_graph(flow: m.Flow) -> Graph:
         elif stopped_at + 1 < len(node.actions):
             dead.append((node.name, stopped_at + 1))
     entries = tuple(dict.fromkeys([flow.start.name, *(r.name for _, r in flow.handlers.refs())]))
-    return Graph(start=flow.start.name, entries=entries, edges=tuple(edges),
-                 ends=frozenset(ends), unreachable_actions=tuple(dead))
+    return Graph(
+        start=flow.start.name,
+        entries=entries,
+        edges=tuple(edges),
+        ends=frozenset(ends),
+        unreachable_actions=tuple(dead),
+    )
 
 
 def exits(action: m.Action) -> Iterator[tuple[str, str]]:
@@ -121,7 +127,7 @@ def refs(action: m.Action) -> Iterator[m.Ref]:
         yield action.on_fail
 
 
-def strongly_connected(nodes: Iterable[str], edges: Iterable[Edge]) -> list[list[str]]:
+def strongly_connected(nodes: Iterable[str], edges: Iterable[Edge]) -> list[list[str]]:  # noqa: PLR0912
     """Tarjan's algorithm, iterative; returns the components that contain a cycle."""
     succ: dict[str, list[str]] = {}
     for e in edges:

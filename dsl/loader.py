@@ -210,7 +210,9 @@ class _Builder:
         loader = _Loader(self.text)
         try:
             while loader.check_event():
-                yield loader.get_event()
+                event = loader.get_event()
+                if event is not None:
+                    yield event
         finally:
             loader.dispose()
 
@@ -261,7 +263,7 @@ class _Builder:
 
     def _alias(self, event: yaml.AliasEvent) -> None:
         span = _mark_span(event.start_mark, event.end_mark)
-        name = event.anchor
+        name = event.anchor or ""
         if name in self.open_anchors:
             self.abort("E-YAML-ALIAS", f"alias *{name} refers to the node that contains it", span)
         if name not in self.anchors:
@@ -289,7 +291,9 @@ class _Builder:
         value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
         if event.anchor:
             self.open_anchors.add(event.anchor)
-        self.stack.append(_Frame(path=path, value=value, start=event.start_mark, anchor=event.anchor))
+        self.stack.append(
+            _Frame(path=path, value=value, start=event.start_mark, anchor=event.anchor)
+        )
 
     def _close(self, event: yaml.Event) -> None:
         frame = self.stack.pop()
@@ -306,8 +310,10 @@ class _Builder:
     # --- building -----------------------------------------------------------------------------
 
     def _taking_key(self) -> bool:
-        return bool(self.stack) and isinstance(self.stack[-1].value, dict) and (
-            self.stack[-1].key is _NOTHING
+        return (
+            bool(self.stack)
+            and isinstance(self.stack[-1].value, dict)
+            and (self.stack[-1].key is _NOTHING)
         )
 
     def _child_path(self) -> Path:
@@ -353,21 +359,23 @@ class _Builder:
             return str(event.tag)
         if event.tag == "!":
             return _STR
-        return str(_resolver.resolve(ScalarNode, event.value, event.implicit))
+        return str(_resolver.resolve(ScalarNode, event.value, event.implicit))  # type: ignore[no-untyped-call]
 
     def _construct(self, event: yaml.ScalarEvent, span: Span) -> Any:
         tag = self._tag(event)
         if tag not in _SCALAR_TAGS:
             self.diag("E-YAML-TAG", f"unsupported tag {_short(tag)}", span)
             return event.value
-        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        node = ScalarNode(tag, event.value, style=event.style)
         try:
             return _constructor.yaml_constructors[tag](_constructor, node)
         except (ConstructorError, ValueError) as exc:
             self.diag("E-YAML-TAG", f"{event.value!r} is not a valid {tag}: {exc}", span)
             return event.value
 
-    def _attach(self, value: Any, span: Span, size: int, style: str, path: Path | None = None) -> None:
+    def _attach(
+        self, value: Any, span: Span, size: int, style: str, path: Path | None = None
+    ) -> None:
         if not self.stack:
             self.root = value
             self.spans[()] = span
@@ -393,7 +401,9 @@ class _Builder:
     def _merge(self, frame: _Frame, value: Any, span: Span) -> None:
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(item, dict) for item in items):
-            self.diag("E-YAML-MERGE", "a merge key (<<) takes a mapping or a list of mappings", span)
+            self.diag(
+                "E-YAML-MERGE", "a merge key (<<) takes a mapping or a list of mappings", span
+            )
             return
         for item in items:
             frame.merges.append(item)

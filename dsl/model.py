@@ -219,7 +219,11 @@ class Handlers:
     hangup: Ref | None = None
 
     def refs(self) -> tuple[tuple[str, Ref], ...]:
-        pairs = (("max_duration", self.max_duration), ("error", self.error), ("hangup", self.hangup))
+        pairs = (
+            ("max_duration", self.max_duration),
+            ("error", self.error),
+            ("hangup", self.hangup),
+        )
         return tuple((name, ref) for name, ref in pairs if ref is not None)
 
 

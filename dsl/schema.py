@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -54,21 +54,21 @@ def check_schema(doc: Document) -> list[Diagnostic]:
 
 def type_name(value: Any) -> str:
     """The name a flow author knows a YAML value's type by."""
-    if value is None:
-        return "empty (null)"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"number {value}"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, datetime.date):
-        return f"date {value.isoformat()}"
+    for kind, show in _TYPE_NAMES:
+        if isinstance(value, kind):
+            return show(value)
     return type(value).__name__
+
+
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], Callable[[Any], str]], ...] = (
+    (type(None), lambda v: "empty (null)"),
+    (bool, lambda v: f"boolean {str(v).lower()}"),
+    ((int, float), lambda v: f"number {v}"),
+    (str, lambda v: "text"),
+    (dict, lambda v: "mapping"),
+    (list, lambda v: "list"),
+    (datetime.date, lambda v: f"date {v.isoformat()}"),
+)
 
 
 _EXPECTED = {
@@ -122,7 +122,9 @@ class _Mapper:
             if not any(s.validator == "type" and not s.relative_path for s in subs):
                 return subs
         path: Path = tuple(error.absolute_path)
-        kinds = [_branch_kind(b) for b in error.schema.get("anyOf", error.schema.get("oneOf", []))]
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        branches = schema.get("anyOf") or schema.get("oneOf") or []
+        kinds = [_branch_kind(b) for b in branches]
         expected = " or ".join(k for k in kinds if k) or "another value"
         msg = f"{_describe(path)}: expected {expected}, got {type_name(error.instance)}"
         self.emit("E-SCHEMA-TYPE", msg, self.doc.span(path), self._quote_hint(path, error.instance))
@@ -213,7 +215,9 @@ class _Mapper:
         self.action_paths.add(path)
         if not isinstance(instance, dict):
             msg = f"expected an action, got {type_name(instance)}"
-            self.emit("E-SCHEMA-ACTION", msg, self.doc.span(path), "write `- say: text`, `- goto: node`…")
+            self.emit(
+                "E-SCHEMA-ACTION", msg, self.doc.span(path), "write `- say: text`, `- goto: node`…"
+            )
             return
         if not instance:
             self.emit("E-SCHEMA-ACTION", "an empty mapping is not an action", self.doc.span(path))
@@ -225,7 +229,7 @@ class _Mapper:
             span = self.doc.span((*path, key), key=True)
             if known and " " in key:
                 msg = f"'{key}' is read as a key: a comma inside {{…}} separates entries"
-                hint = f"quote the text: `{known[0]}: \"…, {key}\"`"
+                hint = f'quote the text: `{known[0]}: "…, {key}"`'
             elif known:
                 msg = f"'{key}' is not an action; it looks like an option of '{known[0]}'"
                 hint = f"put options under the action: `{known[0]}: {{…, {key}: …}}`"

@@ -87,6 +87,7 @@ def _usage(tree: nodes.Template, constant: bool) -> Usage:
     loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
     attributes: list[tuple[str, str]] = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
         if not isinstance(target, nodes.Name) or target.name in stored:
             continue

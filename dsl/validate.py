@@ -86,8 +86,7 @@ def check(loaded: Loaded, catalog: Mapping[str, FlowInfo]) -> Checked:
     """Runs the semantic checks on a loaded file against a catalog of other flows."""
     diags = list(loaded.diagnostics)
     if loaded.flow is not None and loaded.doc is not None:
-        ctx = Context(flow=loaded.flow, doc=loaded.doc, catalog=catalog,
-                      schema_ok=loaded.schema_ok)
+        ctx = Context(flow=loaded.flow, doc=loaded.doc, catalog=catalog, schema_ok=loaded.schema_ok)
         diags += run_checks(ctx)
     unique = {(d.code, d.span, d.message): d for d in diags}
     ordered = sorted(unique.values(), key=lambda d: d.sort_key)
@@ -148,8 +147,14 @@ def validate_paths(paths: Sequence[Path], library: Mapping[str, FlowInfo] | None
             prev = firsts[flow.name]
             msg = f"flow name '{flow.name}' is also used by {prev.file}"
             extra.setdefault(item.file, []).append(
-                Diagnostic.make("E-FLOW-DUPLICATE", msg, item.file, flow.name_span,
-                                "flow names must be unique; rename one"))
+                Diagnostic.make(
+                    "E-FLOW-DUPLICATE",
+                    msg,
+                    item.file,
+                    flow.name_span,
+                    "flow names must be unique; rename one",
+                )
+            )
             continue
         firsts[flow.name] = item
         catalog[flow.name] = FlowInfo.of(flow)
@@ -158,8 +163,9 @@ def validate_paths(paths: Sequence[Path], library: Mapping[str, FlowInfo] | None
         result = check(item, catalog)
         if item.file in extra:
             diags = sorted([*result.diagnostics, *extra[item.file]], key=lambda d: d.sort_key)
-            result = Checked(file=result.file, doc=result.doc, flow=result.flow,
-                             diagnostics=tuple(diags))
+            result = Checked(
+                file=result.file, doc=result.doc, flow=result.flow, diagnostics=tuple(diags)
+            )
         checked.append(result)
     return Report(files=tuple(checked))
 

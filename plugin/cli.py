@@ -50,8 +50,13 @@ class State:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_file", metavar="PATH", envvar="VOICECALL_CONFIG",
-              help="Host config file (JSON5). Default: ~/.openclaw/openclaw.json.")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    envvar="VOICECALL_CONFIG",
+    help="Host config file (JSON5). Default: ~/.openclaw/openclaw.json.",
+)
 @click.version_option(package_name="voicecall")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
@@ -69,19 +74,34 @@ def _provider(ctx: click.Context, param: click.Parameter, value: Sequence[str]) 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--provider", "providers", multiple=True, callback=_provider, metavar="P",
-              help="Also check what provider P can express (twilio, plivo, telnyx); repeatable.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json for scripts.")
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    callback=_provider,
+    metavar="P",
+    help="Also check what provider P can express (twilio, plivo, telnyx); repeatable.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for scripts.",
+)
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.pass_obj
-def validate(state: State, paths: tuple[Path, ...], providers: tuple[str, ...], fmt: str,
-             strict: bool) -> None:
+def validate(
+    state: State, paths: tuple[Path, ...], providers: tuple[str, ...], fmt: str, strict: bool
+) -> None:
     """Check flow files and folders; report every problem with file:line:col.
 
     PATHS default to the configured flow folders, else ./flows.
     """
-    targets = list(paths) or state.flow_dirs() or ([Path("flows")] if Path("flows").is_dir() else [])
+    targets = (
+        list(paths) or state.flow_dirs() or ([Path("flows")] if Path("flows").is_dir() else [])
+    )
     if not targets:
         raise click.UsageError("no flows to check: pass files or folders, or configure `flows`")
     report = validate_paths(targets, state.catalog().infos())
@@ -101,8 +121,10 @@ def _print_report(report: Report) -> None:
             click.echo(render_text(diag, lines, color=color))
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
     files = len(report.files)
-    summary = (f"{files} file{'s' * (files != 1)} checked: {errors} error{'s' * (errors != 1)}, "
-               f"{warnings} warning{'s' * (warnings != 1)}")
+    summary = (
+        f"{files} file{'s' * (files != 1)} checked: {errors} error{'s' * (errors != 1)}, "
+        f"{warnings} warning{'s' * (warnings != 1)}"
+    )
     click.echo(summary, err=bool(errors or warnings) and not report.diagnostics)
 
 
@@ -145,9 +167,14 @@ def _flow_json(entry: Any) -> dict[str, Any]:
         "description": flow.description,
         "direction": flow.direction,
         "params": [
-            {"name": p.name, "type": p.type, "required": p.required, "description": p.description,
-             **({"default": p.default} if p.has_default else {}),
-             **({"enum": list(p.choices)} if p.choices else {})}
+            {
+                "name": p.name,
+                "type": p.type,
+                "required": p.required,
+                "description": p.description,
+                **({"default": p.default} if p.has_default else {}),
+                **({"enum": list(p.choices)} if p.choices else {}),
+            }
             for p in flow.params
         ],
         "file": str(entry.path),

@@ -52,7 +52,7 @@ def load_plugin_config(path: Path) -> dict[str, Any]:
 
 
 def flow_dirs(config: dict[str, Any], base: Path) -> list[Path]:
-    """The configured flow folders (config key ``flows``: a path or a list), relative to ``base``."""
+    """The configured flow folders (key ``flows``: a path or a list), relative to ``base``."""
     raw = config.get("flows")
     items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     return [(base / Path(str(p)).expanduser()).resolve() for p in items]

@@ -25,8 +25,10 @@ def main() -> int:
         for diag in checked.diagnostics:
             click.echo(render_text(diag, checked.doc.lines if checked.doc else []))
     errors = report.count(Severity.ERROR) + report.count(Severity.WARNING)
-    click.echo(f"validate --strict: {len(report.files)} flows, "
-               f"{'no problems' if not errors else f'{errors} problems'}\n")
+    click.echo(
+        f"validate --strict: {len(report.files)} flows, "
+        f"{'no problems' if not errors else f'{errors} problems'}\n"
+    )
     for entry in catalog:
         flow = entry.flow
         click.secho(f"{flow.name}", bold=True, nl=False)
