@@ -39,7 +39,7 @@ golden: $(STAMP)
 	$(BIN)/pytest tests --update-golden
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -620,6 +620,8 @@ def _cycle_through(catalog: Mapping[str, FlowInfo], start: str, first: str) -> l
 
 
 def check_reachability(ctx: Context) -> Iterator[Diagnostic]:
+    if ctx.flow.node(ctx.flow.start.name) is None:
+        return  # an unknown start is reported once, not as every node unreachable
     graph = ctx.get_graph()
     reachable = graph.reachable()
     for node in ctx.flow.nodes:
@@ -640,7 +642,7 @@ def check_traps(ctx: Context) -> Iterator[Diagnostic]:
     graph = ctx.get_graph()
     names = {n.name for n in ctx.flow.nodes}
     reachable = graph.reachable() & names
-    trapped = reachable - graph.can_end()
+    trapped = reachable - graph.can_end(names)
     if not trapped:
         return
     inner = [e for e in graph.edges if e.src in trapped and e.dst in trapped]

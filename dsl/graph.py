@@ -48,9 +48,16 @@ class Graph:
                 todo.extend(e.dst for e in self.successors(n))
         return seen
 
-    def can_end(self) -> set[str]:
-        """Nodes from which some path reaches an end of the call or flow."""
+    def can_end(self, known: Iterable[str] | None = None) -> set[str]:
+        """Nodes from which some path reaches an end of the call or flow.
+
+        With ``known`` (the flow's node names), a jump to an unknown node counts as an end: it
+        is reported once as an unknown target, not again as a trap.
+        """
         result = set(self.ends)
+        if known is not None:
+            names = set(known)
+            result |= {e.src for e in self.edges if e.dst not in names}
         changed = True
         while changed:
             changed = False

@@ -82,6 +82,18 @@ def _load_raw(raw: bytes, name: str) -> Loaded:
     return Loaded(file=name, doc=doc, flow=flow, diagnostics=tuple(diags))
 
 
+def validate_text(
+    text: str | bytes, file: str = "<flow>", library: Mapping[str, FlowInfo] | None = None
+) -> Checked:
+    """Loads and checks flow source held in memory (no cache)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    loaded = _load_raw(raw, file)
+    catalog = dict(library or {})
+    if loaded.flow is not None and loaded.flow.name:
+        catalog.setdefault(loaded.flow.name, FlowInfo.of(loaded.flow))
+    return check(loaded, catalog)
+
+
 def check(loaded: Loaded, catalog: Mapping[str, FlowInfo]) -> Checked:
     """Runs the semantic checks on a loaded file against a catalog of other flows."""
     diags = list(loaded.diagnostics)

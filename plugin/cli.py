@@ -156,7 +156,8 @@ def flows(state: State, as_json: bool) -> None:
         if not e.ok:
             source += " (has errors)"
         table.add_row(e.name, e.flow.direction, e.flow.description, params or "-", source)
-    Console().print(table)
+    # Wide when piped, so that names and params are never folded mid-word.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     click.echo("* required")
 
 

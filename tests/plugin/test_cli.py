@@ -1,0 +1,112 @@
+"""The CLI through click's runner: output formats, exit codes, config and defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from voicecall.dsl.schema import flow_schema
+from voicecall.plugin.cli import cli
+
+GOOD = """\
+version: 1
+name: good
+description: A fine flow.
+start: a
+nodes:
+  a: [{say: hi}, hangup]
+"""
+WARNS = GOOD.replace("  a: [{say: hi}, hangup]", "  a: [{say: hi}, hangup]\n  b: [hangup]")
+BAD = GOOD.replace("start: a", "start: b")
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOICECALL_CONFIG", str(tmp_path / "no-config.json"))
+    return CliRunner()
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_validate_exit_codes(runner: CliRunner, tmp_path: Path) -> None:
+    good, warns, bad = (write(tmp_path / n, t) for n, t in
+                        [("g.yaml", GOOD), ("w.yaml", WARNS.replace("good", "w")),
+                         ("b.yaml", BAD.replace("good", "b"))])  # fmt: skip
+    assert runner.invoke(cli, ["validate", str(good)]).exit_code == 0
+    assert runner.invoke(cli, ["validate", str(warns)]).exit_code == 0
+    assert runner.invoke(cli, ["validate", "--strict", str(warns)]).exit_code == 1
+    result = runner.invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "b.yaml:4:8: error[E-START-UNKNOWN]: start node 'b' is not a node" in result.output
+    assert "    start: b\n           ^" in result.output
+    assert result.output.rstrip().endswith("1 file checked: 1 error, 0 warnings")
+
+
+def test_validate_usage_errors_exit_2(runner: CliRunner) -> None:
+    assert runner.invoke(cli, ["validate", "missing.yaml"]).exit_code == 2
+    result = runner.invoke(cli, ["validate", "--provider", "twillio", "."])
+    assert result.exit_code == 2
+    assert "did you mean 'twilio'" in result.output
+    assert runner.invoke(cli, ["validate"]).exit_code == 2  # no ./flows, no config
+
+
+def test_validate_reports_all_files_as_json(runner: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path / "flows" / "b.yaml", BAD.replace("good", "b"))
+    write(tmp_path / "flows" / "sub" / "w.yaml", WARNS.replace("good", "w"))
+    write(tmp_path / "flows" / "w.test.yaml", "not a flow")  # flow tests are not flows
+    result = runner.invoke(cli, ["validate", "--format", "json"])  # defaults to ./flows
+    assert result.exit_code == 1
+    found = json.loads(result.output)
+    assert [(d["file"], d["code"], d["line"], d["col"], d["severity"]) for d in found] == [
+        ("flows/b.yaml", "E-START-UNKNOWN", 4, 8, "error"),
+        ("flows/sub/w.yaml", "W-NODE-UNREACHABLE", 7, 3, "warning"),
+    ]
+    assert {"file", "line", "col", "code", "severity", "message", "hint"} <= set(found[0])
+
+
+def test_config_names_the_flow_folders(runner: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path / "mine" / "good.yaml", GOOD)
+    config = write(
+        tmp_path / "openclaw.json",
+        '// JSON5, as the host writes it\n{plugins: {entries: {"voice-call": '
+        '{config: {flows: ["mine"], provider: "mock"}}}}}\n',
+    )
+    result = runner.invoke(cli, ["--config", str(config), "validate"])
+    assert result.exit_code == 0, result.output
+    assert "1 file checked" in result.output
+    listed = json.loads(runner.invoke(cli, ["--config", str(config), "flows", "--json"]).output)
+    assert "good" in {f["name"] for f in listed}
+
+
+def test_a_broken_config_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    config = write(tmp_path / "c.json", "{plugins: ")
+    result = runner.invoke(cli, ["--config", str(config), "flows"])
+    assert result.exit_code == 2
+    assert "not valid JSON5" in result.output
+
+
+def test_schema_prints_the_flow_schema(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == flow_schema()
+
+
+def test_flows_lists_the_bundled_flows(runner: CliRunner) -> None:
+    listed = {f["name"]: f for f in json.loads(runner.invoke(cli, ["flows", "--json"]).output)}
+    assert {"notify", "conversation", "inbound", "appointment-reminder", "ivr-menu"} <= set(listed)
+    notify = listed["notify"]
+    assert notify["direction"] == "outbound" and notify["bundled"] and notify["valid"]
+    assert notify["params"] == [
+        {"name": "message", "type": "string", "required": True, "description": "What to say"}
+    ]
+    table = runner.invoke(cli, ["flows"])
+    assert table.exit_code == 0
+    assert "appointment-reminder" in table.output and "patient*:string" in table.output
