@@ -119,7 +119,8 @@ CASES = {
         ["E-VAR-UNDEFINED"],
     ),
     "braces in a when": (
-        "start: a\nnodes:\n  a: [{branch: [{when: '{{ 1 }}', goto: b}, {else: b}]}]\n  b: [hangup]\n",
+        "start: a\nnodes:\n  a: [{branch: [{when: '{{ 1 }}', goto: b}, {else: b}]}]\n"
+        "  b: [hangup]\n",
         ["E-EXPR-SYNTAX"],
     ),
     "inbound flows take no required params": (

@@ -19,9 +19,11 @@ from voicecall.dsl.validate import validate_text
 BUNDLED = sorted(p.read_text("utf-8") for p in bundled_dir().rglob("*.yaml"))
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-WORDS = ["say", "ask", "goto", "branch", "when", "else", "nodes", "start", "version", "name",
-         "hangup", "{{ x }}", "{{", "}}", "on", "yes", "&a", "*a", "<<", "- ", ": ", "\n  ",
-         "prompt", "save_as", "call_flow", "set", "1", "2s", "+1555", "'", '"', "[", "]", "{"]  # fmt: skip
+WORDS = [
+    "say", "ask", "goto", "branch", "when", "else", "nodes", "start", "version", "name",
+    "hangup", "{{ x }}", "{{", "}}", "on", "yes", "&a", "*a", "<<", "- ", ": ", "\n  ",
+    "prompt", "save_as", "call_flow", "set", "1", "2s", "+1555", "'", '"', "[", "]", "{",
+]  # fmt: skip
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                     st.text(max_size=20), st.sampled_from(WORDS))  # fmt: skip
