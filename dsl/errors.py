@@ -55,6 +55,10 @@ def _w(id_: str, summary: str, hint: str = "") -> Code:
     return Code(id_, Severity.WARNING, summary, hint)
 
 
+def _i(id_: str, summary: str, hint: str = "") -> Code:
+    return Code(id_, Severity.INFO, summary, hint)
+
+
 # The stable codes. Renaming one is a breaking change for users who filter on them.
 CODES: dict[str, Code] = {
     c.id: c
@@ -207,6 +211,10 @@ CODES: dict[str, Code] = {
         _e("E-FLOW-DUPLICATE", "two flows with the same name"),
         # Providers
         _e("E-PROVIDER-UNKNOWN", "unknown provider"),
+        _e("E-PROVIDER-UNSUPPORTED", "something the provider cannot express"),
+        _w("W-PROVIDER-IGNORED", "an option the provider ignores"),
+        _w("W-PROVIDER-ADJUSTED", "a value changed to one the provider accepts"),
+        _i("I-PROVIDER-EMULATED", "something the provider does not have, built from what it has"),
     )
 }
 

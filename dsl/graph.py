@@ -179,3 +179,56 @@ def strongly_connected(nodes: Iterable[str], edges: Iterable[Edge]) -> list[list
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[v])
     return result
+
+
+def _ending(flow: m.Flow, name: str) -> str:
+    node = flow.node(name)
+    kinds = {a.kind for a in node.actions} if node else set()
+    for kind in ("hangup", "transfer", "converse"):
+        if kind in kinds:
+            return kind
+    return ""
+
+
+def to_mermaid(flow: m.Flow) -> str:
+    """The node graph as a Mermaid flowchart: start, handlers, jumps with their labels, ends."""
+    graph = build_graph(flow)
+    ids = {n.name: f"n{i}" for i, n in enumerate(flow.nodes)}
+    lines = ["flowchart TD", f'  start(["{flow.name}"]) --> {ids.get(flow.start.name, "missing")}']
+    for event, ref in flow.handlers.refs():
+        lines.append(f'  h_{event}(["on {event}"]) -.-> {ids.get(ref.name, "missing")}')
+    for node in flow.nodes:
+        calls = [a.flow for a in node.actions if isinstance(a, m.CallFlow)]
+        extra = f"<br/>calls {', '.join(calls)}" if calls else ""
+        end = _ending(flow, node.name)
+        shape = f'(["{node.name}{extra}<br/>{end}"])' if end else f'["{node.name}{extra}"]'
+        lines.append(f"  {ids[node.name]}{shape}")
+    for e in graph.edges:
+        label = e.label.replace('"', "'").replace("|", "/")
+        lines.append(f'  {ids[e.src]} -->|"{label}"| {ids.get(e.dst, "missing")}')
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(flow: m.Flow) -> str:
+    """The node graph in Graphviz dot."""
+
+    def q(text: str) -> str:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+
+    graph = build_graph(flow)
+    lines = [f"digraph {q(flow.name)} {{", "  rankdir=TB;", '  node [shape=box, fontname="sans"];',
+             f"  __start [shape=oval, label={q(flow.name)}];",
+             f"  __start -> {q(flow.start.name)};"]  # fmt: skip
+    for event, ref in flow.handlers.refs():
+        lines.append(f"  {q('on ' + event)} [shape=oval, style=dashed];")
+        lines.append(f"  {q('on ' + event)} -> {q(ref.name)} [style=dashed];")
+    for node in flow.nodes:
+        end = _ending(flow, node.name)
+        label = node.name + (f"\n{end}" if end else "")
+        style = ", style=rounded" if end else ""
+        lines.append(f"  {q(node.name)} [label={q(label)}{style}];")
+    for e in graph.edges:
+        lines.append(f"  {q(e.src)} -> {q(e.dst)} [label={q(e.label)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

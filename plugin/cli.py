@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
+from voicecall.compiler.base import ErrorLevel, compile_flow, get_backend, provider_notes
+from voicecall.compiler.output import compiled_json, compiled_text, dumps
+from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
-from voicecall.dsl.errors import Severity, did_you_mean, render_text
+from voicecall.dsl.errors import Diagnostic, FlowError, Severity, render_text
+from voicecall.dsl.graph import to_dot, to_mermaid
 from voicecall.dsl.schema import flow_schema
-from voicecall.dsl.validate import Report, validate_paths
+from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
 
-PROVIDERS = ("twilio", "plivo", "telnyx")
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
@@ -66,10 +70,16 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 
 def _provider(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> tuple[str, ...]:
     for name in value:
-        if name not in PROVIDERS:
-            hint = did_you_mean(name, PROVIDERS) or f"choose from {', '.join(PROVIDERS)}"
-            raise click.BadParameter(f"unknown provider '{name}'; {hint}")
+        _one_provider(ctx, param, name)
     return tuple(value)
+
+
+def _one_provider(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        get_backend(value)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0])) from exc
+    return value
 
 
 @cli.command()
@@ -104,13 +114,31 @@ def validate(
     )
     if not targets:
         raise click.UsageError("no flows to check: pass files or folders, or configure `flows`")
-    report = validate_paths(targets, state.catalog().infos())
+    catalog = state.catalog()
+    report = validate_paths(targets, catalog.infos())
+    if providers:
+        report = with_provider_notes(report, providers, catalog)
     if fmt == "json":
         click.echo(json.dumps([d.to_json() for d in report.diagnostics], indent=2))
     else:
         _print_report(report)
     failed = report.count(Severity.ERROR) or (strict and report.count(Severity.WARNING))
     sys.exit(EXIT_INVALID if failed else 0)
+
+
+def with_provider_notes(report: Report, providers: Sequence[str], catalog: Catalog) -> Report:
+    """Adds, for each flow without errors, what each provider cannot express or emulates."""
+    flows = {e.name: e.flow for e in catalog}
+    flows.update({f.flow.name: f.flow for f in report.files if f.flow is not None and f.ok})
+    files = []
+    for checked in report.files:
+        result = checked
+        if checked.flow is not None and checked.ok:
+            notes = provider_notes(checked.flow, providers, flows)
+            merged = sorted({*checked.diagnostics, *notes}, key=lambda d: d.sort_key)
+            result = replace(checked, diagnostics=tuple(merged))
+        files.append(result)
+    return Report(files=tuple(files))
 
 
 def _print_report(report: Report) -> None:
@@ -159,6 +187,110 @@ def flows(state: State, as_json: bool) -> None:
     # Wide when piped, so that names and params are never folded mid-word.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     click.echo("* required")
+
+
+@cli.command("compile")
+@click.argument("flow_ref", metavar="FLOW")
+@click.option(
+    "--provider",
+    required=True,
+    callback=_one_provider,
+    metavar="P",
+    help="twilio, plivo or telnyx.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="K=V",
+    help="A param value shown in the output; repeatable.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_obj
+def compile_cmd(
+    state: State, flow_ref: str, provider: str, params: tuple[str, ...], fmt: str
+) -> None:
+    """Compile FLOW (a name or a path) for a provider and print every block.
+
+    Values known only during a call are shown as {{ templates }}.
+    """
+    catalog = state.catalog()
+    flow = _valid_flow(catalog, flow_ref)
+    values = _param_values(flow, params)
+    flows = {e.name: e.flow for e in catalog} | {flow.name: flow}
+    compiled = compile_flow(flow, provider, flows, ErrorLevel.COLLECT)
+    _print_diagnostics(compiled.diagnostics, err=True)
+    if any(d.severity is Severity.ERROR for d in compiled.diagnostics):
+        sys.exit(EXIT_INVALID)
+    if fmt == "json":
+        click.echo(dumps(compiled_json(compiled, values)), nl=False)
+    else:
+        click.echo(compiled_text(compiled, values), nl=False)
+
+
+@cli.command()
+@click.argument("flow_ref", metavar="FLOW")
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
+@click.pass_obj
+def graph(state: State, flow_ref: str, fmt: str) -> None:
+    """Print the node graph of FLOW with its jumps (Mermaid or Graphviz dot)."""
+    flow = _valid_flow(state.catalog(), flow_ref)
+    click.echo(to_mermaid(flow) if fmt == "mermaid" else to_dot(flow), nl=False)
+
+
+def _valid_flow(catalog: Catalog, ref: str) -> m.Flow:
+    try:
+        path = catalog.resolve(ref)
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        return load_valid_flow(path, catalog.infos())
+    except FlowError as exc:
+        _print_diagnostics(exc.diagnostics, err=True)
+        click.echo(f"{path}: the flow has errors; `voicecall validate {path}` lists them",
+                   err=True)  # fmt: skip
+        sys.exit(EXIT_INVALID)
+
+
+def _print_diagnostics(diags: Sequence[Diagnostic], err: bool) -> None:
+    cache: dict[str, list[str]] = {}
+    for diag in diags:
+        if diag.file not in cache:
+            try:
+                cache[diag.file] = Path(diag.file).read_text("utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                cache[diag.file] = []
+        click.echo(render_text(diag, cache[diag.file]), err=err)
+
+
+def _param_values(flow: m.Flow, pairs: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {p.name: p.default for p in flow.params if p.has_default}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        param = flow.param(key)
+        if not sep or param is None:
+            known = ", ".join(p.name for p in flow.params) or "none"
+            raise click.BadParameter(f"{pair!r}: expected K=V with K one of: {known}",
+                                     param_hint="--param")  # fmt: skip
+        values[key] = _coerce(param.type, raw)
+    return values
+
+
+def _coerce(kind: str, raw: str) -> Any:
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError as exc:
+        raise click.BadParameter(f"{raw!r} is not a {kind}", param_hint="--param") from exc
+    if kind == "boolean":
+        return raw.lower() in ("1", "true", "yes", "on")
+    return raw
 
 
 def _flow_json(entry: Any) -> dict[str, Any]:
