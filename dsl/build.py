@@ -37,7 +37,13 @@ class _Builder:
         return self.doc.span(path, key=key)
 
     def text(self, value: Any, path: Path) -> m.Text | None:
-        return m.Text(source=value, span=self.span(path)) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        block = self.doc.styles.get(path, "") in ("|", ">")
+        return m.Text(source=value, span=self.span(path), block=block)
+
+    def options(self, arg: Any, p: Path) -> tuple[tuple[str, Span, Span], ...]:
+        return tuple((k, self.span((*p, k), key=True), self.span((*p, k))) for k in _dict(arg))
 
     def expr(self, value: Any, path: Path) -> m.Expr | None:
         if isinstance(value, bool):
@@ -157,7 +163,7 @@ class _Builder:
 
     def a_say(self, arg: Any, p: Path, span: Span) -> m.Action | None:
         if isinstance(arg, str):
-            return m.Say(span=span, text=m.Text(source=arg, span=self.span(p)))
+            return m.Say(span=span, text=self.text(arg, p) or m.Text(source="", span=span))
         a = _dict(arg)
         text = self.text(a.get("text"), (*p, "text"))
         if text is None:
@@ -172,7 +178,7 @@ class _Builder:
 
     def a_play(self, arg: Any, p: Path, span: Span) -> m.Action | None:
         if isinstance(arg, str):
-            return m.Play(span=span, url=m.Text(source=arg, span=self.span(p)))
+            return m.Play(span=span, url=self.text(arg, p) or m.Text(source=arg, span=span))
         a = _dict(arg)
         url = self.text(a.get("url"), (*p, "url"))
         return m.Play(span=span, url=url, loop=_int(a.get("loop"), 1)) if url else None
@@ -190,6 +196,7 @@ class _Builder:
         speech_timeout = a.get("speech_timeout")
         return m.Ask(
             span=span,
+            options=self.options(a, p),
             prompt=prompt,
             input=tuple(x for x in inputs if isinstance(x, str))
             if isinstance(inputs, list)
@@ -256,7 +263,7 @@ class _Builder:
 
     def a_transfer(self, arg: Any, p: Path, span: Span) -> m.Action | None:
         if isinstance(arg, str):
-            return m.Transfer(span=span, to=m.Text(source=arg, span=self.span(p)))
+            return m.Transfer(span=span, to=self.text(arg, p) or m.Text(source=arg, span=span))
         a = _dict(arg)
         to = self.text(a.get("to"), (*p, "to"))
         if to is None:
@@ -281,6 +288,7 @@ class _Builder:
             return None
         return m.CallFlow(
             span=span,
+            options=self.options(a, p),
             flow=a["flow"],
             flow_span=self.span((*p, "flow")),
             params=self.assignments(a.get("params"), (*p, "params")),

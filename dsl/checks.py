@@ -99,10 +99,13 @@ class Context:
             self.graph = build_graph(self.flow)
         return self.graph
 
-    def locate(self, span: Span, word: str, *, attribute: bool = False) -> Span:
+    def locate(
+        self, span: Span, word: str, *, attribute: bool = False, template: bool = False
+    ) -> Span:
         """The span of ``word`` inside the source of ``span`` (for names inside templates).
 
-        With ``attribute``, finds ``.word`` or ``['word']`` rather than a bare name.
+        With ``attribute``, finds ``.word`` or ``['word']`` rather than a bare name; with
+        ``template``, looks only inside ``{{ }}`` and ``{% %}``, not in the literal text.
         """
         lines = self.doc.lines
         before = r"(?:(?<=\.)|(?<=\[')|(?<=\[\"))" if attribute else r"(?<![\w.])"
@@ -111,13 +114,22 @@ class Context:
             text = lines[line - 1]
             start = span.col - 1 if line == span.line else 0
             end = span.end_col - 1 if line == span.end_line else len(text)
-            found = pattern.search(text, start, max(start, end))
-            if found:
-                return Span.point(line, found.start() + 1, len(word))
+            regions = [(start, max(start, end))]
+            if template:
+                regions = [
+                    (max(g.start(), start), min(g.end(), end))
+                    for g in _CODE.finditer(text)
+                    if g.end() > start and g.start() < end
+                ]
+            for lo, hi in regions:
+                found = pattern.search(text, lo, hi)
+                if found:
+                    return Span.point(line, found.start() + 1, len(word))
         return span
 
 
 Pass = Callable[[Context], Iterator[Diagnostic]]
+_CODE = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")
 
 
 def run_checks(ctx: Context) -> list[Diagnostic]:
@@ -228,6 +240,14 @@ def analyze(use: Use) -> Usage | Problem:
 
 def check_flow_level(ctx: Context) -> Iterator[Diagnostic]:
     flow = ctx.flow
+    handler = flow.node(flow.handlers.hangup.name) if flow.handlers.hangup else None
+    for action in handler.actions if handler else ():
+        if isinstance(action, m.Say | m.Play | m.Ask | m.Transfer | m.Converse | m.SendDigits):
+            msg = (
+                f"the hangup handler runs after the caller hung up; {action.kind} cannot reach them"
+            )
+            yield ctx.diag("W-HANDLER-HANGUP-SPEAKS", msg, action.span)
+            break
     if not flow.description and ctx.schema_ok:
         yield ctx.diag(
             "W-FLOW-DESCRIPTION", f"flow '{flow.name}' has no description", flow.name_span
@@ -252,7 +272,7 @@ def check_flow_level(ctx: Context) -> Iterator[Diagnostic]:
 def check_refs(ctx: Context) -> Iterator[Diagnostic]:
     names = [n.name for n in ctx.flow.nodes]
     start = ctx.flow.start
-    if start.name and start.name not in names:
+    if start.name and names and start.name not in names:
         yield ctx.diag(
             "E-START-UNKNOWN",
             f"start node '{start.name}' is not a node",
@@ -305,7 +325,10 @@ def check_branches(ctx: Context) -> Iterator[Diagnostic]:
                     ctx.doc.span((*path, j, "else"), key=True),
                     "keep one else, last",
                 )
-            if elses and elses[0] != len(cases) - 1:
+            cases_after = (
+                [j for j in range(elses[0] + 1, len(cases)) if j not in elses] if elses else []
+            )
+            if cases_after:
                 yield ctx.diag(
                     "E-BRANCH-ELSE",
                     "cases after else never run",
@@ -325,47 +348,69 @@ def check_templates(ctx: Context) -> Iterator[Diagnostic]:
     """Syntax, filters, undefined names and attributes of every template and expression."""
     flow = ctx.flow
     defined = defined_names(flow)
-    known = {p.name for p in flow.params} | set(defined) | m.BUILTIN_NAMES
-    known |= set(environment().globals)
     env = environment()
+    known = {p.name for p in flow.params} | set(defined) | m.BUILTIN_NAMES | set(env.globals)
     for name in [p.name for p in flow.params] + list(defined):
         if name in m.BUILTIN_NAMES:
-            yield ctx.diag(
-                "E-VAR-RESERVED", f"'{name}' is a built-in variable", _def_span(ctx, name)
-            )
+            yield ctx.diag("E-VAR-RESERVED", f"'{name}' is a built-in variable",
+                           _def_span(ctx, name))  # fmt: skip
+    # A match on an ask without save_as is reported once, by check_asks.
+    unsaved = {id(a.match) for n in flow.nodes for a in n.actions
+               if isinstance(a, m.Ask) and a.match and not a.save_as}  # fmt: skip
     for use in all_uses(flow):
-        kind, src = use
+        _, src = use
         info = analyze(use)
         if isinstance(info, Problem):
-            code = "E-TEMPLATE-SYNTAX" if kind == "template" else "E-EXPR-SYNTAX"
-            yield ctx.diag(code, f"{kind} {src.source!r}: {info.message}", src.span)
+            yield _syntax_problem(ctx, use, info)
             continue
-        for f in info.filters:
-            if f not in env.filters:
-                yield ctx.diag(
-                    "E-EXPR-FILTER",
-                    f"no filter named '{f}'",
-                    ctx.locate(src.span, f),
-                    did_you_mean(f, env.filters) or None,
-                )
-        for t in info.tests:
-            if t not in env.tests:
-                yield ctx.diag(
-                    "E-EXPR-FILTER",
-                    f"no test named '{t}'",
-                    ctx.locate(src.span, t),
-                    did_you_mean(t, env.tests) or None,
-                )
-        for name in sorted(info.names - known):
-            hint = did_you_mean(name, known - set(env.globals)) or (
-                "define it as a param, or save it with ask save_as, set or call_flow save_as"
-            )
-            if kind == "template" and info.names and name == src.source.strip():
-                hint += "; for literal text in a set value, quote it: \"'text'\""
-            yield ctx.diag(
-                "E-VAR-UNDEFINED", f"'{name}' is not defined", ctx.locate(src.span, name), hint
-            )
+        yield from _unknown_filters(ctx, use, info)
+        if id(src) not in unsaved:
+            yield from _undefined(ctx, use, info, known - set(env.globals))
+        if "config" in info.bare:
+            yield ctx.diag("E-VAR-SECRET", "config is read whole; read one key, such as "
+                           "config.fromNumber", ctx.locate(src.span, "config", template=True),
+                           "a flow reads config one non-secret key at a time")  # fmt: skip
         yield from _check_attributes(ctx, src, info, defined)
+
+
+def _syntax_problem(ctx: Context, use: Use, info: Problem) -> Diagnostic:
+    kind, src = use
+    code = "E-TEMPLATE-SYNTAX" if kind == "template" else "E-EXPR-SYNTAX"
+    span = src.span
+    if isinstance(src, m.Text) and (src.block or info.line > 1):
+        # The line inside the template, counted from where its text starts.
+        line = span.line + info.line - (0 if src.block else 1)
+        text = ctx.doc.lines[line - 1] if line <= len(ctx.doc.lines) else ""
+        span = Span.point(line, len(text) - len(text.lstrip()) + 1, len(text.strip()))
+    hint = (
+        "write the expression without {{ }}"
+        if kind == "expression" and "{{" in src.source
+        else None
+    )
+    return ctx.diag(code, f"{kind} {src.source!r}: {info.message}", span, hint)
+
+
+def _unknown_filters(ctx: Context, use: Use, info: Usage) -> Iterator[Diagnostic]:
+    env, (kind, src) = environment(), use
+    for what, names, table in (("filter", info.filters, env.filters), ("test", info.tests,
+                               env.tests)):  # fmt: skip
+        for name in names:
+            if name not in table:
+                where = ctx.locate(src.span, name, template=kind == "template")
+                yield ctx.diag("E-EXPR-FILTER", f"no {what} named '{name}'", where,
+                               did_you_mean(name, table) or None)  # fmt: skip
+
+
+def _undefined(ctx: Context, use: Use, info: Usage, known: set[str]) -> Iterator[Diagnostic]:
+    kind, src = use
+    for name in sorted(info.names - known - set(environment().globals)):
+        hint = did_you_mean(name, known) or (
+            "define it as a param, or save it with ask save_as, set or call_flow save_as"
+        )
+        if kind == "expression" and src.source.strip() == name:
+            hint += f"; for the text itself, quote it inside: \"'{name}'\""
+        where = ctx.locate(src.span, name, template=kind == "template")
+        yield ctx.diag("E-VAR-UNDEFINED", f"'{name}' is not defined", where, hint)
 
 
 def _def_span(ctx: Context, name: str) -> Span:
@@ -374,8 +419,12 @@ def _def_span(ctx: Context, name: str) -> Span:
         return param.span
     for node in ctx.flow.nodes:
         for action in node.actions:
-            if any(n == name for n, _ in defines(action)):
-                return action.span
+            if isinstance(action, m.Set):
+                for a in action.assignments:
+                    if a.name == name:
+                        return a.span
+            elif any(n == name for n, _ in defines(action)):
+                return action.option_span("save_as", key=False)
     return ctx.flow.name_span
 
 
@@ -404,12 +453,12 @@ def _check_attributes(
             sub = ctx.catalog.get(defined[var][5:])
             allowed = tuple(sorted(sub.outputs)) if sub is not None else None
         if allowed is not None and attr not in allowed:
-            yield ctx.diag(
-                "E-VAR-ATTRIBUTE",
-                f"{var} has no attribute '{attr}'",
-                ctx.locate(src.span, attr, attribute=True),
-                did_you_mean(attr, allowed) or f"{var} has: {', '.join(allowed)}",
-            )
+            has = f"{var} has: {', '.join(allowed)}" if allowed else f"{var} holds no values"
+            if not allowed and defined.get(var, "").startswith("flow:"):
+                has = f"flow '{defined[var][5:]}' saves no values"
+            where = ctx.locate(src.span, attr, attribute=True)
+            hint = did_you_mean(attr, allowed) or has
+            yield ctx.diag("E-VAR-ATTRIBUTE", f"{var} has no attribute '{attr}'", where, hint)
 
 
 def check_params(ctx: Context) -> Iterator[Diagnostic]:
@@ -424,7 +473,8 @@ def check_params(ctx: Context) -> Iterator[Diagnostic]:
             problem = _param_value_problem(p, p.default)
             if problem:
                 span = ctx.doc.span(("params", p.name, "default"))
-                yield ctx.diag("E-PARAM-DEFAULT", f"default of '{p.name}' {problem}", span)
+                yield ctx.diag("E-PARAM-DEFAULT", f"default of '{p.name}' {problem}", span,
+                               _DEFAULT_HINTS.get(p.type))  # fmt: skip
             if p.required:
                 yield ctx.diag(
                     "W-PARAM-REQUIRED-DEFAULT",
@@ -456,10 +506,22 @@ def _param_value_problem(p: m.Param, value: Any) -> str:
         "duration": isinstance(value, str) and _is_duration(value),
     }.get(p.type, True)
     if not ok:
-        return f"{value!r} is not a {p.type}"
+        return f"{value!r} is not {_TYPE_WORDS.get(p.type, p.type)}"
     if p.choices and value not in p.choices:
         return f"{value!r} is not one of its enum values"
     return ""
+
+
+_TYPE_WORDS = {
+    "string": "text", "integer": "a whole number", "number": "a number",
+    "boolean": "true or false", "phone": "an E.164 phone number", "duration": "a duration",
+}  # fmt: skip
+_DEFAULT_HINTS = {
+    "string": "quote it: default: '…'", "integer": "write a whole number without quotes",
+    "number": "write a number without quotes", "boolean": "write true or false without quotes",
+    "phone": "write + then the country code and number: '+15551234567'",
+    "duration": "write a number with a unit: 30s",
+}  # fmt: skip
 
 
 def _is_duration(text: str) -> bool:
@@ -473,36 +535,25 @@ def _is_duration(text: str) -> bool:
 def check_asks(ctx: Context) -> Iterator[Diagnostic]:
     for node in ctx.flow.nodes:
         for action in node.actions:
-            if not isinstance(action, m.Ask):
-                continue
-            if action.on_no_match and not (action.match or action.valid_digits):
-                yield ctx.diag(
-                    "E-ASK-EXIT-MATCH",
-                    "on_no_match can never happen: any answer matches",
-                    action.on_no_match.span,
-                )
-            if action.match and not action.save_as:
-                yield ctx.diag(
-                    "E-ASK-MATCH-UNSAVED",
-                    "match reads the answer, but the ask has no save_as",
-                    action.match.span,
-                    "add save_as: answer, then write match: answer.digits == '1'",
-                )
-            dtmf_only = [k for k in ("valid_digits", "num_digits") if getattr(action, k)]
-            if "dtmf" not in action.input and dtmf_only:
-                yield ctx.diag(
-                    "W-ASK-OPTION-UNUSED",
-                    f"{dtmf_only[0]} has no effect without dtmf input",
-                    action.span,
-                    "add dtmf to input, or remove it",
-                )
-            if "speech" not in action.input and action.hints:
-                yield ctx.diag(
-                    "W-ASK-OPTION-UNUSED",
-                    "hints have no effect without speech input",
-                    action.span,
-                    "add speech to input, or remove them",
-                )
+            if isinstance(action, m.Ask):
+                yield from _check_ask(ctx, action)
+
+
+def _check_ask(ctx: Context, ask: m.Ask) -> Iterator[Diagnostic]:
+    if ask.on_no_match and not (ask.match or ask.valid_digits):
+        yield ctx.diag("E-ASK-EXIT-MATCH", "on_no_match can never happen: any answer matches",
+                       ask.on_no_match.span)  # fmt: skip
+    if ask.match and not ask.save_as:
+        yield ctx.diag("E-ASK-MATCH-UNSAVED", "match reads the answer, but the ask has no "
+                       "save_as", ask.match.span,
+                       "add save_as: answer, then write match: answer.digits == '1'")  # fmt: skip
+    for option, needs in (("valid_digits", "dtmf"), ("num_digits", "dtmf"),
+                          ("finish_on_key", "dtmf"), ("hints", "speech"),
+                          ("speech_timeout", "speech")):  # fmt: skip
+        if needs not in ask.input and any(o == option for o, _, _ in ask.options):
+            yield ctx.diag("W-ASK-OPTION-UNUSED", f"{option} has no effect without {needs} "
+                           "input", ask.option_span(option),
+                           f"add {needs} to input, or remove {option}")  # fmt: skip
 
 
 def check_values(ctx: Context) -> Iterator[Diagnostic]:
@@ -666,37 +717,40 @@ def check_loops(ctx: Context) -> Iterator[Diagnostic]:
         edges = [e for e in quick if e.src in comp and e.dst in comp]
         if _bounded(ctx, comp):
             continue
-        closing = min(edges, key=lambda e: _action_span(ctx, e).line)
-        loop = ", ".join(_ordered(ctx, comp))
+        closing = _action_span(ctx, min(edges, key=lambda e: _action_span(ctx, e).line))
+        ordered = _ordered(ctx, comp)
         if any(e.spoke for e in edges):
-            yield ctx.diag(
-                "W-LOOP-NO-INPUT",
-                f"{_plural(comp)} {loop} loop without listening",
-                _action_span(ctx, closing),
-            )
+            msg = _plural(ordered, "loop") + " without listening"
+            yield ctx.diag("W-LOOP-NO-INPUT", msg, closing)
         else:
-            yield ctx.diag(
-                "E-LOOP-TIGHT",
-                f"{_plural(comp)} {loop} loop without waiting for anything",
-                _action_span(ctx, closing),
-            )
+            msg = _plural(ordered, "loop") + " without waiting for anything"
+            yield ctx.diag("E-LOOP-TIGHT", msg, closing)
 
 
 def _bounded(ctx: Context, comp: list[str]) -> bool:
-    """A loop whose branch tests a variable the loop sets (a counter) can end."""
+    """A loop that updates a variable its branch tests (a counter) can end.
+
+    The update must read some variable (``n + 1``, ``attempts - 1``): a constant assignment
+    such as ``done: false`` never changes what the branch sees.
+    """
     written: set[str] = set()
     tested: set[str] = set()
     for name in comp:
         node = ctx.flow.node(name)
         for action in node.actions if node else ():
             if isinstance(action, m.Set):
-                written |= {a.name for a in action.assignments}
+                written |= {a.name for a in action.assignments if _reads_variables(a.value)}
             elif isinstance(action, m.Branch):
                 for case in action.cases:
                     info = analyze_expression(case.when.source)
                     if isinstance(info, Usage):
                         tested |= info.names
     return bool(written & tested)
+
+
+def _reads_variables(expr: m.Expr) -> bool:
+    info = analyze_expression(expr.source)
+    return isinstance(info, Usage) and bool(info.names)
 
 
 def _action_span(ctx: Context, edge: Any) -> Span:
@@ -715,8 +769,12 @@ def _first_node(ctx: Context, names: list[str]) -> m.Node:
     return node
 
 
-def _plural(names: list[str]) -> str:
-    return "node" if len(names) == 1 else "nodes"
+def _plural(names: list[str], verb: str = "") -> str:
+    """'node a loops' / 'nodes a, b loop' (with a verb), or just 'node' / 'nodes'."""
+    noun = "node" if len(names) == 1 else "nodes"
+    if not verb:
+        return noun
+    return f"{noun} {', '.join(names)} {verb + 's' if len(names) == 1 else verb}"
 
 
 def check_definite_assignment(ctx: Context) -> Iterator[Diagnostic]:

@@ -93,6 +93,7 @@ CODES: dict[str, Code] = {
         ),
         _e("E-YAML-TOO-DEEP", "nesting deeper than the limit"),
         _e("E-YAML-MERGE", "a merge key (<<) whose value is not a mapping"),
+        _e("E-YAML-TEMPLATE-QUOTES", "an unquoted value that starts with {{"),
         # Schema
         _e("E-SCHEMA-UNKNOWN-KEY", "unknown key"),
         _e("E-SCHEMA-MISSING-KEY", "a required key is missing"),
@@ -112,7 +113,7 @@ CODES: dict[str, Code] = {
             "not an E.164 phone number",
             "write + then the country code and number, digits only: +15551234567",
         ),
-        _e("E-DIGITS-INVALID", "not a DTMF digit string", "use 0-9, *, # (and w or W to wait)"),
+        _e("E-DIGITS-INVALID", "not a DTMF digit string"),
         # Graph
         _e("E-START-UNKNOWN", "the start node does not exist"),
         _e("E-GOTO-UNKNOWN", "a jump to a node that does not exist"),
@@ -142,6 +143,11 @@ CODES: dict[str, Code] = {
             "add an ask or pause, or bound the loop with a counter",
         ),
         _e("E-HANDLER-UNKNOWN", "a handler names a node that does not exist"),
+        _w(
+            "W-HANDLER-HANGUP-SPEAKS",
+            "a hangup handler that speaks or listens",
+            "the caller is gone when it runs: keep to set and call_flow",
+        ),
         _e(
             "E-BRANCH-ELSE",
             "a branch whose else case is missing or not last",

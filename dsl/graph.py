@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from voicecall.dsl import model as m
 
-WAITS = (m.Ask, m.Pause, m.Converse, m.CallFlow)  # actions that let time pass for the caller
-SPEAKS = (m.Say, m.Play, m.Transfer, m.SendDigits)
+# Actions that let time pass for the caller (a transfer rings the other party for a while).
+WAITS = (m.Ask, m.Pause, m.Converse, m.CallFlow, m.Transfer)
+SPEAKS = (m.Say, m.Play, m.SendDigits)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,6 +55,9 @@ class Document:
     spans: dict[Path, Span] = field(default_factory=dict)
     key_spans: dict[Path, Span] = field(default_factory=dict)
     styles: dict[Path, str] = field(default_factory=dict)
+    # Where the loader already reported a problem, so that later checks stay quiet there:
+    # mappings that lost a key (rejected or duplicate), and values with a rejected tag.
+    damaged: set[Path] = field(default_factory=set)
     _lines: list[str] | None = None
 
     @property
@@ -82,6 +85,7 @@ class Document:
 class LoadResult:
     document: Document | None
     diagnostics: list[Diagnostic]
+    text: str | None = None  # the decoded text, also when it could not be loaded
 
 
 class _Abort(Exception):
@@ -112,6 +116,9 @@ def load_bytes(raw: bytes, file: str) -> LoadResult:
     if len(raw) > MAX_BYTES:
         msg = f"the file is larger than {MAX_BYTES // 1024} KiB"
         return LoadResult(None, [Diagnostic.make("E-FILE-TOO-LARGE", msg, file, Span.point(1, 1))])
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        msg = "the file is UTF-16; flows are UTF-8 text"
+        return LoadResult(None, [Diagnostic.make("E-FILE-ENCODING", msg, file, Span.point(1, 1))])
     if b"\x00" in raw:
         span = _byte_span(raw, raw.index(b"\x00"))
         msg = "the file contains NUL bytes: it is binary, not YAML text"
@@ -131,13 +138,14 @@ def load_text(text: str, file: str) -> LoadResult:
     try:
         builder.run()
     except _Abort:
-        return LoadResult(None, builder.diagnostics)
+        return LoadResult(None, builder.diagnostics, text)
     if builder.root is _NOTHING or builder.root is None:
         if not builder.diagnostics:
             builder.diag("E-YAML-EMPTY", "the file holds no flow", Span.point(1, 1))
-        return LoadResult(None, builder.diagnostics)
-    doc = Document(file, text, builder.root, builder.spans, builder.key_spans, builder.styles)
-    return LoadResult(doc, builder.diagnostics)
+        return LoadResult(None, builder.diagnostics, text)
+    doc = Document(file, text, builder.root, builder.spans, builder.key_spans, builder.styles,
+                   builder.damaged)  # fmt: skip
+    return LoadResult(doc, builder.diagnostics, text)
 
 
 def _byte_span(raw: bytes, offset: int) -> Span:
@@ -181,6 +189,8 @@ class _Builder:
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.open_anchors: set[str] = set()
         self.stack: list[_Frame] = []
+        self.damaged: set[Path] = set()
+        self._line_starts: list[int] | None = None
         self.root: Any = _NOTHING
         self.documents = 0
         self.total = 0
@@ -198,13 +208,23 @@ class _Builder:
                 self.feed(event)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
+            # At the end of the file (an unclosed quote or bracket), where it was opened helps.
+            if exc.context_mark and mark and mark.line >= len(self.text.splitlines()):
+                mark = exc.context_mark
             span = Span.point(mark.line + 1, mark.column + 1) if mark else Span.point(1, 1)
             problem = exc.problem or exc.context or "invalid YAML"
             context = f" ({exc.context})" if exc.context and exc.problem else ""
-            self.abort("E-YAML-SYNTAX", f"{problem}{context}", span)
+            self.abort(
+                "E-YAML-SYNTAX", f"{problem}{context}", span, _syntax_hint(problem, self.text, span)
+            )
         except yaml.reader.ReaderError as exc:
             span = _byte_span(self.text.encode("utf-8"), len(self.text[: exc.position].encode()))
             self.abort("E-YAML-SYNTAX", f"character {exc.character!r} is not allowed", span)
+
+    def text_at(self, mark: Any) -> str:
+        """The source text from a mark to the end of its line."""
+        lines = self.text.splitlines()
+        return lines[mark.line][mark.column :] if mark.line < len(lines) else ""
 
     def _events(self) -> Iterator[yaml.Event]:
         loader = _Loader(self.text)
@@ -265,9 +285,19 @@ class _Builder:
         span = _mark_span(event.start_mark, event.end_mark)
         name = event.anchor or ""
         if name in self.open_anchors:
-            self.abort("E-YAML-ALIAS", f"alias *{name} refers to the node that contains it", span)
+            self.abort(
+                "E-YAML-ALIAS",
+                f"alias *{name} refers to the node that contains it",
+                span,
+                f"a node cannot contain itself; copy the part of &{name} you need",
+            )
         if name not in self.anchors:
-            self.abort("E-YAML-ALIAS", f"alias *{name} has no anchor &{name} before it", span)
+            self.abort(
+                "E-YAML-ALIAS",
+                f"alias *{name} has no anchor &{name} before it",
+                span,
+                f"write &{name} on the value to reuse, above this line",
+            )
         if self._taking_key():
             self.diag("E-YAML-KEY-TYPE", f"alias *{name} used as a key", span)
             self.stack[-1].key = _SKIP
@@ -279,15 +309,32 @@ class _Builder:
     def _open(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
         span = _mark_span(event.start_mark, event.end_mark)
         if self._taking_key():
-            self.diag("E-YAML-KEY-TYPE", "a mapping or list used as a key", span)
-            self.stack[-1].skip_depth = 1
+            parent = self.stack[-1]
+            self.damaged.add(parent.path)
+            if self.text_at(parent.start).startswith("{{"):
+                # `say: {{ name }}` unquoted: YAML reads a mapping inside a mapping.
+                self.diag(
+                    "E-YAML-TEMPLATE-QUOTES",
+                    "text that starts with {{ must be quoted",
+                    _mark_span(parent.start, event.end_mark),
+                    'quote the whole value: say: "{{ name }}"',
+                )
+            else:
+                self.diag(
+                    "E-YAML-KEY-TYPE",
+                    "a mapping or list used as a key",
+                    span,
+                    "keys are plain names: `name: value`",
+                )
+            parent.skip_depth = 1
             return
         if len(self.stack) >= MAX_DEPTH:
             self.abort("E-YAML-TOO-DEEP", f"nesting deeper than {MAX_DEPTH} levels", span)
-        if event.tag and event.tag not in _COLLECTION_TAGS:
-            self.diag("E-YAML-TAG", f"unsupported tag {_short(event.tag)}", span)
         self._count(1, span)
         path = self._child_path()
+        if event.tag and event.tag not in _COLLECTION_TAGS:
+            self.diag("E-YAML-TAG", f"unsupported tag {_short(event.tag)}", span)
+            self.damaged.add(path)
         value: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
         if event.anchor:
             self.open_anchors.add(event.anchor)
@@ -332,14 +379,13 @@ class _Builder:
             frame.key = _MERGE
             return
         if tag != _STR:
-            kind = tag.rsplit(":", 1)[-1]
-            msg = f"key {event.value!r} is read as a {kind}, not a string"
-            if kind == "bool":
-                msg = f"key {event.value!r} is read as a boolean by YAML 1.1, not as text"
+            kind = _KINDS.get(tag.rsplit(":", 1)[-1], "value")
+            msg = f"key {event.value!r} is read as {kind} by YAML 1.1, not as text"
             self.diag("E-YAML-KEY-TYPE", msg, span, f"quote it: '{event.value}':")
-            frame.key = _SKIP
-            return
-        key = event.value
+            # Kept as the text it was written as, so that later checks still see it (a goto to
+            # node `yes`), but marked so that no other check reports the key again.
+            self.damaged.add((*frame.path, str(event.value)))
+        key = str(event.value)
         if key in frame.seen:
             first = frame.seen[key]
             self.diag(
@@ -348,6 +394,7 @@ class _Builder:
                 span,
                 f"the first '{key}' is at line {first.line}; remove or rename one",
             )
+            self.damaged.add(frame.path)
             frame.key = _SKIP
             return
         frame.seen[key] = span
@@ -365,6 +412,7 @@ class _Builder:
         tag = self._tag(event)
         if tag not in _SCALAR_TAGS:
             self.diag("E-YAML-TAG", f"unsupported tag {_short(tag)}", span)
+            self.damaged.add(self._child_path())
             return event.value
         node = ScalarNode(tag, event.value, style=event.style)
         try:
@@ -418,6 +466,33 @@ def read_display_name(path: FsPath, base: FsPath | None = None) -> str:
         return os.path.relpath(path, base or FsPath.cwd())
     except ValueError:  # a different drive on Windows
         return str(path)
+
+
+_KINDS = {"bool": "a boolean", "int": "a number", "float": "a number", "null": "null",
+          "timestamp": "a date"}  # fmt: skip
+
+# libyaml's messages, and what usually causes them in a flow.
+_SYNTAX_HINTS = (
+    ("cannot start any token", "\t", "YAML does not allow tabs for indentation; use spaces"),
+    (
+        "mapping values are not allowed",
+        "",
+        "a ': ' inside unquoted text starts a mapping; quote the text",
+    ),
+    ("did not find expected key", "", "check this line's indentation against the lines above"),
+    ("did not find expected '-'", "", "check this line's indentation against the list above"),
+    ("found unexpected end of stream", "", "a quote or bracket opened here is never closed"),
+    ("found undefined alias", "", "define the anchor (&name) before using *name"),
+)
+
+
+def _syntax_hint(problem: str, text: str, span: Span) -> str:
+    lines = text.splitlines()
+    line = lines[span.line - 1] if 0 < span.line <= len(lines) else ""
+    for needle, char, hint in _SYNTAX_HINTS:
+        if needle in problem and (not char or char in line):
+            return hint
+    return ""
 
 
 def _short(tag: str) -> str:

@@ -22,6 +22,7 @@ class Text:
 
     source: str
     span: Span
+    block: bool = False  # written as a block scalar (| or >): the text starts a line below
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +45,15 @@ class Ref:
 class Action:
     kind: ClassVar[str] = ""
     span: Span
+    # For actions with options: (option, key span, value span), to point at one option.
+    options: tuple[tuple[str, Span, Span], ...] = ()
+
+    def option_span(self, name: str, *, key: bool = True) -> Span:
+        """The span of an option's key (or value), else of the whole action."""
+        for option, key_span, value_span in self.options:
+            if option == name:
+                return key_span if key else value_span
+        return self.span
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -114,7 +114,11 @@ class _Mapper:
             return
         path: Path = tuple(error.absolute_path)
         schema = error.schema if isinstance(error.schema, dict) else {}
+        if path in self.doc.damaged and kind != "additionalProperties":
+            return  # the loader already reported what is wrong here
         if "propertyNames" in error.absolute_schema_path:
+            if (*path, str(error.instance)) in self.doc.damaged:
+                return
             # jsonschema reports the object's path with the offending name as the instance.
             msg = f"{schema.get('x-message', 'not a valid name')}: {_show(error.instance)}"
             span = self.doc.span((*path, str(error.instance)), key=True)
@@ -138,12 +142,15 @@ class _Mapper:
             if not any(s.validator == "type" and not s.relative_path for s in subs):
                 return subs
         path: Path = tuple(error.absolute_path)
+        if path in self.doc.damaged:
+            return ()
         schema = error.schema if isinstance(error.schema, dict) else {}
         branches = schema.get("anyOf") or schema.get("oneOf") or []
         kinds = [_branch_kind(b) for b in branches]
         expected = " or ".join(k for k in kinds if k) or "another value"
         msg = f"{_describe(path)}: expected {expected}, got {type_name(error.instance)}"
-        self.emit("E-SCHEMA-TYPE", msg, self.doc.span(path), self._quote_hint(path, error.instance))
+        hint = self._quote_hint(path, error.instance, "text" in kinds)
+        self.emit("E-SCHEMA-TYPE", msg, self.doc.span(path), hint)
         return ()
 
     # --- one handler per JSON Schema keyword --------------------------------------------------
@@ -151,10 +158,14 @@ class _Mapper:
     def _on_additionalProperties(self, error: ValidationError, path: Path, schema: Any) -> None:
         allowed = list(schema.get("properties", {}))
         for key in _extra_keys(error.instance, schema):
-            where = " here" if not path else f" in {_describe(path)}"
+            if (*path, key) in self.doc.damaged:
+                continue
+            where = " at the top of the flow" if not path else f" in {_describe(path)}"
             hint = did_you_mean(key, allowed) or (
                 f"allowed keys: {', '.join(allowed)}" if allowed else None
             )
+            if " " in key:
+                hint = "a comma inside {…} separates entries: quote text that contains one"
             self.emit(
                 "E-SCHEMA-UNKNOWN-KEY",
                 f"unknown key '{key}'{where}",
@@ -165,27 +176,38 @@ class _Mapper:
     def _on_required(self, error: ValidationError, path: Path, schema: Any) -> None:
         missing = str(error.message).split("'")[1] if "'" in error.message else "?"
         msg = f"{_describe(path)} is missing the required key '{missing}'"
-        if not path:
-            msg = f"the flow is missing the required key '{missing}'"
         span = self.doc.span(path, key=True)
         if not path:
-            span = Span.point(1, 1)
+            msg = f"the flow is missing the required key '{missing}'"
+            root = self.doc.span(())
+            span = Span.point(root.line, root.col)
         self.emit("E-SCHEMA-MISSING-KEY", msg, span, _required_hint(missing))
 
     def _on_type(self, error: ValidationError, path: Path, schema: Any) -> None:
         types = schema.get("type")
         names = [types] if isinstance(types, str) else list(types or [])
         expected = " or ".join(_EXPECTED.get(t, t) for t in names)
-        msg = f"expected {expected}, got {type_name(error.instance)}"
+        value = error.instance
+        msg = f"expected {expected}, got {type_name(value)}"
         if path:
             msg = f"{_describe(path)}: {msg}"
-        self.emit("E-SCHEMA-TYPE", msg, self.doc.span(path), self._quote_hint(path, error.instance))
+        code = schema.get("x-code", "E-SCHEMA-TYPE")
+        hint = self._quote_hint(path, value, "string" in names)
+        if code == "E-DURATION-INVALID" and isinstance(value, int | float):
+            msg = f"{_describe(path)}: {value} has no unit, so it is not a duration"
+            hint = f"add a unit: {value}s, or {value}ms"
+        elif value is None and path and path[0] == "nodes" and len(path) == 2:
+            hint = "a node is a list of actions: `- say: …`"
+        self.emit(code, msg, self.doc.span(path), hint)
 
     def _on_enum(self, error: ValidationError, path: Path, schema: Any) -> None:
         if schema.get("x-code") == "E-SCHEMA-ACTION":
             word = str(error.instance)
             hint = did_you_mean(word, ACTIONS) or schema.get("x-message")
             msg = f"'{word}' is not an action"
+            if word in ACTIONS:
+                msg = f"{word} needs an argument"
+                hint = f"write `- {word}: …`, for example `- {_EXAMPLES.get(word, word + ': …')}`"
             self.emit("E-SCHEMA-ACTION", msg, self.doc.span(path), hint)
             return
         choices = [str(c) for c in schema["enum"]]
@@ -258,8 +280,10 @@ class _Mapper:
             msg = f"one action per list item, found {' and '.join(repr(k) for k in known)}"
             self.emit("E-SCHEMA-ACTION", msg, span, "start each action with its own '- '")
 
-    def _quote_hint(self, path: Path, value: Any) -> str | None:
-        if isinstance(value, str) or not self.doc.is_plain(path) or isinstance(value, dict | list):
+    def _quote_hint(self, path: Path, value: Any, text_ok: bool = True) -> str | None:
+        if value is None:
+            return "nothing is written after the colon; write a value"
+        if not text_ok or isinstance(value, str | dict | list) or not self.doc.is_plain(path):
             return None
         raw = _source_text(self.doc, path)
         if raw is None:
@@ -268,7 +292,7 @@ class _Mapper:
 
 
 def _branch_kind(schema: dict[str, Any]) -> str:
-    if "$ref" in schema:
+    if "$ref" in schema or schema.get("type") == "string":
         return "text"
     if schema.get("type") == "object":
         return "a mapping"
@@ -306,6 +330,14 @@ def _source_text(doc: Document, path: Path) -> str | None:
         return None
     return doc.lines[span.line - 1][span.col - 1 : span.end_col - 1]
 
+
+_EXAMPLES = {
+    "say": "say: Hello", "play": "play: https://example.com/a.mp3", "pause": "pause: 1s",
+    "ask": "ask: {prompt: …, save_as: answer}", "converse": "converse: {driver: agent}",
+    "set": "set: {count: 0}", "branch": "branch: […]", "goto": "goto: node",
+    "transfer": "transfer: '+15551234567'", "send_digits": "send_digits: '1234#'",
+    "call_flow": "call_flow: name",
+}  # fmt: skip
 
 _REQUIRED_HINTS = {
     "version": "add `version: 1` at the top",

@@ -32,6 +32,7 @@ class Usage:
 
     names: frozenset[str] = frozenset()
     attributes: tuple[tuple[str, str], ...] = ()  # (variable, attribute) for var.attr / var['attr']
+    bare: frozenset[str] = frozenset()  # names also used whole, not only as var.attr
     filters: tuple[str, ...] = ()
     tests: tuple[str, ...] = ()
     constant: bool = True  # no {{ }}, {% %}: the text is used as it is
@@ -71,7 +72,10 @@ def analyze_expression(source: str) -> Usage | Problem:
             token = parser.stream.current
             return Problem(f"unexpected '{token.value}' after the expression", token.lineno)
     except TemplateSyntaxError as exc:
-        return Problem(exc.message or "syntax error", exc.lineno or 1)
+        message = (exc.message or "syntax error").replace(
+            "end of template", "end of the expression"
+        )
+        return Problem(message, exc.lineno or 1)
     return _usage(nodes.Template([nodes.Output([expr])]), constant=False)
 
 
@@ -86,6 +90,7 @@ def _usage(tree: nodes.Template, constant: bool) -> Usage:
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
     attributes: list[tuple[str, str]] = []
+    accessed: set[int] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
@@ -93,12 +98,16 @@ def _usage(tree: nodes.Template, constant: bool) -> Usage:
             continue
         if isinstance(node, nodes.Getattr):
             attributes.append((target.name, node.attr))
+            accessed.add(id(target))
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             attributes.append((target.name, node.arg.value))
+            accessed.add(id(target))
+    bare = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and id(n) not in accessed}
     return Usage(
         names=frozenset(loaded),
         attributes=tuple(attributes),
         filters=tuple(f.name for f in tree.find_all(nodes.Filter)),
         tests=tuple(t.name for t in tree.find_all(nodes.Test)),
         constant=constant,
+        bare=frozenset(bare - stored),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from voicecall.dsl import model as m
@@ -30,6 +30,7 @@ class Loaded:
     doc: Document | None
     flow: m.Flow | None
     diagnostics: tuple[Diagnostic, ...]
+    lines: tuple[str, ...] = ()  # the source, for quoting lines in diagnostics
 
     @property
     def schema_ok(self) -> bool:
@@ -44,6 +45,7 @@ class Checked:
     doc: Document | None
     flow: m.Flow | None
     diagnostics: tuple[Diagnostic, ...]
+    lines: tuple[str, ...] = ()  # the source, for quoting lines in diagnostics
 
     @property
     def ok(self) -> bool:
@@ -75,11 +77,12 @@ def _load_raw(raw: bytes, name: str) -> Loaded:
     result = load_bytes(raw, name)
     diags = list(result.diagnostics)
     doc = result.document
+    lines = tuple(result.text.splitlines()) if result.text is not None else ()
     if doc is None:
-        return Loaded(file=name, doc=None, flow=None, diagnostics=tuple(diags))
+        return Loaded(file=name, doc=None, flow=None, diagnostics=tuple(diags), lines=lines)
     diags += check_schema(doc)
     flow = build_flow(doc) if isinstance(doc.data, dict) else None
-    return Loaded(file=name, doc=doc, flow=flow, diagnostics=tuple(diags))
+    return Loaded(file=name, doc=doc, flow=flow, diagnostics=tuple(diags), lines=lines)
 
 
 def validate_text(
@@ -102,7 +105,8 @@ def check(loaded: Loaded, catalog: Mapping[str, FlowInfo]) -> Checked:
         diags += run_checks(ctx)
     unique = {(d.code, d.span, d.message): d for d in diags}
     ordered = sorted(unique.values(), key=lambda d: d.sort_key)
-    return Checked(file=loaded.file, doc=loaded.doc, flow=loaded.flow, diagnostics=tuple(ordered))
+    return Checked(file=loaded.file, doc=loaded.doc, flow=loaded.flow,
+                   diagnostics=tuple(ordered), lines=loaded.lines)  # fmt: skip
 
 
 def find_flow_files(paths: Iterable[Path]) -> list[Path]:
@@ -175,9 +179,7 @@ def validate_paths(paths: Sequence[Path], library: Mapping[str, FlowInfo] | None
         result = check(item, catalog)
         if item.file in extra:
             diags = sorted([*result.diagnostics, *extra[item.file]], key=lambda d: d.sort_key)
-            result = Checked(
-                file=result.file, doc=result.doc, flow=result.flow, diagnostics=tuple(diags)
-            )
+            result = replace(result, diagnostics=tuple(diags))
         checked.append(result)
     return Report(files=tuple(checked))
 

@@ -30,7 +30,9 @@ def format_duration(ms: int) -> str:
     secs = ms // 1000
     if secs % 60 or secs < 60:
         return f"{secs}s"
-    return f"{secs // 60}m"
+    if secs % 3600 or secs < 3600:
+        return f"{secs // 60}m"
+    return f"{secs // 3600}h"
 
 
 def is_e164(text: str) -> bool:

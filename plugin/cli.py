@@ -144,7 +144,7 @@ def with_provider_notes(report: Report, providers: Sequence[str], catalog: Catal
 def _print_report(report: Report) -> None:
     color = sys.stdout.isatty()
     for checked in report.files:
-        lines = checked.doc.lines if checked.doc else []
+        lines = checked.lines
         for diag in checked.diagnostics:
             click.echo(render_text(diag, lines, color=color))
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)

@@ -23,7 +23,7 @@ def main() -> int:
     report = validate_paths([bundled_dir()], catalog.infos())
     for checked in report.files:
         for diag in checked.diagnostics:
-            click.echo(render_text(diag, checked.doc.lines if checked.doc else []))
+            click.echo(render_text(diag, checked.lines))
     errors = report.count(Severity.ERROR) + report.count(Severity.WARNING)
     click.echo(
         f"validate --strict: {len(report.files)} flows, "

@@ -50,7 +50,7 @@ def test_invalid_fixture(
     actual = {(d.code, d.span.line, d.span.col) for d in report.diagnostics}
     assert actual == expected
     (checked,) = report.files
-    lines = checked.doc.lines if checked.doc else []
+    lines = checked.lines
     text = "\n".join(render_text(d, lines) for d in report.diagnostics) + "\n"
     golden.check(path.with_suffix(".expected"), text)
 

@@ -51,7 +51,7 @@ def test_scalars_are_typed_by_yaml_and_styles_are_kept() -> None:
         ("a: 1\n---\nb: 2\n", [("E-YAML-MULTI-DOC", 2, 1)]),
         ("", [("E-YAML-EMPTY", 1, 1)]),
         ("# only a comment\n", [("E-YAML-EMPTY", 1, 1)]),
-        ("a: [1, 2\n", [("E-YAML-SYNTAX", 2, 1)]),
+        ("a: [1, 2\n", [("E-YAML-SYNTAX", 1, 4)]),  # where the bracket was opened
         ("a:\n\tb: 1\n", [("E-YAML-SYNTAX", 2, 1)]),
         ("a: \x07\n", [("E-YAML-SYNTAX", 1, 4)]),
         ("x: &m [1]\ny:\n  <<: *m\n", [("E-YAML-MERGE", 3, 7)]),
