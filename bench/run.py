@@ -89,8 +89,110 @@ def report_dsl(r: dict[str, Any]) -> None:
     )
 
 
+def _per_call(fn: Callable[[], object], number: int, rounds: int = 7) -> float:
+    """Median over rounds of the mean time of one call, in microseconds."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(samples)
+
+
+def bench_compiler(repeat: int) -> dict[str, Any]:
+    from voicecall.compiler import base as compiler_base
+    from voicecall.compiler import render as compiler_render
+
+    flows = {e.name: e.flow for e in Catalog()}
+    compile_ms: dict[str, dict[str, float]] = {}
+    for provider in ("twilio", "plivo", "telnyx"):
+        compiler_base.get_backend(provider)  # import the SDK outside the timing
+        for name, flow in flows.items():
+            samples = []
+            for _ in range(max(5, repeat // 5)):
+                compiler_base._cache.clear()
+                compiler_render._compiled.cache_clear()
+                start = time.perf_counter()
+                compiler_base.compile_flow(flow, provider, flows)
+                samples.append((time.perf_counter() - start) * 1000)
+            compile_ms.setdefault(provider, {})[name] = statistics.median(samples)
+    values = {"patient": "Ann Example", "when": "tomorrow at 3 PM"}
+    system = {
+        "callback_url": "https://voice.example.com/voice/webhook?call=c1&block=greet&step=0",
+        "client_state": "eyJjIjoiYzEiLCJiIjoiZ3JlZXQiLCJzIjowfQ==",
+        "command_id": "c1:greet:0:0",
+    }
+    render_us: dict[str, float] = {}
+    for provider in ("twilio", "plivo", "telnyx"):
+        compiled = compiler_base.compile_flow(flows["appointment-reminder"], provider, flows)
+        render_us[provider] = _per_call(partial(_render, compiled.block("greet"), values, system),
+                                        5000)  # fmt: skip
+    sdk_us = {
+        "twilio": _per_call(lambda: _twilio_sdk_greet(values, system), 2000),
+        "plivo": _per_call(lambda: _plivo_sdk_greet(values, system), 2000),
+    }
+    medians = {p: statistics.median(v.values()) for p, v in compile_ms.items()}
+    return {"compile_ms": compile_ms, "compile_median_ms": medians, "render_block_us": render_us,
+            "sdk_build_us": sdk_us, "target_render_us": 50.0}  # fmt: skip
+
+
+def _render(block: Any, values: dict[str, str], system: dict[str, str]) -> object:
+    """What the webhook path does for one block: fill the XML, or every command body."""
+    if block.xml is not None:
+        return block.xml.render(values, system)
+    return [c.render(values, system) for c in block.commands]
+
+
+def _twilio_sdk_greet(values: dict[str, str], system: dict[str, str]) -> str:
+    """The greet block of appointment-reminder, built with Twilio's SDK during the call."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    r = VoiceResponse()
+    text = f"Hello {values['patient']}, this is a reminder of your appointment {values['when']}."
+    r.say(text, voice="Polly.Joanna", language="en-US")
+    g = r.gather(input="speech dtmf", action=system["callback_url"], method="POST", timeout=6,
+                 speech_timeout="auto", num_digits=1, hints="yes,no", language="en-US",
+                 action_on_empty_result=True)  # fmt: skip
+    g.say("Can you make it? Say yes or no, or press 1 for yes or 2 for no.",
+          voice="Polly.Joanna", language="en-US")  # fmt: skip
+    r.redirect(system["callback_url"], method="POST")
+    return str(r)
+
+
+def _plivo_sdk_greet(values: dict[str, str], system: dict[str, str]) -> str:
+    from plivo import plivoxml
+
+    r = plivoxml.ResponseElement()
+    text = f"Hello {values['patient']}, this is a reminder of your appointment {values['when']}."
+    r.add_speak(text, voice="Polly.Joanna", language="en-US")
+    g = plivoxml.GetInputElement(action=system["callback_url"], method="POST",
+                                 input_type="speech dtmf", execution_timeout=6, num_digits=1,
+                                 hints="yes,no", language="en-US", redirect=True)  # fmt: skip
+    g.add_speak("Can you make it? Say yes or no, or press 1 for yes or 2 for no.",
+                voice="Polly.Joanna", language="en-US")  # fmt: skip
+    r.add(g)
+    r.add_redirect(system["callback_url"], method="POST")
+    return str(r.to_string(pretty=False))
+
+
+def report_compiler(r: dict[str, Any]) -> None:
+    print("compiler: compile a bundled flow, cold caches (median ms)")
+    for provider, per_flow in r["compile_ms"].items():
+        cells = "  ".join(f"{n} {ms:.2f}" for n, ms in per_flow.items())
+        print(f"  {provider:<7} median {r['compile_median_ms'][provider]:6.2f} ms   ({cells})")
+    print("webhook path: render the greet block of appointment-reminder with call values")
+    for provider, us in r["render_block_us"].items():
+        sdk = r["sdk_build_us"].get(provider)
+        versus = (
+            f"   SDK builder at run time {sdk:6.1f} us  ({sdk / us:4.1f}x slower)" if sdk else ""
+        )
+        print(f"  {provider:<7} {us:6.1f} us (target < {r['target_render_us']:.0f} us){versus}")
+
+
 BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
     "dsl": (bench_dsl, report_dsl),
+    "compiler": (bench_compiler, report_compiler),
 }
 
 

@@ -110,3 +110,60 @@ def test_flows_lists_the_bundled_flows(runner: CliRunner) -> None:
     table = runner.invoke(cli, ["flows"])
     assert table.exit_code == 0
     assert "appointment-reminder" in table.output and "patient*:string" in table.output
+
+
+def test_compile_prints_every_block(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["compile", "notify", "--provider", "twilio", "--param",
+                                 "message=Hi & bye"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "block deliver  (" in result.output
+    assert '<Say voice="Polly.Joanna">Hi &amp; bye</Say>' in result.output
+    telnyx = runner.invoke(cli, ["compile", "notify", "--provider", "telnyx", "--format", "json"])
+    assert "I-PROVIDER-EMULATED" in telnyx.stderr  # notes go to stderr, JSON alone to stdout
+    data = json.loads(telnyx.stdout)
+    assert data["flow"] == "notify" and data["provider"] == "telnyx"
+    commands = [c["command"] for c in data["blocks"][0]["commands"]]
+    assert commands == ["speak", "pause", "hangup"]
+    assert data["blocks"][0]["commands"][0]["await"] == "call.speak.ended"
+
+
+def test_compile_usage_errors(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["compile", "notify", "--provider", "twilo"])
+    assert result.exit_code == 2 and "did you mean 'twilio'" in result.output
+    result = runner.invoke(cli, ["compile", "notfy", "--provider", "twilio"])
+    assert result.exit_code == 2 and "did you mean 'notify'" in result.output
+    result = runner.invoke(cli, ["compile", "notify", "--provider", "twilio", "--param", "x=1"])
+    assert result.exit_code == 2 and "message" in result.output
+    bad = write(tmp_path / "bad.yaml", BAD)
+    result = runner.invoke(cli, ["compile", str(bad), "--provider", "plivo"])
+    assert result.exit_code == 1 and "E-START-UNKNOWN" in result.output
+
+
+def test_validate_with_providers_reports_what_they_emulate_or_cannot_do(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    flow = write(
+        tmp_path / "f.yaml",
+        GOOD.replace(
+            "[{say: hi}, hangup]",
+            "[{say: {text: hi, voice: Google.en-US-Neural2-F}}, {pause: 500ms}, hangup]",
+        ),
+    )
+    result = runner.invoke(cli, ["validate", "--provider", "plivo", "--provider", "twilio",
+                                 "--format", "json", str(flow)])  # fmt: skip
+    found = {(d["code"], d["message"].split(":")[0]) for d in json.loads(result.output)}
+    assert found == {
+        ("E-PROVIDER-UNSUPPORTED", "voice on plivo"),
+        ("I-PROVIDER-EMULATED", "pause.ms on plivo"),
+        ("I-PROVIDER-EMULATED", "pause.ms on twilio"),
+    }
+    assert result.exit_code == 1
+
+
+def test_graph_formats(runner: CliRunner) -> None:
+    mermaid = runner.invoke(cli, ["graph", "ivr-menu"])
+    assert mermaid.exit_code == 0 and mermaid.output.startswith("flowchart TD")
+    assert '-->|"transfer failed"|' in mermaid.output
+    dot = runner.invoke(cli, ["graph", "appointment-reminder", "--format", "dot"])
+    assert dot.output.startswith('digraph "appointment-reminder" {')
+    assert '"greet" -> "voicemail" [label="no input"];' in dot.output
