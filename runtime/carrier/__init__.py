@@ -1,0 +1,1 @@
+"""voicecall.runtime.carrier: the mock carrier (a loopback fake of the three providers)."""

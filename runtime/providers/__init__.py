@@ -1,0 +1,1 @@
+"""voicecall.runtime.providers: one adapter per carrier (webhooks in, REST out)."""

@@ -1,0 +1,174 @@
+"""The contract between the runtime and a carrier adapter.
+
+An adapter turns a carrier's webhook into normalized :class:`Event` objects after checking its
+signature, turns compiled output into the carrier's reply, and makes the carrier's REST calls
+(through the official SDK). The runtime never touches a carrier's wire format itself.
+
+Order on every webhook (the server enforces it): size limit -> the adapter's signature
+headers present -> :meth:`Adapter.verify` -> replay check on the verification key ->
+:meth:`Adapter.parse` -> state change and side effects.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+
+class EventKind(StrEnum):
+    INITIATED = "call.initiated"
+    RINGING = "call.ringing"
+    ANSWERED = "call.answered"
+    ENDED = "call.ended"  # status: our end reason (see END_REASONS)
+    FETCH = "call.fetch"  # the carrier asks what to do next and needs a document back
+    INPUT = "call.input"  # a gather's result: digits and/or text; neither means no input
+    DIAL_ENDED = "call.dial_ended"  # status: answered | completed | busy | no-answer | failed
+    COMMAND_ENDED = "call.command_ended"  # Telnyx: a command's completion event (in `detail`)
+    SPEECH = "call.speech"  # Telnyx: a transcription result (`final` tells whether final)
+    DTMF = "call.dtmf"  # Telnyx: a key pressed outside a gather
+
+
+# Terminal call states, which are also the end reasons (as in the original plugin).
+END_REASONS = (
+    "completed", "hangup-user", "hangup-bot", "timeout", "error", "failed", "no-answer",
+    "busy", "voicemail",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One thing that happened on a call, in the runtime's terms."""
+
+    kind: EventKind
+    provider: str
+    provider_call_id: str | None = None
+    # Plivo answers a create with a request uuid and names the call by another uuid later:
+    # the earlier id, so the runtime can find the call and switch to the new one.
+    previous_provider_call_id: str | None = None
+    call_id: str | None = None  # ours: from the callback URL's `call`, or Telnyx client_state
+    block: str | None = None  # from the URL's `block`, or client_state
+    step: int | None = None
+    direction: str | None = None  # "inbound" | "outbound"
+    from_number: str | None = None
+    to_number: str | None = None
+    status: str | None = None
+    digits: str | None = None
+    text: str | None = None
+    confidence: float | None = None
+    final: bool = True
+    detail: str = ""  # the carrier's own event or status name, for logs
+    event_id: str = ""  # the carrier's own event id, when it has one (Telnyx data.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookRequest:
+    """A carrier's HTTP request, as the adapter needs it to verify and parse."""
+
+    method: str
+    url: str  # the full URL the carrier requested and signed: public origin + raw path + query
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    form: Mapping[str, str] = field(default_factory=dict)  # urlencoded body fields, if any
+    remote: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    reason: str = ""  # why it failed, for the log (never a secret)
+    key: str = ""  # replay key, from verified material only (signature, timestamp, body…)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the webhook answers: a TwiML / Plivo XML document, or an empty acknowledgement."""
+
+    body: bytes = b""
+    content_type: str = "text/plain"
+    status: int = 200
+
+
+class BadRequest(Exception):  # noqa: N818 - the HTTP status name reads best here
+    """The request is malformed: answered 400, with the message in the log."""
+
+
+class CallStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterSettings:
+    """How an adapter reaches its carrier and checks what the carrier sends.
+
+    ``credentials`` keys, per provider: twilio ``accountSid``, ``authToken``; plivo ``authId``,
+    ``authToken``; telnyx ``apiKey``, ``connectionId``, ``publicKey``.
+    """
+
+    credentials: Mapping[str, str]
+    api_base: str | None = None  # a REST base other than the carrier's (the mock carrier, tests)
+    skip_signature: bool = False
+    now: Callable[[], float] = time.time  # Telnyx's 5-minute timestamp window is checked with it
+    ring_timeout_s: int = 30
+
+
+class Adapter(abc.ABC):
+    """One carrier: webhooks in, replies and REST calls out."""
+
+    name: ClassVar[str]
+    # Headers a signed request must carry; their absence is a 401 before the body is read.
+    signature_headers: ClassVar[tuple[str, ...]]
+
+    def __init__(self, settings: AdapterSettings):
+        self.settings = settings
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def verify(self, request: WebhookRequest) -> Verification:
+        """Checks the signature (unless skipped: then ok with a key over method, URL and body)."""
+
+    @abc.abstractmethod
+    def parse(self, request: WebhookRequest) -> list[Event]:
+        """The events a verified request reports. Raises :class:`BadRequest` when malformed."""
+
+    def document(self, fragments: Sequence[str]) -> Reply:
+        """The reply for compiled XML fragments (Twilio, Plivo); Telnyx acknowledges only."""
+        return Reply()
+
+    def empty(self) -> Reply:
+        """The reply to a request that needs no instructions (status callbacks, events)."""
+        return Reply()
+
+    # --- REST ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_call(
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
+    ) -> str:
+        """Places an outbound call whose callbacks go to ``webhook_base``; returns its id."""
+
+    @abc.abstractmethod
+    async def hangup(self, provider_call_id: str) -> None:
+        """Ends the call; a call that already ended is not an error."""
+
+    async def redirect(self, provider_call_id: str, url: str) -> None:
+        """Makes a live call fetch ``url`` for its next instructions (Twilio, Plivo)."""
+        raise NotImplementedError(f"{self.name} takes commands, not redirects")
+
+    async def command(self, provider_call_id: str, command: str, body: Mapping[str, object]) -> None:
+        """Sends one Call Control command (Telnyx)."""
+        raise NotImplementedError(f"{self.name} takes documents, not commands")
+
+    @abc.abstractmethod
+    async def call_status(self, provider_call_id: str) -> CallStatus:
+        """Whether the carrier still has the call (used when restoring calls after a restart)."""
+
+    async def aclose(self) -> None:
+        """Closes HTTP sessions."""

@@ -1,0 +1,80 @@
+"""The URLs the carriers call back, and Telnyx's client_state: what they carry and how.
+
+Every callback URL names our call, what the request is (``kind``), and for waits the block and
+step it answers, so that a webhook finds its place without any lookup by provider id:
+
+    https://example.com/voice/webhook?call=<call id>&kind=input&block=greet&step=1
+
+Kinds: ``answer`` (the carrier fetches what to do when the callee answers), ``status`` (call
+progress callbacks), ``input`` (a gather result), ``dial`` (a transfer's outcome), ``live``
+(the carrier fetches an update we pushed: an agent's turn), ``hangup`` (Plivo's hangup_url),
+``event`` (Telnyx: every event of the call). An inbound call's first request has no query.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+KINDS = ("answer", "status", "input", "dial", "live", "hangup", "event")
+
+
+def callback_url(
+    base: str, call_id: str, kind: str, block: str | None = None, step: int | None = None
+) -> str:
+    """The URL a carrier calls back for one call, with the query in a fixed order."""
+    assert kind in KINDS, kind
+    query: dict[str, str] = {"call": call_id, "kind": kind}
+    if block is not None:
+        query["block"] = block
+    if step is not None:
+        query["step"] = str(step)
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}{urlencode(query)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where in a call a request or event belongs."""
+
+    call_id: str | None = None
+    kind: str | None = None
+    block: str | None = None
+    step: int | None = None
+
+
+def place_from_query(query: Mapping[str, str]) -> Place:
+    """Reads call, kind, block and step from a callback URL's query (missing parts are None)."""
+    step = query.get("step")
+    return Place(
+        call_id=query.get("call") or None,
+        kind=query.get("kind") or None,
+        block=query.get("block") or None,
+        step=int(step) if step is not None and step.isdigit() else None,
+    )
+
+
+def encode_state(call_id: str, block: str | None = None, step: int | None = None) -> str:
+    """Telnyx client_state: base64 of {"c": call, "b": block, "s": step} (echoed in webhooks)."""
+    data = {"c": call_id, "b": block, "s": step}
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return base64.b64encode(raw).decode()
+
+
+def decode_state(value: str | None) -> Place:
+    """The place a Telnyx client_state names; an empty Place when it is absent or not ours."""
+    if not value:
+        return Place()
+    try:
+        data = json.loads(base64.b64decode(value, validate=True))
+    except (ValueError, TypeError):
+        return Place()
+    if not isinstance(data, dict) or not isinstance(data.get("c"), str):
+        return Place()
+    step = data.get("s")
+    block = data.get("b")
+    return Place(call_id=data["c"], kind="event", block=block if isinstance(block, str) else None,
+                 step=step if isinstance(step, int) else None)  # fmt: skip
