@@ -86,6 +86,7 @@ class CompiledBlock:
     commands: tuple[CommandTemplate, ...] = ()
     after_input: tuple[CommandTemplate, ...] = ()  # telnyx: sent once the answer arrived
     native_retries: bool = False  # the provider retries the ask itself (telnyx maximum_tries)
+    ops: tuple[b.Op, ...] = ()  # what the block says and plays, for transcripts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +101,10 @@ class CompiledFlow:
     blocks: Mapping[str, CompiledBlock]
     diagnostics: tuple[Diagnostic, ...] = ()
     answer: str | None = None  # telnyx: the block answering an inbound call
+    # XML providers: a <Redirect> to the slot callback_url (to go on in a later request), and
+    # a hold (a pause, then that redirect) for a call waiting on the agent.
+    redirect: XmlTemplate | None = None
+    hold: XmlTemplate | None = None
 
     def block(self, block_id: str) -> CompiledBlock:
         return self.blocks[block_id]
@@ -170,18 +175,23 @@ class Backend:
                 id=block.id, scope=block.scope, flow=block.flow, source=block.source,
                 end=block.end, kind=self.kind, xml=emitted.xml,
                 commands=tuple(emitted.commands), after_input=tuple(emitted.after_input),
-                native_retries=emitted.native_retries,
+                native_retries=emitted.native_retries, ops=block.ops,
             )  # fmt: skip
         answer = self.answer_block(lowered, compiled)
+        redirect, hold = self.runtime_fragments()
         diags = tuple(sorted(set(self.diagnostics), key=lambda d: d.sort_key))
         if self.level is ErrorLevel.RAISE and any(d.severity is Severity.ERROR for d in diags):
             raise FlowError([d for d in diags if d.severity is Severity.ERROR])
         return CompiledFlow(flow=flow, provider=self.name, kind=self.kind, start=lowered.start,
                             handlers=lowered.handlers, blocks=compiled, diagnostics=diags,
-                            answer=answer)  # fmt: skip
+                            answer=answer, redirect=redirect, hold=hold)  # fmt: skip
 
     def emit_block(self, block: b.Block) -> Emitted:
         raise NotImplementedError
+
+    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
+        """The redirect and hold fragments of XML providers (None for command providers)."""
+        return None, None
 
     def answer_block(self, lowered: b.Lowered, compiled: dict[str, CompiledBlock]) -> str | None:
         """Adds a block that answers inbound calls, where the provider needs one."""

@@ -20,6 +20,7 @@ from voicecall.dsl import model as m
 # GetInput limits (seconds), from the GetInput reference.
 EXECUTION_TIMEOUT = (5, 60)
 END_TIMEOUT = (2, 10)
+HOLD_SECONDS = 20  # how long a call on hold waits before asking again
 
 
 class PlivoBackend(Backend):
@@ -43,9 +44,22 @@ class PlivoBackend(Backend):
         for op in block.ops:
             getattr(self, f"op_{op.__class__.__name__}")(op)
         getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
+        return Emitted(xml=self.fragment())
+
+    def fragment(self) -> XmlTemplate:
         xml = self.doc.to_string(pretty=False)
         body = "" if xml == "<Response/>" else xml.removeprefix("<Response>")[: -len("</Response>")]
-        return Emitted(xml=XmlTemplate.split(body, self.ph.slots))
+        return XmlTemplate.split(body, self.ph.slots)
+
+    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
+        out = []
+        for pause in (0, HOLD_SECONDS):
+            self.doc, self.ph = plivoxml.ResponseElement(), Placeholders()
+            if pause:
+                self.doc.add_wait(length=pause)
+            self.doc.add_redirect(self.ph(system_slot("callback_url")), method="POST")
+            out.append(self.fragment())
+        return out[0], out[1]
 
     def text(self, text: m.Text, source: b.Source) -> str:
         return self.ph(template_slot(text.source, source.short))

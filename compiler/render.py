@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Template
-from jinja2.exceptions import TemplateError
 from markupsafe import escape
 
 from voicecall.dsl.templates import environment
@@ -49,7 +48,7 @@ class Slot:
             return system[self.source]
         try:
             return self.template.render(values)
-        except TemplateError as exc:
+        except Exception as exc:  # any failure of a flow's template is that flow's error
             raise RenderError(f"{self.where}: {self.source!r}: {exc}") from exc
 
     @property

@@ -18,6 +18,7 @@ from voicecall.compiler.voices import provider_voice
 from voicecall.dsl import model as m
 
 _HEAD = '<?xml version="1.0" encoding="UTF-8"?><Response>'
+HOLD_SECONDS = 20  # how long a call on hold waits before asking again
 
 
 class TwilioBackend(Backend):
@@ -40,11 +41,24 @@ class TwilioBackend(Backend):
         for op in block.ops:
             getattr(self, f"op_{op.__class__.__name__}")(op)
         getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
+        return Emitted(xml=self.fragment())
+
+    def fragment(self) -> XmlTemplate:
         xml = str(self.doc)
         body = (
             "" if xml.endswith("<Response />") else xml.removeprefix(_HEAD)[: -len("</Response>")]
         )
-        return Emitted(xml=XmlTemplate.split(body, self.ph.slots))
+        return XmlTemplate.split(body, self.ph.slots)
+
+    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
+        out = []
+        for pause in (0, HOLD_SECONDS):
+            self.doc, self.ph = VoiceResponse(), Placeholders()
+            if pause:
+                self.doc.pause(length=pause)
+            self.doc.redirect(self.ph(system_slot("callback_url")), method="POST")
+            out.append(self.fragment())
+        return out[0], out[1]
 
     def text(self, text: m.Text, source: b.Source) -> str:
         return self.ph(template_slot(text.source, source.short))

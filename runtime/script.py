@@ -24,11 +24,11 @@ When a call needs a caller step and none is left, the caller hangs up. Any step 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Any
 
 from voicecall.dsl.errors import Diagnostic, FlowError, Span
-from voicecall.dsl.loader import Document, load_bytes
+from voicecall.dsl.loader import Document, Path, load_bytes
 from voicecall.dsl.values import parse_duration
 
 CALLER_ACTIONS = ("answer", "no-answer", "busy", "voicemail", "say", "press", "silence",
@@ -77,13 +77,15 @@ class Script:
 # takes one turn and ends; the model gives one reply.
 DEFAULT = Script(
     caller=(Step(action="answer"), Step(action="say", value="yes")),
-    agent=(AgentStep(action="continue", text="Is there anything else I can help with?"),
-           AgentStep(action="end")),  # fmt: skip
+    agent=(
+        AgentStep(action="continue", text="Is there anything else I can help with?"),
+        AgentStep(action="end"),
+    ),
     model=("Thank you for calling. Goodbye.",),
 )
 
 
-def load_script(path: Path) -> Script:
+def load_script(path: FilePath) -> Script:
     """Reads a caller script file. Raises :class:`FlowError` with positioned diagnostics."""
     result = load_bytes(path.read_bytes(), str(path))
     if result.document is None:
@@ -125,7 +127,7 @@ class _Reader:
     def where(self, path: tuple[str | int, ...]) -> str:
         return f"{self.doc.file}:{self.doc.span(path).line}"
 
-    def items(self, raw: Any, path: tuple[str | int, ...]) -> list[tuple[str, Any, tuple]]:
+    def items(self, raw: Any, path: tuple[str | int, ...]) -> list[tuple[str, Any, Path]]:
         """Each list item as (action, argument, path)."""
         if not isinstance(raw, list):
             self.error(path, "expected a list of steps")

@@ -162,7 +162,9 @@ class Adapter(abc.ABC):
         """Makes a live call fetch ``url`` for its next instructions (Twilio, Plivo)."""
         raise NotImplementedError(f"{self.name} takes commands, not redirects")
 
-    async def command(self, provider_call_id: str, command: str, body: Mapping[str, object]) -> None:
+    async def command(
+        self, provider_call_id: str, command: str, body: Mapping[str, object]
+    ) -> None:
         """Sends one Call Control command (Telnyx)."""
         raise NotImplementedError(f"{self.name} takes documents, not commands")
 

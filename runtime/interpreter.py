@@ -1,0 +1,396 @@
+"""Runs a compiled flow for one call: from a block, until the call must wait for the carrier.
+
+The interpreter changes a :class:`CallRecord` (variables, where the call waits, transcript,
+nodes visited) and returns a :class:`Run`: the XML fragments to answer with (Twilio, Plivo) or
+the commands to send (Telnyx). Server decisions (set, branch, goto, subflows) are evaluated on
+the spot and the next block chained into the same answer; a chain longer than
+:data:`MAX_CHAIN` ends with a redirect, so a loop without waits cannot build an endless answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any
+
+from voicecall.compiler import blocks as b
+from voicecall.compiler.base import CompiledBlock, CompiledFlow
+from voicecall.compiler.render import RenderError, template_slot
+from voicecall.dsl import model as m
+from voicecall.dsl.templates import environment
+from voicecall.runtime import adhoc
+from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
+from voicecall.runtime.urls import callback_url, encode_state
+
+MAX_CHAIN = 40  # blocks chained into one answer before handing over with a redirect
+
+
+@dataclass(slots=True, kw_only=True)
+class Command:
+    """A Telnyx command ready to send (or a runtime pseudo-command: pause, listen)."""
+
+    command: str
+    body: dict[str, Any]
+    awaits: str | None
+    block: str
+    step: int = 0
+
+
+@dataclass(slots=True)
+class Run:
+    fragments: list[str] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    hangup: bool = False  # the answer ends the call
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(source: str) -> Callable[..., Any]:
+    return environment().compile_expression(source)
+
+
+def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
+    """Evaluates a flow expression; any failure is a RenderError naming where it is."""
+    try:
+        return _compiled_expression(expr.source)(**values)
+    except Exception as exc:
+        where = f"line {expr.span.line}"
+        raise RenderError(f"{where}: {expr.source!r}: {exc}") from exc
+
+
+class Interpreter:
+    """One compiled flow, run against call records.
+
+    Args:
+        compiled: the flow compiled for the call's provider.
+        webhook_base: the public URL of the webhook endpoint (callbacks are built from it).
+        config: the non-secret config keys templates may read as ``config.*``.
+        now: the clock.
+    """
+
+    def __init__(
+        self,
+        compiled: CompiledFlow,
+        webhook_base: str,
+        config: Mapping[str, Any],
+        now: Callable[[], float],
+    ):
+        self.compiled = compiled
+        self.base = webhook_base
+        self.config = dict(config)
+        self.now = now
+        self.xml = compiled.kind == "xml"
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    def start(self, call: CallRecord) -> Run:
+        """Begins the flow (for an inbound Telnyx call: with the answer command)."""
+        call.scopes.setdefault("", self.initial_scope(call.params))
+        first = self.compiled.start
+        if not self.xml and call.direction == "inbound" and self.compiled.answer:
+            first = self.compiled.answer
+        return self.advance(call, first)
+
+    def initial_scope(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        scope = {p.name: p.default if p.has_default else None for p in self.compiled.flow.params}
+        scope.update(params)
+        return scope
+
+    def advance(self, call: CallRecord, block_id: str, step: int = 0) -> Run:
+        """Runs from ``block_id`` until a wait or the end of the call."""
+        run = Run()
+        current = block_id
+        for _ in range(MAX_CHAIN):
+            block = self.block(current)
+            self.enter(call, block)
+            try:
+                self.emit(call, block, step, run)
+                following = self.server_step(call, block)
+            except RenderError as exc:
+                return self.fail(call, run, f"{block.source}: {exc}")
+            if following is None:
+                return run
+            current, step = following, 0
+        self.hand_over(call, current, run)
+        return run
+
+    def answer_input(
+        self, call: CallRecord, block_id: str, step: int, *, digits: str = "", text: str = "",
+        confidence: float | None = None, invalid: bool = False,
+    ) -> Run:  # fmt: skip
+        """The caller's answer to an ask (empty digits and text: no answer)."""
+        block = self.block(block_id)
+        end = block.end
+        assert isinstance(end, b.Gather)
+        ask = end.ask
+        answer = {"text": text, "digits": digits, "confidence": confidence or 0.0}
+        if text or digits:
+            self.heard(call, text or digits, block)
+        try:
+            outcome = self.judge(call, block, end, answer, invalid)
+        except RenderError as exc:
+            return self.fail(call, Run(), f"{block.source}: {exc}")
+        if outcome == "ok":
+            self.save(call, block.scope, ask.save_as, answer)
+            return self.advance(call, end.on_input)
+        # Telnyx already asked maximum_tries times when it reports silence or invalid digits.
+        native = block.native_retries and (outcome == "no input" or invalid)
+        tries = ask.retries + 1 if native else step + 1
+        if tries <= ask.retries and end.retry_block is not None:
+            return self.advance(call, end.retry_block, tries)
+        self.save(call, block.scope, ask.save_as, answer)
+        exit_to = end.on_no_input if outcome == "no input" else end.on_no_match
+        return self.advance(call, exit_to or end.on_input)
+
+    def dial_result(self, call: CallRecord, block_id: str, status: str) -> Run:
+        """A transfer's outcome: bridged (the call goes on, bridged), over (it ends), or failed
+        (on_fail runs, or the call ends)."""
+        end = self.block(block_id).end
+        assert isinstance(end, b.Dial)
+        call.waiting = None
+        if status == "answered":
+            call.move("active")
+            return Run()
+        if status == "completed" or end.on_fail is None:
+            call.ending = call.ending or ("completed" if status == "completed" else "hangup-bot")
+            return Run(hangup=True)
+        return self.advance(call, end.on_fail)
+
+    def after_input(self, call: CallRecord, block_id: str, step: int) -> list[Command]:
+        """Telnyx: what to send once an answer arrived (stopping the transcription)."""
+        block = self.block(block_id)
+        state = encode_state(call.call_id, block.id, step)
+        values = self.values(call, block.scope)
+        seq = int(call.metadata.get("entries", 0))
+        return [
+            Command(command=c.command, awaits=c.awaits, block=block.id,
+                    body=c.render(values, {"client_state": state,
+                                           "command_id": f"{call.call_id}-{seq}-a{i}"}))
+            for i, c in enumerate(block.after_input)
+        ]  # fmt: skip
+
+    def handler(self, call: CallRecord, event: str) -> Run | None:
+        """Runs the flow's handler for ``event`` (max_duration, error, hangup), if it has one."""
+        target = dict(self.compiled.handlers).get(event)
+        return self.advance(call, target) if target else None
+
+    def redirect_to(self, call: CallRecord, block_id: str, kind: str = "live") -> str:
+        return callback_url(self.base, call.call_id, kind, block_id, 0)
+
+    def block(self, block_id: str) -> CompiledBlock:
+        """A block of the flow, or of an agent turn (``@turn/turn.1``)."""
+        if block_id.startswith(adhoc.PREFIX):
+            kind, _, inner = block_id[1:].partition("/")
+            return _prefixed(adhoc.agent_flow(self.compiled, kind).block(inner), kind)
+        return self.compiled.block(block_id)
+
+    # --- conversations ---------------------------------------------------------------------------
+
+    def converse_input(self, call: CallRecord, block_id: str, step: int, text: str) -> Run:
+        """A caller's turn in a conversation; the answer keeps listening (or serves the agent's
+        next turn if one is waiting). The model's replies come through :meth:`agent_turn`."""
+        block = self.block(block_id)
+        if text:
+            self.heard(call, text, block)
+            call.metadata["turns"] = int(call.metadata.get("turns", 0)) + 1
+        pending = call.pending.pop("turn", None)
+        if pending is not None:
+            return self.agent_turn(call, pending["kind"], pending["message"])
+        return self.advance(call, block_id, step + 1)
+
+    def agent_turn(self, call: CallRecord, kind: str, message: str) -> Run:
+        """Says ``message``, then listens (turn), only listens (listen) or hangs up (final)."""
+        flow = adhoc.agent_flow(self.compiled, kind)
+        call.scopes.setdefault(f"{adhoc.PREFIX}{kind}", {})["message"] = message
+        return self.advance(call, f"{adhoc.PREFIX}{kind}/{flow.start}")
+
+    # --- one block -------------------------------------------------------------------------------
+
+    def enter(self, call: CallRecord, block: CompiledBlock) -> None:
+        node = _node_of(block.id)
+        if node is not None:
+            call.visited.append(node)
+        call.metadata["entries"] = int(call.metadata.get("entries", 0)) + 1
+
+    def values(self, call: CallRecord, scope: str) -> dict[str, Any]:
+        flow = self.compiled.flow
+        values = dict(call.scopes.get(scope, {}))
+        values["call"] = {"id": call.call_id, "from": call.from_number, "to": call.to_number,
+                          "direction": call.direction, "provider": call.provider}  # fmt: skip
+        values["settings"] = {"voice": flow.settings.voice, "language": flow.settings.language,
+                              "max_duration": flow.settings.max_duration_ms}  # fmt: skip
+        values["config"] = self.config
+        return values
+
+    def emit(self, call: CallRecord, block: CompiledBlock, step: int, run: Run) -> None:
+        """Renders a block into the run and records what it says and what it waits for."""
+        values = self.values(call, block.scope)
+        kind = _wait_kind(block.end)
+        url_kind = "input" if kind == "converse" else kind or "live"  # a turn is an input too
+        url = callback_url(self.base, call.call_id, url_kind, block.id, step)
+        self.said(call, block, values)
+        if block.xml is not None:
+            run.fragments.append(block.xml.render(values, {"callback_url": url}))
+        else:
+            seq = int(call.metadata["entries"])
+            state = encode_state(call.call_id, block.id, step)
+            for i, cmd in enumerate(block.commands):
+                system = {"client_state": state, "command_id": f"{call.call_id}-{seq}-{i}"}
+                body = cmd.render(values, system)
+                run.commands.append(Command(command=cmd.command, body=body, awaits=cmd.awaits,
+                                            block=block.id, step=step))  # fmt: skip
+        if isinstance(block.end, b.Converse) and not block.id.startswith(adhoc.PREFIX):
+            talk = block.end.converse
+            call.metadata["converse"] = {"driver": talk.driver, "model": talk.model,
+                                         "max_turns": talk.max_turns,
+                                         "timeout_ms": talk.response_timeout_ms,
+                                         "system_prompt": talk.system_prompt.source
+                                         if talk.system_prompt else None}  # fmt: skip
+        if kind is not None:
+            call.waiting = Waiting(block=block.id, kind=kind, step=step)
+            call.move("listening" if kind in ("input", "converse") else "active")
+        elif isinstance(block.end, b.Hangup):
+            run.hangup = True
+            call.ending = call.ending or "hangup-bot"
+            call.waiting = None
+
+    def said(self, call: CallRecord, block: CompiledBlock, values: Mapping[str, Any]) -> None:
+        texts: list[tuple[m.Text, str]] = [
+            (op.text, str(op.source)) for op in block.ops if isinstance(op, b.SayOp)
+        ]
+        end = block.end
+        if isinstance(end, b.Gather):
+            prompt = end.ask.reprompt if end.retry and end.ask.reprompt else end.ask.prompt
+            texts.append((prompt, str(end.source)))
+        for text, source in texts:
+            spoken = template_slot(text.source, source).value(values, {})
+            call.transcript.append(TranscriptLine(at=self.now(), speaker="bot", text=spoken,
+                                                  source=source, block=block.id))  # fmt: skip
+        if texts:
+            call.move("speaking")
+
+    def heard(self, call: CallRecord, text: str, block: CompiledBlock) -> None:
+        call.transcript.append(TranscriptLine(at=self.now(), speaker="user", text=text,
+                                              block=block.id))  # fmt: skip
+
+    def judge(
+        self, call: CallRecord, block: CompiledBlock, end: b.Gather, answer: dict[str, Any],
+        invalid: bool,
+    ) -> str:  # fmt: skip
+        ask = end.ask
+        if invalid:
+            return "no match"
+        if not (answer["text"] or answer["digits"]):
+            return "no input"
+        digits = answer["digits"]
+        if ask.valid_digits and digits and any(d not in ask.valid_digits for d in digits):
+            return "no match"
+        if ask.match is not None:
+            values = self.values(call, block.scope)
+            if ask.save_as:
+                values[ask.save_as] = answer
+            if not _eval(ask.match, values):
+                return "no match"
+        return "ok"
+
+    def save(self, call: CallRecord, scope: str, name: str | None, value: Any) -> None:
+        if name:
+            call.scopes.setdefault(scope, {})[name] = value
+
+    # --- server decisions ------------------------------------------------------------------------
+
+    def server_step(self, call: CallRecord, block: CompiledBlock) -> str | None:
+        """Evaluates a block's server decision; returns the next block, or None to stop."""
+        step = _SERVER.get(type(block.end))
+        if step is None:
+            return None
+        return step(self, call, block.end)
+
+    def s_continue(self, call: CallRecord, end: b.Continue) -> str:
+        return end.next
+
+    def s_assign(self, call: CallRecord, end: b.Assign) -> str:
+        scope = self.block(end.next).scope
+        values = self.values(call, scope)
+        results = {a.name: _eval(a.value, values) for a in end.assignments}
+        call.scopes.setdefault(scope, {}).update(results)
+        return end.next
+
+    def s_decide(self, call: CallRecord, end: b.Decide) -> str:
+        values = self.values(call, self.block(end.otherwise).scope)
+        for expr, target in end.cases:
+            if _eval(expr, values):
+                return target
+        return end.otherwise
+
+    def s_enter(self, call: CallRecord, end: b.EnterFlow) -> str:
+        # The caller's scope: the subflow's scope id without its last part.
+        values = self.values(call, end.scope.rpartition("~")[0])
+        scope = dict(end.defaults)
+        scope.update({a.name: _eval(a.value, values) for a in end.params})
+        call.scopes[end.scope] = scope
+        return end.next
+
+    def s_exit(self, call: CallRecord, end: b.ExitFlow) -> str:
+        inner = call.scopes.pop(end.scope, {})
+        caller = self.block(end.next).scope
+        if end.save_as:
+            saved = {name: inner.get(name) for name in end.outputs}
+            call.scopes.setdefault(caller, {})[end.save_as] = saved
+        return end.next
+
+    # --- endings -------------------------------------------------------------------------------
+
+    def fail(self, call: CallRecord, run: Run, reason: str) -> Run:
+        """A template failed: run the error handler if the flow has one, else end the call."""
+        call.metadata["error"] = reason
+        if not call.metadata.get("in_error_handler"):
+            call.metadata["in_error_handler"] = True
+            handled = self.handler(call, "error")
+            if handled is not None:
+                return handled
+        call.ending = "error"
+        call.waiting = None
+        return Run(fragments=run.fragments, commands=run.commands, hangup=True)
+
+    def hand_over(self, call: CallRecord, block_id: str, run: Run) -> None:
+        """Ends a long chain with a redirect; the next request goes on at ``block_id``."""
+        url = self.redirect_to(call, block_id)
+        if self.compiled.redirect is not None:
+            run.fragments.append(self.compiled.redirect.render({}, {"callback_url": url}))
+        else:
+            # Telnyx has no redirect: the runtime goes on from there once these commands ran.
+            run.commands.append(Command(command="continue", body={"block": block_id},
+                                        awaits=None, block=block_id))  # fmt: skip
+        call.waiting = Waiting(block=block_id, kind="fetch")
+
+
+_SERVER: dict[type[b.End], Callable[[Interpreter, CallRecord, Any], str]] = {
+    b.Continue: Interpreter.s_continue,
+    b.Assign: Interpreter.s_assign,
+    b.Decide: Interpreter.s_decide,
+    b.EnterFlow: Interpreter.s_enter,
+    b.ExitFlow: Interpreter.s_exit,
+}
+
+
+def _wait_kind(end: b.End) -> str | None:
+    if isinstance(end, b.Gather):
+        return "input"
+    if isinstance(end, b.Dial):
+        return "dial"
+    if isinstance(end, b.Converse):
+        return "converse"
+    return None
+
+
+def _node_of(block_id: str) -> str | None:
+    """The node a block id enters at its first action (``greet``, ``callback~ask``), else None."""
+    if ":" in block_id or block_id.startswith(adhoc.PREFIX):
+        return None
+    return None if "." in block_id.rsplit("~", 1)[-1] else block_id
+
+
+def _prefixed(block: CompiledBlock, kind: str) -> CompiledBlock:
+    """An agent-turn block with ids (its own and where it goes next) that name the turn."""
+    return replace(block, id=f"{adhoc.PREFIX}{kind}/{block.id}", scope=f"{adhoc.PREFIX}{kind}")

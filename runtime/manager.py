@@ -1,0 +1,802 @@
+"""The CallManager: calls' lifecycle, one event at a time, exactly once.
+
+Every verified webhook becomes events (the adapter's job); :meth:`CallManager.handle` applies
+them to the call under a per-call lock, computes the reply, and commits the processed-event key,
+the new call record and the reply in one transaction before the webhook is answered. REST side
+effects (Telnyx commands, hang-ups, live updates) run after that commit, in order per call; a
+Telnyx command carries a ``command_id`` so that re-sending it after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voicecall.compiler.base import CompiledFlow, compile_flow
+from voicecall.dsl import model as m
+from voicecall.runtime import adhoc
+from voicecall.runtime.clock import Clock, Timer
+from voicecall.runtime.interpreter import Command, Interpreter, Run
+from voicecall.runtime.providers.base import Adapter, CallStatus, Event, EventKind, Reply
+from voicecall.runtime.state import CallRecord, Waiting
+from voicecall.runtime.store import Store, StoredReply
+from voicecall.runtime.urls import callback_url
+
+log = logging.getLogger("voicecall.runtime")
+
+
+class CallError(Exception):
+    """A call request that cannot be done; the message says why, for the agent or the CLI."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerSettings:
+    provider: str
+    from_number: str
+    webhook_base: str  # the public URL of the webhook endpoint
+    to_number: str | None = None
+    max_concurrent: int = 1
+    max_duration_s: float = 300
+    ring_timeout_s: float = 30
+    transcript_timeout_s: float = 180
+    stale_reaper_s: float = 0  # 0: off
+    inbound_policy: str = "disabled"  # disabled | allowlist | pairing | open
+    allow_from: tuple[str, ...] = ()
+    inbound_flow: str = "inbound"
+    config_view: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FlowSource(Protocol):
+    def flow(self, name: str) -> m.Flow:
+        """A checked flow by name. Raises LookupError."""
+        ...
+
+    def flows(self) -> Mapping[str, m.Flow]:
+        """Every named flow (for call_flow)."""
+        ...
+
+
+class Responder(Protocol):
+    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> str:
+        """The model's answer to what the caller said (empty: say nothing)."""
+        ...
+
+
+Send = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    reply: Reply
+    record: CallRecord | None
+    sends: list[Send] = field(default_factory=list)
+
+
+class CallManager:
+    """Owns the calls of one process: events, timers, agent commands, restore."""
+
+    def __init__(  # noqa: PLR0917 - the collaborators, each named
+        self,
+        settings: ManagerSettings,
+        store: Store,
+        adapter: Adapter,
+        flows: FlowSource,
+        clock: Clock,
+        responder: Responder | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.adapter = adapter
+        self.flows = flows
+        self.clock = clock
+        self.responder = responder
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._timers: dict[tuple[str, str], Timer] = {}
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._compiled: dict[str, CompiledFlow] = {}
+        self._reaper: Timer | None = None
+
+    # --- flows -----------------------------------------------------------------------------------
+
+    def compiled(self, name: str) -> CompiledFlow:
+        flow = self.flows.flow(name)
+        key = f"{flow.name}:{flow.digest}"
+        if key not in self._compiled:
+            self._compiled[key] = compile_flow(flow, self.settings.provider, self.flows.flows())
+        return self._compiled[key]
+
+    def interpreter(self, call: CallRecord) -> Interpreter:
+        return Interpreter(self.compiled(call.flow), self.settings.webhook_base,
+                           self.settings.config_view, self.clock.now)  # fmt: skip
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    # --- placing calls ---------------------------------------------------------------------------
+
+    async def initiate(
+        self, *, to: str | None, flow: str, params: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CallRecord:  # fmt: skip
+        """Places an outbound call running ``flow``; returns its record once the carrier took it.
+
+        Raises:
+            CallError: no number, too many calls, unknown flow, missing params, carrier refusal.
+        """
+        target = to or self.settings.to_number
+        if not target:
+            raise CallError("no number to call: pass `to`, or set toNumber in the config")
+        live = self.store.live()
+        if len(live) >= self.settings.max_concurrent:
+            raise CallError(f"{len(live)} call(s) in progress; maxConcurrentCalls is "
+                            f"{self.settings.max_concurrent}")  # fmt: skip
+        compiled = self._compiled_or_error(flow)
+        values = _params(compiled.flow, params or {})
+        call = CallRecord.new(provider=self.settings.provider, direction="outbound",
+                              from_number=self.settings.from_number, to_number=target,
+                              flow=compiled.flow.name, flow_digest=compiled.flow.digest,
+                              params=values, started_at=self.clock.now(),
+                              metadata=dict(metadata or {}))  # fmt: skip
+        self.store.save(call)
+        try:
+            provider_id = await self.adapter.create_call(
+                call_id=call.call_id, to=target, from_=self.settings.from_number,
+                webhook_base=self.settings.webhook_base,
+                timeout_s=int(self.settings.ring_timeout_s),
+            )  # fmt: skip
+        except Exception as exc:
+            await self._finalize_now(call.call_id, "failed", f"the carrier refused: {exc}")
+            raise CallError(f"the carrier refused the call: {exc}") from exc
+        async with self.lock(call.call_id):
+            fresh = self.store.get(call.call_id) or call
+            fresh.provider_call_id = fresh.provider_call_id or provider_id
+            self.store.save(fresh)
+        self._timer(call.call_id, "ring", self.settings.ring_timeout_s)
+        log.info("call %s: placed to %s with flow %s (%s)", call.call_id, _mask(target),
+                 call.flow, provider_id)  # fmt: skip
+        return fresh
+
+    def _compiled_or_error(self, flow: str) -> CompiledFlow:
+        try:
+            return self.compiled(flow)
+        except LookupError as exc:
+            raise CallError(str(exc.args[0] if exc.args else exc)) from exc
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def handle(self, events: list[Event], key: str) -> Reply:
+        """Applies a verified request's events; returns the reply (stored with the event)."""
+        if not events:
+            self.store.commit_event(key, None, None)
+            return self.adapter.empty()
+        first = events[0]
+        lock_key = first.call_id or first.provider_call_id or key
+        async with self.lock(lock_key):
+            stored = self.store.seen(key)
+            if stored is not None:  # a duplicate that raced past the server's check
+                return Reply(stored.body, stored.content_type)
+            outcome = _Outcome(reply=self.adapter.empty(), record=None)
+            for event in events:
+                outcome = await self._apply(event, outcome)
+            reply = StoredReply(outcome.reply.body, outcome.reply.content_type)
+            if not self.store.commit_event(key, outcome.record, reply):
+                stored = self.store.seen(key)
+                assert stored is not None
+                return Reply(stored.body, stored.content_type)
+        if outcome.record is not None:
+            self._after_commit(outcome.record)
+            self._queue_sends(outcome.record.call_id, outcome.sends)
+        return outcome.reply
+
+    async def _apply(self, event: Event, outcome: _Outcome) -> _Outcome:
+        call = outcome.record or self._find(event)
+        if call is None:
+            return await self._unknown_call(event, outcome)
+        if event.provider_call_id and event.provider_call_id != call.provider_call_id:
+            _remap(call, event)
+        if call.ended:
+            return _Outcome(reply=self.adapter.empty(), record=call, sends=outcome.sends)
+        handler = _HANDLERS[event.kind]
+        result: _Outcome = await handler(self, call, event, outcome)
+        return result
+
+    def _find(self, event: Event) -> CallRecord | None:
+        if event.call_id:
+            found = self.store.get(event.call_id)
+            if found is not None:
+                return found
+        for pid in (event.provider_call_id, event.previous_provider_call_id):
+            if pid:
+                found = self.store.find(self.settings.provider, pid)
+                if found is not None:
+                    return found
+        return None
+
+    async def _unknown_call(self, event: Event, outcome: _Outcome) -> _Outcome:
+        inbound = event.direction == "inbound" and event.kind in (
+            EventKind.FETCH,
+            EventKind.INITIATED,
+        )
+        if not inbound:
+            log.info("event %s for an unknown call (%s): acknowledged, ignored", event.kind,
+                     event.provider_call_id)  # fmt: skip
+            return outcome
+        return self._inbound(event, outcome)
+
+    def _inbound(self, event: Event, outcome: _Outcome) -> _Outcome:
+        flow = self._compiled_or_error(self.settings.inbound_flow)
+        admitted, why = self.admits(flow.flow, event.from_number)
+        if not admitted:
+            log.info("inbound call from %s rejected: %s", _mask(event.from_number or ""), why)
+            return self._reject(event, flow.flow, outcome)
+        if len(self.store.live()) >= self.settings.max_concurrent:
+            log.info("inbound call rejected: maxConcurrentCalls reached")
+            return self._reject(event, flow.flow, outcome)
+        call = CallRecord.new(provider=self.settings.provider, direction="inbound",
+                              from_number=event.from_number or "", to_number=event.to_number or "",
+                              flow=flow.flow.name, flow_digest=flow.flow.digest,
+                              provider_call_id=event.provider_call_id,
+                              started_at=self.clock.now())  # fmt: skip
+        call.move("ringing")
+        if flow.kind == "xml":
+            self._answered(call)
+        run = self.interpreter(call).start(call)
+        return self._deliver(call, run, outcome)
+
+    def admits(self, flow: m.Flow, caller: str | None) -> tuple[bool, str]:
+        """Whether an inbound caller may reach ``flow``: its admit, else the plugin config."""
+        policy = flow.admit.policy if flow.admit else self.settings.inbound_policy
+        allowed = flow.admit.allow_from if flow.admit and flow.admit.allow_from else (
+            self.settings.allow_from)  # fmt: skip
+        digits = re.sub(r"\D", "", caller or "")
+        if policy == "open":
+            return True, ""
+        if policy == "disabled":
+            return False, "inbound calls are disabled"
+        if not digits:
+            return False, "no caller number (anonymous)"
+        if digits in {re.sub(r"\D", "", n) for n in allowed}:
+            return True, ""
+        return False, "caller not in allow_from"
+
+    def _reject(self, event: Event, flow: m.Flow, outcome: _Outcome) -> _Outcome:
+        message = (
+            flow.admit.reject_message.source if flow.admit and flow.admit.reject_message else ""
+        )
+        rejection = adhoc.reject_flow(self.settings.provider)
+        block = rejection.block(rejection.start)
+        if block.xml is not None:
+            body = block.xml.render({"message": message}, {"callback_url": ""})
+            return _Outcome(reply=self.adapter.document([body]), record=None)
+        pid = event.provider_call_id
+        if pid:
+            sends: list[Send] = [
+                lambda: self.adapter.command(pid, "reject", {"cause": "CALL_REJECTED"})
+            ]
+            self._queue_sends(f"reject:{pid}", sends)
+        return outcome
+
+    # --- one handler per event kind -------------------------------------------------------------
+
+    async def on_progress(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        call.move({EventKind.INITIATED: "initiated", EventKind.RINGING: "ringing"}.get(
+            event.kind, "answered"))  # fmt: skip
+        if event.kind is EventKind.ANSWERED:
+            return self._on_answered(call, event, out)
+        return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+
+    def _on_answered(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        first = call.answered_at is None
+        self._answered(call)
+        if self.interpreter(call).compiled.kind == "xml":
+            return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+        if call.waiting and call.waiting.awaits == "call.answered":
+            return self._pump(call, out, completed="call.answered")
+        if first and call.direction == "outbound":
+            return self._deliver(call, self.interpreter(call).start(call), out)
+        return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+
+    def _answered(self, call: CallRecord) -> None:
+        if call.answered_at is None:
+            call.answered_at = self.clock.now()
+        call.move("answered")
+        self._cancel(call.call_id, "ring")
+
+    async def on_fetch(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        interp = self.interpreter(call)
+        pushed = call.pending.pop("fetch", None)
+        if pushed is not None:  # what we pushed with a redirect: an agent turn, a handler
+            return _Outcome(reply=self.adapter.document(pushed["fragments"]), record=call,
+                            sends=out.sends)  # fmt: skip
+        if call.waiting and call.waiting.kind == "fetch":
+            return self._deliver(call, interp.advance(call, call.waiting.block), out)
+        if not call.scopes:
+            self._answered(call)
+            return self._deliver(call, interp.start(call), out)
+        if call.waiting and call.waiting.kind == "converse":
+            return self._deliver(call, interp.advance(call, call.waiting.block,
+                                                      call.waiting.step), out)  # fmt: skip
+        return self._hold(call, out)
+
+    async def on_input(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        waiting = call.waiting
+        if waiting is None or waiting.kind not in ("input", "converse", "command", "listen"):
+            log.info("call %s: input with nothing waiting for it: ignored", call.call_id)
+            return self._hold(call, out)
+        block = event.block or waiting.block
+        step = event.step if event.step is not None else waiting.step
+        if (block, step) != (waiting.block, waiting.step) and self.interpreter(call).xml:
+            log.info("call %s: stale input for %s/%s (waiting for %s/%s): ignored",
+                     call.call_id, block, step, waiting.block, waiting.step)  # fmt: skip
+            return self._hold(call, out)
+        return await self._answer(call, waiting, out, digits=event.digits or "",
+                                  text=event.text or "", confidence=event.confidence,
+                                  invalid=event.status == "invalid")  # fmt: skip
+
+    async def _answer(
+        self, call: CallRecord, waiting: Waiting, out: _Outcome, *, digits: str = "",
+        text: str = "", confidence: float | None = None, invalid: bool = False,
+    ) -> _Outcome:  # fmt: skip
+        interp = self.interpreter(call)
+        self._cancel(call.call_id, "listen")
+        prefix = interp.after_input(call, waiting.block, waiting.step) if not interp.xml else []
+        if self._conversing(call, waiting):
+            run = await self._converse(call, waiting, text or digits)
+        else:
+            run = interp.answer_input(
+                call,
+                waiting.block,
+                waiting.step,
+                digits=digits,
+                text=text,
+                confidence=confidence,
+                invalid=invalid,
+            )
+        run.commands[:0] = prefix
+        return self._deliver(call, run, out)
+
+    def _conversing(self, call: CallRecord, waiting: Waiting) -> bool:
+        if waiting.kind == "converse":
+            return True
+        block = self.interpreter(call).block(waiting.block)
+        return type(block.end).__name__ == "Converse"
+
+    async def _converse(self, call: CallRecord, waiting: Waiting, text: str) -> Run:
+        interp = self.interpreter(call)
+        options = call.metadata.get("converse", {})
+        if options.get("driver") == "model" and text:
+            return await self._model_turn(call, interp, waiting, text, options)
+        run = interp.converse_input(call, waiting.block, waiting.step, text)
+        waiter = self._waiters.pop(call.call_id, None)
+        if waiter is not None and text and not waiter.done():
+            waiter.set_result(text)
+        return run
+
+    async def _model_turn(
+        self, call: CallRecord, interp: Interpreter, waiting: Waiting, text: str,
+        options: Mapping[str, Any],
+    ) -> Run:  # fmt: skip
+        interp.heard(call, text, interp.block(waiting.block))
+        turns = int(call.metadata.get("turns", 0)) + 1
+        call.metadata["turns"] = turns
+        reply = ""
+        if self.responder is not None:
+            timeout = (options.get("timeout_ms") or 30_000) / 1000
+            try:
+                reply = await asyncio.wait_for(self.responder.reply(call, text, options), timeout)
+            except (TimeoutError, Exception) as exc:  # a failed reply must not drop the call
+                log.warning("call %s: the response model failed: %s", call.call_id, exc)
+        last = options.get("max_turns") and turns >= int(options["max_turns"])
+        return interp.agent_turn(call, adhoc.FINAL if last else adhoc.TURN, reply)
+
+    async def on_dial(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        waiting = call.waiting
+        if waiting is None or waiting.kind not in ("dial", "command"):
+            return self._hold(call, out)
+        run = self.interpreter(call).dial_result(call, waiting.block, event.status or "failed")
+        return self._deliver(call, run, out)
+
+    async def on_command_ended(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        waiting = call.waiting
+        if waiting is None or waiting.kind != "command" or waiting.awaits != event.detail:
+            return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+        return self._pump(call, out, completed=event.detail)
+
+    async def on_speech(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        waiting = call.waiting
+        if not event.final or waiting is None or waiting.kind not in ("listen", "command", "input"):
+            return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+        return await self._answer(
+            call, waiting, out, text=event.text or "", confidence=event.confidence
+        )
+
+    async def on_ended(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        reason = call.ending or event.status or "completed"
+        if (
+            reason == "completed"
+            and call.waiting
+            and call.waiting.kind in ("input", "converse", "listen")
+        ):
+            reason = "hangup-user"  # they hung up while we were listening
+        self._finalize(call, reason)
+        run = self.interpreter(call).handler(call, "hangup") if call.answered_at else None
+        del run  # the caller is gone: a hangup handler's server-side steps have run; no output
+        return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+
+    async def on_dtmf(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+
+    # --- delivering a run ----------------------------------------------------------------------
+
+    def _deliver(self, call: CallRecord, run: Run, out: _Outcome) -> _Outcome:
+        """Turns a run into the webhook reply (XML) or queued commands (Telnyx)."""
+        if self.interpreter(call).xml:
+            return _Outcome(reply=self.adapter.document(run.fragments), record=call,
+                            sends=out.sends)  # fmt: skip
+        call.pending["queue"] = [_queued(c) for c in run.commands]
+        call.pending["next"] = 0
+        return self._pump(call, out)
+
+    def _pump(self, call: CallRecord, out: _Outcome, completed: str | None = None) -> _Outcome:
+        """Telnyx: sends queued commands up to the next one that must be waited for."""
+        queue = call.pending.get("queue", [])
+        index = int(call.pending.get("next", 0)) + (1 if completed else 0)
+        sends = list(out.sends)
+        while index < len(queue):
+            cmd = queue[index]
+            name = cmd["command"]
+            if name == "pause":
+                call.waiting = Waiting(block=cmd["block"], kind="timer", step=index)
+                self._timer(call.call_id, "pause", cmd["body"]["duration_ms"] / 1000)
+                break
+            if name == "listen":
+                call.waiting = Waiting(block=cmd["block"], kind="listen", step=cmd["step"])
+                if cmd["body"].get("timeout_ms"):
+                    self._timer(call.call_id, "listen", cmd["body"]["timeout_ms"] / 1000)
+                break
+            if name == "continue":
+                run = self.interpreter(call).advance(call, cmd["body"]["block"])
+                queue[index + 1 : index + 1] = [_queued(c) for c in run.commands]
+                index += 1
+                continue
+            sends.append(self._command_send(call, name, cmd["body"]))
+            if cmd["awaits"]:
+                kind = _AWAIT_KINDS.get(name, "command")
+                call.waiting = Waiting(block=cmd["block"], kind=kind, step=cmd["step"],
+                                       awaits=cmd["awaits"])  # fmt: skip
+                break
+            index += 1
+        call.pending["next"] = index
+        return _Outcome(reply=self.adapter.empty(), record=call, sends=sends)
+
+    def _command_send(self, call: CallRecord, name: str, body: Mapping[str, Any]) -> Send:
+        pid = call.provider_call_id or ""
+        payload = dict(body)
+
+        async def send() -> None:
+            await self.adapter.command(pid, name, payload)
+
+        return send
+
+    def _hold(self, call: CallRecord, out: _Outcome) -> _Outcome:
+        """XML: keep the call on the line and ask again later (a pause, then a redirect)."""
+        compiled = self.interpreter(call).compiled
+        if compiled.hold is None:
+            return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
+        url = callback_url(self.settings.webhook_base, call.call_id, "live")
+        body = compiled.hold.render({}, {"callback_url": url})
+        return _Outcome(reply=self.adapter.document([body]), record=call, sends=out.sends)
+
+    def _queue_sends(self, key: str, sends: list[Send]) -> None:
+        """Runs REST side effects after the commit, in order per call."""
+        if not sends:
+            return
+        previous = self._sending.get(key)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            for send in sends:
+                try:
+                    await send()
+                except Exception as exc:  # the carrier failing must not kill the runtime
+                    log.warning("call %s: a request to the carrier failed: %s", key, exc)
+
+        self._sending[key] = asyncio.get_running_loop().create_task(run())
+
+    async def drain(self) -> None:
+        """Waits until every queued REST side effect ran."""
+        while self._sending:
+            tasks = list(self._sending.values())
+            self._sending.clear()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- endings and timers ----------------------------------------------------------------------
+
+    def _finalize(self, call: CallRecord, reason: str) -> None:
+        if call.move(reason):
+            call.end_reason = reason
+            call.ended_at = self.clock.now()
+            call.waiting = None
+            log.info("call %s: ended (%s)", call.call_id, reason)
+        for kind in ("ring", "max", "pause", "listen"):
+            self._cancel(call.call_id, kind)
+        waiter = self._waiters.pop(call.call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(CallError(f"the call ended: {reason}"))
+
+    async def _finalize_now(self, call_id: str, reason: str, why: str) -> None:
+        async with self.lock(call_id):
+            call = self.store.get(call_id)
+            if call is not None and not call.ended:
+                call.metadata["error"] = why
+                self._finalize(call, reason)
+                self.store.save(call)
+
+    def _after_commit(self, call: CallRecord) -> None:
+        if call.answered_at is not None and not call.ended and (call.call_id, "max") not in (
+            self._timers):  # fmt: skip
+            limit = self._max_duration(call)
+            self._timer(call.call_id, "max", limit - (self.clock.now() - call.answered_at))
+
+    def _max_duration(self, call: CallRecord) -> float:
+        ms = self.compiled(call.flow).flow.settings.max_duration_ms
+        return ms / 1000 if ms else self.settings.max_duration_s
+
+    def _timer(self, call_id: str, kind: str, delay: float) -> None:
+        self._cancel(call_id, kind)
+
+        def fire() -> None:
+            self._timers.pop((call_id, kind), None)
+            asyncio.get_running_loop().create_task(self.on_timer(call_id, kind))
+
+        self._timers[(call_id, kind)] = self.clock.call_later(max(0.0, delay), fire)
+
+    def _cancel(self, call_id: str, kind: str) -> None:
+        timer = self._timers.pop((call_id, kind), None)
+        if timer is not None:
+            timer.cancel()
+
+    async def on_timer(self, call_id: str, kind: str) -> None:
+        """A timer came due: ring timeout, max duration, a Telnyx pause or listen window."""
+        async with self.lock(call_id):
+            call = self.store.get(call_id)
+            if call is None or call.ended:
+                return
+            outcome = _TIMERS[kind](self, call)
+            if outcome is None:
+                return
+            self.store.save(call)
+        self._queue_sends(call_id, outcome.sends)
+
+    def t_ring(self, call: CallRecord) -> _Outcome | None:
+        if call.answered_at is not None:
+            return None
+        log.info("call %s: not answered in %ss", call.call_id, self.settings.ring_timeout_s)
+        self._finalize(call, "no-answer")
+        return _Outcome(reply=Reply(), record=call, sends=[self._hangup_send(call)])
+
+    def t_max(self, call: CallRecord) -> _Outcome | None:
+        log.info("call %s: reached its maximum duration", call.call_id)
+        interp = self.interpreter(call)
+        call.ending = "timeout"
+        run = interp.handler(call, "max_duration")
+        if run is None:
+            self._finalize(call, "timeout")
+            return _Outcome(reply=Reply(), record=call, sends=[self._hangup_send(call)])
+        return self._push(call, run, "max_duration")
+
+    def t_pause(self, call: CallRecord) -> _Outcome | None:
+        if call.waiting is None or call.waiting.kind != "timer":
+            return None
+        return self._pump(call, _Outcome(reply=Reply(), record=call), completed="timer")
+
+    def t_listen(self, call: CallRecord) -> _Outcome | None:
+        waiting = call.waiting
+        if waiting is None or waiting.kind != "listen":
+            return None
+        interp = self.interpreter(call)
+        prefix = interp.after_input(call, waiting.block, waiting.step)
+        run = interp.answer_input(call, waiting.block, waiting.step)  # silence
+        run.commands[:0] = prefix
+        return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
+
+    def _push(self, call: CallRecord, run: Run, why: str) -> _Outcome:
+        """Delivers a run to a live call outside any webhook (a redirect, or commands)."""
+        if not self.interpreter(call).xml:
+            return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
+        call.pending["fetch"] = {"fragments": run.fragments, "why": why}
+        url = callback_url(self.settings.webhook_base, call.call_id, "live")
+        pid = call.provider_call_id or ""
+
+        async def send() -> None:
+            await self.adapter.redirect(pid, url)
+
+        return _Outcome(reply=Reply(), record=call, sends=[send])
+
+    def _hangup_send(self, call: CallRecord) -> Send:
+        pid = call.provider_call_id
+
+        async def send() -> None:
+            if pid:
+                await self.adapter.hangup(pid)
+
+        return send
+
+    # --- the agent's commands -------------------------------------------------------------------
+
+    async def continue_call(self, call_id: str, message: str) -> str:
+        """Says ``message``, then waits for the caller's answer; returns what they said."""
+        loop = asyncio.get_running_loop()
+        if call_id in self._waiters:
+            raise CallError("a turn is already waiting for the caller on this call")
+        waiter: asyncio.Future[str] = loop.create_future()
+        self._waiters[call_id] = waiter
+        try:
+            await self._agent(call_id, adhoc.TURN, message)
+            return await asyncio.wait_for(waiter, self.settings.transcript_timeout_s)
+        except TimeoutError as exc:
+            raise CallError("no answer from the caller in time") from exc
+        finally:
+            self._waiters.pop(call_id, None)
+
+    async def speak(self, call_id: str, message: str) -> None:
+        """Says ``message`` and goes on listening, without waiting for an answer."""
+        await self._agent(call_id, adhoc.TURN, message)
+
+    async def end_call(self, call_id: str, message: str = "") -> None:
+        """Ends the call (saying ``message`` first, if any)."""
+        if message:
+            await self._agent(call_id, adhoc.FINAL, message)
+            return
+        async with self.lock(call_id):
+            call = self._live(call_id)
+            call.ending = "hangup-bot"
+            self.store.save(call)
+        self._queue_sends(call_id, [self._hangup_send(call)])
+
+    async def _agent(self, call_id: str, kind: str, message: str) -> None:
+        async with self.lock(call_id):
+            call = self._live(call_id)
+            if call.answered_at is None:
+                raise CallError("the call is not answered yet")
+            run = self.interpreter(call).agent_turn(call, kind, message)
+            outcome = self._push(call, run, f"agent {kind}")
+            self.store.save(call)
+        self._queue_sends(call_id, outcome.sends)
+
+    def _live(self, call_id: str) -> CallRecord:
+        call = self.store.get(call_id)
+        if call is None:
+            raise CallError(f"no call {call_id}")
+        if call.ended:
+            raise CallError(f"call {call_id} has ended ({call.end_reason})")
+        return call
+
+    def get(self, call_id: str) -> CallRecord | None:
+        return self.store.get(call_id) or self.store.find(self.settings.provider, call_id)
+
+    # --- restart --------------------------------------------------------------------------------
+
+    async def restore(self) -> list[str]:
+        """Picks up unfinished calls after a restart (the original plugin's rules).
+
+        Calls with no carrier id, or older than the maximum duration, are ended; the carrier is
+        asked about the others: ended ones are closed, live and unknown ones kept (timers
+        restarted, Telnyx commands in flight sent again under the same command_id).
+        """
+        kept = []
+        for call in self.store.live():
+            age = self.clock.now() - call.started_at
+            if not call.provider_call_id or age > self._max_duration(call):
+                await self._finalize_now(call.call_id, "error", "not restorable after restart")
+                continue
+            status = await self._status(call.provider_call_id)
+            if status is CallStatus.ENDED:
+                await self._finalize_now(call.call_id, call.ending or "completed", "ended while "
+                                         "the runtime was down")  # fmt: skip
+                continue
+            kept.append(call.call_id)
+            self._after_commit(call)
+            if call.answered_at is None:
+                self._timer(call.call_id, "ring", self.settings.ring_timeout_s - age)
+            self._resend(call)
+        return kept
+
+    async def _status(self, provider_call_id: str) -> CallStatus:
+        try:
+            return await self.adapter.call_status(provider_call_id)
+        except Exception as exc:
+            log.warning("restore: status of %s unknown: %s", provider_call_id, exc)
+            return CallStatus.UNKNOWN
+
+    def _resend(self, call: CallRecord) -> None:
+        waiting = call.waiting
+        queue = call.pending.get("queue", [])
+        index = int(call.pending.get("next", 0))
+        if waiting is None or not queue or index >= len(queue):
+            return
+        cmd = queue[index]
+        if cmd["command"] not in ("pause", "listen", "continue"):
+            self._queue_sends(call.call_id, [self._command_send(call, cmd["command"],
+                                                                cmd["body"])])  # fmt: skip
+        elif cmd["command"] == "pause":
+            self._timer(call.call_id, "pause", 0)
+
+    def reap(self) -> None:
+        """Ends calls that were never answered and are older than staleCallReaperSeconds.
+
+        A call that was answered is never reaped: it ends by the carrier or max duration.
+        """
+        limit = self.settings.stale_reaper_s
+        if limit <= 0:
+            return
+        for call in self.store.live():
+            if call.answered_at is None and self.clock.now() - call.started_at > limit:
+                asyncio.get_running_loop().create_task(
+                    self._finalize_now(call.call_id, "no-answer", "stale: never answered")
+                )
+
+
+_HANDLERS: dict[EventKind, Callable[[CallManager, CallRecord, Event, _Outcome],
+                                    Awaitable[_Outcome]]] = {
+    EventKind.INITIATED: CallManager.on_progress,
+    EventKind.RINGING: CallManager.on_progress,
+    EventKind.ANSWERED: CallManager.on_progress,
+    EventKind.ENDED: CallManager.on_ended,
+    EventKind.FETCH: CallManager.on_fetch,
+    EventKind.INPUT: CallManager.on_input,
+    EventKind.DIAL_ENDED: CallManager.on_dial,
+    EventKind.COMMAND_ENDED: CallManager.on_command_ended,
+    EventKind.SPEECH: CallManager.on_speech,
+    EventKind.DTMF: CallManager.on_dtmf,
+}  # fmt: skip
+
+_TIMERS: dict[str, Callable[[CallManager, CallRecord], _Outcome | None]] = {
+    "ring": CallManager.t_ring,
+    "max": CallManager.t_max,
+    "pause": CallManager.t_pause,
+    "listen": CallManager.t_listen,
+}
+
+
+# Telnyx commands whose completion event is itself an answer, not just "done".
+_AWAIT_KINDS = {"gather_using_speak": "input", "transfer": "dial"}
+
+
+def _queued(c: Command) -> dict[str, Any]:
+    return {"command": c.command, "body": c.body, "awaits": c.awaits, "block": c.block,
+            "step": c.step}  # fmt: skip
+
+
+def _remap(call: CallRecord, event: Event) -> None:
+    """Plivo names a call by its request uuid first, its call uuid later: keep both."""
+    if call.provider_call_id:
+        previous = call.metadata.setdefault("previous_provider_ids", [])
+        if call.provider_call_id not in previous:
+            previous.append(call.provider_call_id)
+    call.provider_call_id = event.provider_call_id
+
+
+def _params(flow: m.Flow, given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = [k for k in given if flow.param(k) is None]
+    if unknown:
+        names = ", ".join(p.name for p in flow.params) or "none"
+        raise CallError(f"flow {flow.name} has no param {', '.join(unknown)} (its params: {names})")
+    missing = [
+        p.name for p in flow.params if p.required and not p.has_default and p.name not in given
+    ]
+    if missing:
+        raise CallError(f"flow {flow.name} needs {', '.join(missing)}")
+    return dict(given)
+
+
+def _mask(number: str) -> str:
+    """A phone number for logs: the last four digits only."""
+    digits = re.sub(r"\D", "", number)
+    return f"…{digits[-4:]}" if digits else "(none)"
