@@ -75,7 +75,7 @@ class _Gate:
                            f"{self.settings.max_body}")  # fmt: skip
         try:
             async with asyncio.timeout(self.settings.read_timeout_s):
-                body = await request.content.read(self.settings.max_body + 1)
+                body = await _read_body(request, self.settings.max_body + 1)
         except TimeoutError:
             return _reject(request, 408, f"body not received in {self.settings.read_timeout_s}s")
         if len(body) > self.settings.max_body:
@@ -118,6 +118,19 @@ class _Gate:
         return WebhookRequest(method=request.method, url=url, query=dict(request.query),
                               headers=request.headers, body=body, form=form,
                               remote=request.remote or "")  # fmt: skip
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, read to its end or to ``limit`` bytes, whichever comes first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await request.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _mime(content_type: str) -> str:

@@ -1,0 +1,184 @@
+"""The webhook server's gatekeeping, with a stand-in carrier adapter: order of checks, status
+codes, replays answered without side effects, and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.compiler.conftest import bundled
+from voicecall.runtime.clock import VirtualClock
+from voicecall.runtime.manager import CallManager, ManagerSettings
+from voicecall.runtime.providers.base import (
+    Adapter,
+    AdapterSettings,
+    BadRequest,
+    CallStatus,
+    Event,
+    EventKind,
+    Reply,
+    Verification,
+    WebhookRequest,
+)  # fmt: skip
+from voicecall.runtime.server import MANAGER, ServerSettings, make_app
+from voicecall.runtime.store import SQLiteStore
+
+
+class StandIn(Adapter):
+    """Signs with a shared word; speaks JSON events; answers TwiML-like XML."""
+
+    name = "twilio"
+    signature_headers = ("X-Test-Signature",)
+
+    def __init__(self) -> None:
+        super().__init__(AdapterSettings(credentials={}))
+        self.parsed = 0
+
+    def verify(self, request: WebhookRequest) -> Verification:
+        if request.headers.get("X-Test-Signature") != "good":
+            return Verification(False, "signature does not match")
+        return Verification(
+            True, key=hashlib.sha256(request.url.encode() + request.body).hexdigest()
+        )
+
+    def parse(self, request: WebhookRequest) -> list[Event]:
+        self.parsed += 1
+        try:
+            data = json.loads(request.body)
+        except ValueError as exc:
+            raise BadRequest("body is not JSON") from exc
+        return [
+            Event(
+                kind=EventKind(data["kind"]),
+                provider=self.name,
+                direction="inbound",
+                provider_call_id=data.get("id"),
+                from_number=data.get("from"),
+            )
+        ]
+
+    def document(self, fragments: Sequence[str]) -> Reply:
+        return Reply(("<Response>" + "".join(fragments) + "</Response>").encode(), "text/xml")
+
+    def empty(self) -> Reply:
+        return Reply(b"<Response/>", "text/xml")
+
+    async def create_call(self, **_: Any) -> str:
+        return "P1"
+
+    async def hangup(self, provider_call_id: str) -> None:
+        pass
+
+    async def command(
+        self, provider_call_id: str, command: str, body: Mapping[str, object]
+    ) -> None:
+        pass
+
+    async def call_status(self, provider_call_id: str) -> CallStatus:
+        return CallStatus.ACTIVE
+
+
+class Flows:
+    def flow(self, name: str) -> Any:
+        return bundled()[name]
+
+    def flows(self) -> Any:
+        return bundled()
+
+
+@pytest.fixture
+async def client(tmp_path: Any) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    adapter = StandIn()
+    settings = ManagerSettings(provider="twilio", from_number="+15550000000",
+                               webhook_base="http://t/voice/webhook", inbound_policy="open",
+                               inbound_flow="ivr-menu", max_concurrent=5)  # fmt: skip
+    manager = CallManager(settings, SQLiteStore(tmp_path / "c.sqlite"), adapter, Flows(),
+                          VirtualClock())  # fmt: skip
+    app = make_app(manager, ServerSettings(read_timeout_s=0.2, max_in_flight_per_ip=1))
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+GOOD = {"X-Test-Signature": "good"}
+INBOUND = json.dumps({"kind": "call.fetch", "id": "CA1", "from": "+15551112222"})
+
+
+async def test_methods_and_paths(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/voice/webhook")).status == 405
+    assert (await client.post("/voice/webhook/x", data=INBOUND, headers=GOOD)).status == 404
+    assert (await client.post("/voice", data=INBOUND, headers=GOOD)).status == 404
+
+
+async def test_signatures_are_checked_before_parsing(client: TestClient[Any, Any]) -> None:
+    adapter = client.app[MANAGER].adapter
+    assert isinstance(adapter, StandIn)
+    assert (await client.post("/voice/webhook", data=INBOUND)).status == 401
+    bad = await client.post("/voice/webhook", data=INBOUND, headers={"X-Test-Signature": "x"})
+    assert bad.status == 401 and "signature" in await bad.text()
+    assert adapter.parsed == 0
+
+
+async def test_malformed_bodies_are_400_and_big_ones_413(client: TestClient[Any, Any]) -> None:
+    assert (await client.post("/voice/webhook", data="{nope", headers=GOOD)).status == 400
+    big = await client.post("/voice/webhook", data="x" * (64 * 1024 + 1), headers=GOOD)
+    assert big.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(70):
+            yield b"x" * 1024
+
+    assert (await client.post("/voice/webhook", data=chunks(), headers=GOOD)).status == 413
+
+
+async def test_a_replay_gets_the_same_reply_and_does_nothing(client: TestClient[Any, Any]) -> None:
+    manager = client.app[MANAGER]
+    first = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
+    body = await first.read()
+    assert first.status == 200 and b"<GetInput" not in body and b"<Gather" in body
+    again = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
+    assert await again.read() == body
+    assert len(manager.store.live()) == 1  # one call, not two
+    assert isinstance(manager.adapter, StandIn) and manager.adapter.parsed == 1  # never parsed
+
+
+async def test_a_slow_body_is_408(client: TestClient[Any, Any]) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"POST /voice/webhook HTTP/1.1\r\nHost: t\r\nX-Test-Signature: good\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"kind\"")  # fmt: skip
+    await writer.drain()
+    status = (await reader.readline()).split()[1]
+    writer.close()
+    assert status == b"408"
+
+
+async def test_in_flight_requests_per_ip_are_capped(client: TestClient[Any, Any]) -> None:
+    manager = client.app[MANAGER]
+    async with manager.lock("CA9"):  # hold the call: the first request waits inside
+        first = asyncio.create_task(client.post(
+            "/voice/webhook", headers=GOOD,
+            data=json.dumps({"kind": "call.fetch", "id": "CA9", "from": "+1555"})))  # fmt: skip
+        for _ in range(50):
+            await asyncio.sleep(0)
+        second = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
+        assert second.status == 429
+    assert (await first).status == 200
+
+
+async def test_inbound_rejected_callers_hear_nothing_and_no_call_is_made(
+    client: TestClient[Any, Any],
+) -> None:
+    manager = client.app[MANAGER]
+    manager.settings = replace(
+        manager.settings, inbound_policy="allowlist", inbound_flow="inbound", allow_from=("+1999",)
+    )
+    reply = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
+    assert (await reply.read()).endswith(b"<Hangup /></Response>")
+    assert manager.store.live() == []
