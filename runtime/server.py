@@ -67,7 +67,7 @@ class _Gate:
 
     async def checked(self, request: web.Request) -> web.StreamResponse:
         if not self.settings.skip_signature:
-            missing = [h for h in self.adapter.signature_headers if h not in request.headers]
+            missing = self.adapter.missing_signature_headers(request.headers)
             if missing:
                 return _reject(request, 401, f"missing signature header {', '.join(missing)}")
         if (request.content_length or 0) > self.settings.max_body:

@@ -93,7 +93,7 @@ class Reply:
     status: int = 200
 
 
-class BadRequest(Exception):  # noqa: N818 - the HTTP status name reads best here
+class BadRequest(Exception):
     """The request is malformed: answered 400, with the message in the log."""
 
 
@@ -115,7 +115,6 @@ class AdapterSettings:
     api_base: str | None = None  # a REST base other than the carrier's (the mock carrier, tests)
     skip_signature: bool = False
     now: Callable[[], float] = time.time  # Telnyx's 5-minute timestamp window is checked with it
-    ring_timeout_s: int = 30
 
 
 class Adapter(abc.ABC):
@@ -123,7 +122,18 @@ class Adapter(abc.ABC):
 
     name: ClassVar[str]
     # Headers a signed request must carry; their absence is a 401 before the body is read.
-    signature_headers: ClassVar[tuple[str, ...]]
+    signature_headers: ClassVar[tuple[str, ...]] = ()
+    # Or: alternative complete sets, one of which must be present (Plivo's V3 or V2 headers).
+    signature_header_sets: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    def missing_signature_headers(self, present: Mapping[str, str]) -> list[str]:
+        """The signature headers a request lacks (empty: it may go on to verification)."""
+        if self.signature_header_sets:
+            for names in self.signature_header_sets:
+                if all(n in present for n in names):
+                    return []
+            return list(self.signature_header_sets[0])
+        return [n for n in self.signature_headers if n not in present]
 
     def __init__(self, settings: AdapterSettings):
         self.settings = settings
@@ -172,5 +182,5 @@ class Adapter(abc.ABC):
     async def call_status(self, provider_call_id: str) -> CallStatus:
         """Whether the carrier still has the call (used when restoring calls after a restart)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - most adapters have nothing to close
         """Closes HTTP sessions."""

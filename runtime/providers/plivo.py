@@ -1,0 +1,416 @@
+"""Plivo: V3 (or V2) signed webhooks, Plivo XML replies, REST through plivo-python.
+
+The SDK is synchronous (requests), so REST calls run in a worker thread. Its client has no
+base-URL setting and resets ``base_uri`` from module constants on every request
+(providers.md §1.2); :func:`_client_class` pins it per client instead, so two adapters with
+different bases never share one, and raises HTTP errors before the SDK's 5xx "fallback" (two
+more tries at the same host, each print()ing the URL). The SDK is imported on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections import ChainMap
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+from voicecall.runtime.providers.base import (
+    Adapter,
+    AdapterSettings,
+    BadRequest,
+    CallStatus,
+    Event,
+    EventKind,
+    Reply,
+    Verification,
+    WebhookRequest,
+)
+from voicecall.runtime.providers.errors import ProviderError, redact
+from voicecall.runtime.urls import Place, callback_url, place_from_query
+
+# docs.plivo.com/docs/voice/xml/request/validation
+V3 = "X-Plivo-Signature-V3"
+V3_MA = "X-Plivo-Signature-Ma-V3"  # signed with the main account's token
+V3_NONCE = "X-Plivo-Signature-V3-Nonce"
+V2 = "X-Plivo-Signature-V2"
+V2_NONCE = "X-Plivo-Signature-V2-Nonce"
+
+API_ROOT = "https://api.plivo.com"
+
+DIRECTIONS = {"inbound": "inbound", "outbound": "outbound"}
+
+# CallStatus sent to the hangup_url -> our end reason (plivo.com/docs/voice/xml/request/
+# call-status). "timeout" is a carrier or network failure to connect, not a ring timeout;
+# "cancel" is handled by direction in _hangup.
+END_REASONS = {
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no-answer",
+    "failed": "failed",
+    "timeout": "failed",
+}
+
+# DialStatus sent to <Dial action> (plivo.com/docs/voice/xml/dial).
+DIAL_STATUSES = {
+    "completed": "completed",
+    "answered": "answered",
+    "busy": "busy",
+    "failed": "failed",
+    "timeout": "no-answer",
+    "no-answer": "no-answer",
+}
+
+# call_status values of a live call that mean it is over (GET Call/{uuid}/?status=live).
+TERMINAL = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel", "hangup"})
+
+Fields = Mapping[str, str]
+
+
+def skip_key(request: WebhookRequest) -> str:
+    """The replay key when signatures are not checked: sha256(method \\n url \\n body)."""
+    head = f"{request.method}\n{request.url}\n".encode()
+    return hashlib.sha256(head + request.body).hexdigest()
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def _number(fields: Fields, name: str) -> float | None:
+    value = fields.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise BadRequest(f"{name} is not a number: {value[:40]!r}") from None
+
+
+def _common(fields: Fields, place: Place) -> dict[str, Any]:
+    """The fields every Plivo event carries.
+
+    An outbound call is known by the request_uuid of its create until Plivo names it by its
+    CallUUID: RequestUUID (ALegRequestUUID in the docs) links the two.
+    """
+    return {
+        "provider": "plivo",
+        "provider_call_id": fields["CallUUID"],
+        "previous_provider_call_id": fields.get("RequestUUID") or fields.get("ALegRequestUUID")
+        or None,
+        "call_id": place.call_id,
+        "block": place.block,
+        "step": place.step,
+        "direction": DIRECTIONS.get(fields.get("Direction", "")),
+        "from_number": fields.get("From") or None,
+        "to_number": fields.get("To") or None,
+    }  # fmt: skip
+
+
+def _fetch(fields: Fields, place: Place) -> list[Event]:
+    return [Event(kind=EventKind.FETCH, **_common(fields, place),
+                  detail=fields.get("CallStatus", ""))]  # fmt: skip
+
+
+def _hangup(fields: Fields, place: Place) -> list[Event]:
+    status = fields.get("CallStatus", "")
+    if status == "cancel":
+        # Canceled before answer: by the caller, who is us for an outbound call.
+        reason = "hangup-user" if fields.get("Direction") == "inbound" else "hangup-bot"
+    else:
+        reason = END_REASONS.get(status, "completed")
+    cause = fields.get("HangupCauseName") or fields.get("HangupCause") or ""
+    detail = f"{status} ({cause})" if cause else status
+    return [Event(kind=EventKind.ENDED, **_common(fields, place), status=reason, detail=detail)]
+
+
+def _input(fields: Fields, place: Place) -> list[Event]:
+    # <GetInput action> posts InputType, Digits, Speech and SpeechConfidenceScore
+    # (plivo.com/docs/voice/xml/getinput); neither Digits nor Speech means no input.
+    return [
+        Event(
+            kind=EventKind.INPUT,
+            **_common(fields, place),
+            digits=fields.get("Digits") or None,
+            text=fields.get("Speech") or None,
+            confidence=_number(fields, "SpeechConfidenceScore"),
+            detail=fields.get("InputType", ""),
+        )
+    ]
+
+
+def _dial(fields: Fields, place: Place) -> list[Event]:
+    status = fields.get("DialStatus")
+    if not status:
+        raise BadRequest("dial callback without DialStatus")
+    return [
+        Event(
+            kind=EventKind.DIAL_ENDED,
+            **_common(fields, place),
+            status=DIAL_STATUSES.get(status, "failed"),
+            detail=status,
+        )
+    ]
+
+
+PARSERS: dict[str, Callable[[Fields, Place], list[Event]]] = {
+    "answer": _fetch,
+    "live": _fetch,
+    "hangup": _hangup,
+    "input": _input,
+    "dial": _dial,
+}
+
+
+# --- the SDK client -------------------------------------------------------------------------------
+
+
+def _error(response: Any, secrets: Sequence[str]) -> ProviderError:
+    """A ProviderError from a Plivo error response ({"api_id", "error"} JSON, or text)."""
+    try:
+        body = response.json()
+        message = str(body.get("error") or body) if isinstance(body, dict) else str(body)
+    except ValueError:
+        message = response.text or response.reason or "request failed"
+    return ProviderError("plivo", int(response.status_code), redact(message, secrets)[:300])
+
+
+@functools.cache
+def _client_class() -> type[Any]:
+    """plivo.RestClient with a per-instance API root, and HTTP errors as ProviderError."""
+    import plivo
+
+    class Client(plivo.RestClient):  # type: ignore[misc]  # plivo is untyped
+        def __init__(self, auth_id: str, auth_token: str, api_root: str):
+            super().__init__(auth_id, auth_token)
+            self.api_root = api_root
+            self.secrets = (auth_token,)
+
+        def create_request(self, method: str, path: Any = None, data: Any = None,
+                           **kwargs: Any) -> Any:  # fmt: skip
+            # request() sets base_uri from module constants just before this: pin ours.
+            self.base_uri = f"{self.api_root}/v1/Account"
+            return super().create_request(method, path, data, **kwargs)
+
+        def send_request(self, request: Any, **kwargs: Any) -> Any:
+            # Errors leave here, before request() sees a 5xx: its "fallback" retries go to the
+            # same host again and print() the URL.
+            response = super().send_request(request, **kwargs)
+            if response.status_code >= 400:
+                raise _error(response, self.secrets)
+            return response
+
+    return Client
+
+
+# --- the adapter ----------------------------------------------------------------------------------
+
+
+class PlivoAdapter(Adapter):
+    """Plivo Voice: Plivo XML over webhooks, the v1 Account REST API."""
+
+    name: ClassVar[str] = "plivo"
+    # V3 is checked first and V2 accepted instead, so no one header is always there: the
+    # pre-auth gate can demand nothing, and verify() names what is missing. The sets below say
+    # "one of these sets, complete" for a server that can check alternatives.
+    signature_headers: ClassVar[tuple[str, ...]] = ()
+    signature_header_sets: ClassVar[tuple[tuple[str, ...], ...]] = ((V3, V3_NONCE), (V2, V2_NONCE))
+
+    def __init__(self, settings: AdapterSettings):
+        super().__init__(settings)
+        self._rest: Any = None
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest) -> Verification:
+        """Checks the V3 signature (or the Ma-V3 one), else the legacy V2 one.
+
+        V3: HMAC-SHA256 over the URL with its sorted query, the sorted POST fields and the
+        nonce; V2: over the URL without query, and the nonce. A request carrying V3 headers is
+        judged on them only (no downgrade to V2). Replay keys as the original plugin's:
+        sha256(V3 signed string \\n nonce), sha256(URL without query \\n nonce).
+        """
+        if self.settings.skip_signature:
+            return Verification(True, "signature check skipped", skip_key(request))
+        token = self.settings.credentials.get("authToken", "")
+        if not token:
+            return Verification(False, "no Plivo authToken configured")
+        headers = request.headers
+        if headers.get(V3_NONCE) or headers.get(V3) or headers.get(V3_MA):
+            return self._verify_v3(request, token)
+        if headers.get(V2) or headers.get(V2_NONCE):
+            return self._verify_v2(request, token)
+        return Verification(False, f"missing {V3} and {V3_NONCE} headers (or {V2} and {V2_NONCE})")
+
+    def _verify_v3(self, request: WebhookRequest, token: str) -> Verification:
+        from plivo.utils import validate_v3_signature
+        from plivo.utils.signature_v3 import construct_get_url, construct_post_url
+
+        nonce = request.headers.get(V3_NONCE, "")
+        signatures = ",".join(s for s in (request.headers.get(V3), request.headers.get(V3_MA)) if s)
+        if not nonce or not signatures:
+            return Verification(False, f"missing {V3_NONCE if not nonce else V3} header")
+        method = request.method.upper()
+        if method not in ("GET", "POST"):
+            return Verification(False, f"V3 signatures cover GET and POST only, not {method}")
+        params = dict(request.form) if method == "POST" else {}
+        try:
+            ok = validate_v3_signature(method, request.url, nonce, token, signatures, dict(params))
+            signed = (construct_post_url(request.url, dict(params)) if method == "POST"
+                      else construct_get_url(request.url, {}))  # fmt: skip
+        except Exception:  # the SDK's argument validators raise on odd input
+            return Verification(False, f"malformed {V3} request")
+        if not ok:
+            return Verification(False, f"bad {V3} signature for {_without_query(request.url)}")
+        return Verification(True, "", _sha(bytes(signed).decode(), nonce))
+
+    def _verify_v2(self, request: WebhookRequest, token: str) -> Verification:
+        from plivo.utils import validate_signature
+
+        signature = request.headers.get(V2, "")
+        nonce = request.headers.get(V2_NONCE, "")
+        if not signature or not nonce:
+            return Verification(False, f"missing {V2_NONCE if not nonce else V2} header")
+        if not validate_signature(request.url, nonce, signature, token):
+            return Verification(False, f"bad {V2} signature for {_without_query(request.url)}")
+        return Verification(True, "", _sha(_without_query(request.url), nonce))
+
+    def parse(self, request: WebhookRequest) -> list[Event]:
+        """Events for one Plivo request; the callback URL's ``kind`` picks the parser.
+
+        A request without ``call`` in its query is an inbound call's answer_url fetch.
+        """
+        place = place_from_query(request.query)
+        kind = place.kind or (None if place.call_id else "answer")
+        if kind is None:
+            raise BadRequest("callback URL names a call but no kind")
+        parser = PARSERS.get(kind)
+        if parser is None:
+            raise BadRequest(f"plivo does not call back with kind {kind!r}")
+        fields: Fields = ChainMap(dict(request.form), dict(request.query))
+        if not fields.get("CallUUID"):
+            raise BadRequest("request without CallUUID")
+        return parser(fields, place)
+
+    def document(self, fragments: Sequence[str]) -> Reply:
+        """A Plivo XML document around compiled fragments."""
+        body = f"<Response>{''.join(fragments)}</Response>"
+        return Reply(body=body.encode(), content_type="application/xml")
+
+    def empty(self) -> Reply:
+        """An empty Plivo XML document."""
+        return self.document(())
+
+    # --- REST -------------------------------------------------------------------------------------
+
+    async def create_call(
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
+    ) -> str:
+        """POST Call/ with answer and hangup URLs; returns the request_uuid.
+
+        Plivo names the call by a CallUUID once it is answered; the answer webhook carries
+        both (see ``previous_provider_call_id``).
+        """
+        client = self._client()
+        response = await self._run(
+            client.calls.create,
+            from_=from_,
+            to_=to,
+            answer_url=callback_url(webhook_base, call_id, "answer"),
+            answer_method="POST",
+            hangup_url=callback_url(webhook_base, call_id, "hangup"),
+            hangup_method="POST",
+            ring_timeout=timeout_s,
+        )
+        uuid = getattr(response, "request_uuid", None)
+        if isinstance(uuid, list):  # several destinations: one request uuid each
+            uuid = uuid[0] if uuid else None
+        if not uuid:
+            raise ProviderError("plivo", None, "the create-call response has no request_uuid")
+        return str(uuid)
+
+    async def hangup(self, provider_call_id: str) -> None:
+        """DELETE Call/{uuid}/; if Plivo has no such call, cancel the request of that uuid
+        (a call not answered yet is known by its request uuid). 404s are fine."""
+        client = self._client()
+        for operation in (client.calls.delete, client.calls.cancel):
+            try:
+                await self._run(operation, provider_call_id)
+                return
+            except ProviderError as exc:
+                if exc.status != 404:
+                    raise
+
+    async def redirect(self, provider_call_id: str, url: str) -> None:
+        """POST Call/{uuid}/ legs=aleg: the live call fetches its next XML from ``url``."""
+        client = self._client()
+        await self._run(client.calls.transfer, provider_call_id, legs="aleg", aleg_url=url,
+                        aleg_method="POST")  # fmt: skip
+
+    async def call_status(self, provider_call_id: str) -> CallStatus:
+        """GET Call/{uuid}/?status=live, then ?status=queued; 404 on both is ENDED."""
+        client = self._client()
+        try:
+            live = await self._run(client.live_calls.get, provider_call_id)
+        except ProviderError as exc:
+            if exc.status != 404:
+                return CallStatus.UNKNOWN
+        else:
+            ended = str(getattr(live, "call_status", "")) in TERMINAL
+            return CallStatus.ENDED if ended else CallStatus.ACTIVE
+        try:
+            await self._run(client.queued_calls.get, provider_call_id)
+        except ProviderError as exc:
+            return CallStatus.ENDED if exc.status == 404 else CallStatus.UNKNOWN
+        return CallStatus.ACTIVE
+
+    async def aclose(self) -> None:
+        """Closes the SDK's requests sessions."""
+        if self._rest is not None:
+            self._rest.session.close()
+            self._rest.multipart_session.close()
+            self._rest = None
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._rest is None:
+            from plivo.exceptions import PlivoRestError
+
+            creds = self.settings.credentials
+            root = (self.settings.api_base or API_ROOT).rstrip("/")
+            try:
+                self._rest = _client_class()(creds.get("authId", ""), creds.get("authToken", ""),
+                                             root)  # fmt: skip
+            except PlivoRestError:
+                # The SDK's message quotes the id; ours only says what is wrong with it.
+                raise ProviderError(
+                    "plivo", None, "authId must be 20 characters starting with MA or SA"
+                ) from None
+        return self._rest
+
+    async def _run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Runs one blocking SDK call in a thread; its failures become ProviderError."""
+        import requests
+        from plivo.exceptions import PlivoRestError
+
+        secrets = (self.settings.credentials.get("authToken", ""),)
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except requests.RequestException as exc:
+            unreachable = f"cannot reach the API ({type(exc).__name__})"
+            raise ProviderError("plivo", None, unreachable) from None
+        except PlivoRestError as exc:  # the SDK's own argument checks
+            raise ProviderError("plivo", None, redact(str(exc), secrets)) from None
+
+
+def _without_query(url: str) -> str:
+    return urlparse(url)._replace(query="", fragment="").geturl()
+
+
+ADAPTER = PlivoAdapter

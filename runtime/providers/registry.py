@@ -1,0 +1,30 @@
+"""Adapters by provider name, imported on first use (the carriers' SDKs are slow to import)."""
+
+from __future__ import annotations
+
+import importlib
+
+from voicecall.dsl.errors import did_you_mean
+from voicecall.runtime.providers.base import Adapter
+
+# name -> module holding ADAPTER. `provider: mock` is no adapter: the runtime starts the mock
+# carrier and points one of these at it (runtime/app.py).
+ADAPTERS = {
+    "twilio": "voicecall.runtime.providers.twilio",
+    "plivo": "voicecall.runtime.providers.plivo",
+    "telnyx": "voicecall.runtime.providers.telnyx",
+}
+
+
+def get_adapter(name: str) -> type[Adapter]:
+    """The adapter class for a provider name.
+
+    Raises:
+        KeyError: "unknown provider 'twilo'; did you mean 'twilio'?"
+    """
+    if name not in ADAPTERS:
+        hint = did_you_mean(name, ADAPTERS) or f"providers: {', '.join(ADAPTERS)}"
+        raise KeyError(f"unknown provider '{name}'; {hint}")
+    module = importlib.import_module(ADAPTERS[name])
+    adapter: type[Adapter] = module.ADAPTER
+    return adapter
