@@ -319,3 +319,13 @@ def _flow_json(entry: Any) -> dict[str, Any]:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="voicecall")
+
+
+def _register() -> None:
+    from voicecall.plugin.cli_sim import simulate_cmd, test_cmd
+
+    cli.add_command(simulate_cmd)
+    cli.add_command(test_cmd)
+
+
+_register()

@@ -187,16 +187,17 @@ class Interpreter:
     # --- conversations ---------------------------------------------------------------------------
 
     def converse_input(self, call: CallRecord, block_id: str, step: int, text: str) -> Run:
-        """A caller's turn in a conversation; the answer keeps listening (or serves the agent's
-        next turn if one is waiting). The model's replies come through :meth:`agent_turn`."""
+        """A caller's turn in an agent-driven conversation: the call holds until the agent's
+        next command (the model's replies come through :meth:`agent_turn` instead)."""
         block = self.block(block_id)
         if text:
             self.heard(call, text, block)
             call.metadata["turns"] = int(call.metadata.get("turns", 0)) + 1
-        pending = call.pending.pop("turn", None)
-        if pending is not None:
-            return self.agent_turn(call, pending["kind"], pending["message"])
-        return self.advance(call, block_id, step + 1)
+        call.waiting = Waiting(block=block_id, kind="converse", step=step + 1)
+        if self.compiled.hold is None:
+            return Run()  # Telnyx: the transcription keeps listening
+        url = callback_url(self.base, call.call_id, "live", block_id, step + 1)
+        return Run(fragments=[self.compiled.hold.render({}, {"callback_url": url})])
 
     def agent_turn(self, call: CallRecord, kind: str, message: str) -> Run:
         """Says ``message``, then listens (turn), only listens (listen) or hangs up (final)."""

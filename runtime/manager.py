@@ -198,6 +198,12 @@ class CallManager:
         if call is None:
             return await self._unknown_call(event, outcome)
         if event.provider_call_id and event.provider_call_id != call.provider_call_id:
+            renamed = call.provider_call_id is None or (
+                event.previous_provider_call_id == call.provider_call_id)  # fmt: skip
+            if not renamed:
+                log.info("call %s: %s for another leg (%s): ignored", call.call_id, event.kind,
+                         event.provider_call_id)  # fmt: skip
+                return _Outcome(reply=self.adapter.empty(), record=call, sends=outcome.sends)
             _remap(call, event)
         if call.ended:
             return _Outcome(reply=self.adapter.empty(), record=call, sends=outcome.sends)
@@ -395,6 +401,7 @@ class CallManager:
         return interp.agent_turn(call, adhoc.FINAL if last else adhoc.TURN, reply)
 
     async def on_dial(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
+        self._cancel(call.call_id, "dial")
         waiting = call.waiting
         if waiting is None or waiting.kind not in ("dial", "command"):
             return self._hold(call, out)
@@ -436,6 +443,10 @@ class CallManager:
     def _deliver(self, call: CallRecord, run: Run, out: _Outcome) -> _Outcome:
         """Turns a run into the webhook reply (XML) or queued commands (Telnyx)."""
         if self.interpreter(call).xml:
+            if run.hangup:
+                # The document ends the call; a number without status callbacks (inbound
+                # calls) would never tell us, so the call ends here (a later one is ignored).
+                self._finalize(call, call.ending or "hangup-bot")
             return _Outcome(reply=self.adapter.document(run.fragments), record=call,
                             sends=out.sends)  # fmt: skip
         call.pending["queue"] = [_queued(c) for c in run.commands]
@@ -469,6 +480,8 @@ class CallManager:
                 kind = _AWAIT_KINDS.get(name, "command")
                 call.waiting = Waiting(block=cmd["block"], kind=kind, step=cmd["step"],
                                        awaits=cmd["awaits"])  # fmt: skip
+                if name == "transfer":  # Telnyx reports a failed transfer on the other leg
+                    self._timer(call.call_id, "dial", cmd["body"].get("timeout_secs", 30) + 5)
                 break
             index += 1
         call.pending["next"] = index
@@ -524,7 +537,7 @@ class CallManager:
             call.ended_at = self.clock.now()
             call.waiting = None
             log.info("call %s: ended (%s)", call.call_id, reason)
-        for kind in ("ring", "max", "pause", "listen"):
+        for kind in ("ring", "max", "pause", "listen", "dial"):
             self._cancel(call.call_id, kind)
         waiter = self._waiters.pop(call.call_id, None)
         if waiter is not None and not waiter.done():
@@ -595,6 +608,14 @@ class CallManager:
         if call.waiting is None or call.waiting.kind != "timer":
             return None
         return self._pump(call, _Outcome(reply=Reply(), record=call), completed="timer")
+
+    def t_dial(self, call: CallRecord) -> _Outcome | None:
+        """Telnyx: a transfer that never bridged within its timeout did not connect."""
+        waiting = call.waiting
+        if waiting is None or waiting.kind != "dial":
+            return None
+        run = self.interpreter(call).dial_result(call, waiting.block, "no-answer")
+        return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
 
     def t_listen(self, call: CallRecord) -> _Outcome | None:
         waiting = call.waiting
@@ -762,6 +783,7 @@ _TIMERS: dict[str, Callable[[CallManager, CallRecord], _Outcome | None]] = {
     "max": CallManager.t_max,
     "pause": CallManager.t_pause,
     "listen": CallManager.t_listen,
+    "dial": CallManager.t_dial,
 }
 
 

@@ -1,0 +1,191 @@
+"""Assembling a runtime: store, carrier adapter (or the mock carrier), manager, webhook server.
+
+:func:`start_runtime` is what the Gateway host, `voicecall simulate`, the demo and the tests use.
+With ``provider: mock`` it starts the mock carrier in-process, speaking the wire format of
+``mock_backend`` (twilio by default), and points the real adapter at it: every webhook still
+goes through signature checks, the replay check and the real server on loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from voicecall.dsl import model as m
+from voicecall.dsl.catalog import Catalog
+from voicecall.dsl.checks import CONFIG_KEYS
+from voicecall.dsl.validate import load_valid_flow
+from voicecall.runtime.clock import Clock, RealClock
+from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
+from voicecall.runtime.providers.base import AdapterSettings
+from voicecall.runtime.providers.registry import get_adapter
+from voicecall.runtime.server import ServerSettings, make_app
+from voicecall.runtime.state import CallRecord
+from voicecall.runtime.store import SQLiteStore
+
+log = logging.getLogger("voicecall.runtime")
+
+DEFAULT_STORE = Path("~/.openclaw/voice-calls")
+MOCK_FROM = "+15550000000"
+ENV_CREDENTIALS = {
+    "twilio": {"accountSid": "TWILIO_ACCOUNT_SID", "authToken": "TWILIO_AUTH_TOKEN"},
+    "plivo": {"authId": "PLIVO_AUTH_ID", "authToken": "PLIVO_AUTH_TOKEN"},
+    "telnyx": {"apiKey": "TELNYX_API_KEY", "connectionId": "TELNYX_CONNECTION_ID",
+               "publicKey": "TELNYX_PUBLIC_KEY"},
+}  # fmt: skip
+
+
+class CatalogFlows:
+    """Named flows for the manager: the bundled set and the configured folders."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self._flows: dict[str, m.Flow] = {}
+
+    def flow(self, name: str) -> m.Flow:
+        if name not in self._flows:
+            path = self.catalog.resolve(name)
+            self._flows[name] = load_valid_flow(path, self.catalog.infos())
+        return self._flows[name]
+
+    def flows(self) -> dict[str, m.Flow]:
+        return {e.name: e.flow for e in self.catalog if e.ok}
+
+
+class ScriptedResponder:
+    """The model's replies from a caller script (simulations), one per caller turn."""
+
+    def __init__(self, replies: Sequence[str]):
+        self.replies = list(replies)
+
+    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> str:
+        return self.replies.pop(0) if self.replies else ""
+
+
+@dataclass(slots=True, kw_only=True)
+class RuntimeConfig:
+    """The plugin config keys the runtime reads (names as in the original plugin)."""
+
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    @property
+    def provider(self) -> str:
+        return str(self.get("provider", "mock"))
+
+    def credentials(self, provider: str) -> dict[str, str]:
+        section = self.get(provider, {}) or {}
+        env = ENV_CREDENTIALS.get(provider, {})
+        return {k: str(section.get(k) or os.environ.get(var, "")) for k, var in env.items()}
+
+    def store_dir(self) -> Path:
+        return (self.base_dir / Path(str(self.get("store", DEFAULT_STORE)))).expanduser()
+
+    def serve(self) -> dict[str, Any]:
+        serve = dict(self.get("serve", {}) or {})
+        return {"port": int(serve.get("port", 3334)), "bind": str(serve.get("bind", "127.0.0.1")),
+                "path": str(serve.get("path", "/voice/webhook"))}  # fmt: skip
+
+    def template_view(self) -> dict[str, Any]:
+        """What flows may read as ``config.*``: the non-secret keys only, all present."""
+        return {key: self.raw.get(key) for key in sorted(CONFIG_KEYS)}
+
+
+@dataclass(slots=True, kw_only=True)
+class Runtime:
+    manager: CallManager
+    store: SQLiteStore
+    runner: web.AppRunner
+    webhook_url: str
+    carrier: Any = None  # the MockCarrier, with provider: mock
+
+    async def stop(self) -> None:
+        await self.manager.drain()
+        await self.runner.cleanup()
+        await self.manager.adapter.aclose()
+        if self.carrier is not None:
+            await self.carrier.stop()
+        self.store.close()
+
+
+async def start_runtime(
+    config: RuntimeConfig,
+    *,
+    clock: Clock | None = None,
+    catalog: Catalog | None = None,
+    responder: Responder | None = None,
+    mock_backend: str = "twilio",
+    port: int | None = None,
+    restore: bool = True,
+) -> Runtime:
+    """Starts the webhook server and the call manager as configured; restores live calls."""
+    clock = clock or RealClock()
+    provider, carrier, credentials, api_base = config.provider, None, {}, None
+    if provider == "mock":
+        from voicecall.runtime.carrier.carrier import MockCarrier
+
+        provider = mock_backend
+        carrier = MockCarrier(provider, clock)
+        await carrier.start()
+        credentials, api_base = dict(carrier.credentials), carrier.api_base
+    else:
+        credentials = config.credentials(provider)
+    serve = config.serve()
+    skip = bool(config.get("skipSignatureVerification", False))
+    if skip:
+        log.warning("SECURITY WARNING: skipSignatureVerification is on; webhooks are not verified")
+    adapter = get_adapter(provider)(
+        AdapterSettings(
+            credentials=credentials, api_base=api_base, skip_signature=skip, now=clock.now
+        )
+    )
+    store = SQLiteStore(config.store_dir() / "calls.sqlite")
+    placeholder = ManagerSettings(provider=provider, from_number="", webhook_base="")
+    manager = CallManager(placeholder, store, adapter, CatalogFlows(catalog or Catalog()), clock,
+                          responder)  # fmt: skip
+    server = ServerSettings(path=serve["path"], public_url=config.get("publicUrl"),
+                            skip_signature=skip)  # fmt: skip
+    runner = web.AppRunner(make_app(manager, server), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, serve["bind"], serve["port"] if port is None else port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else serve["port"]
+    webhook = config.get("publicUrl") or f"http://{serve['bind']}:{bound}{serve['path']}"
+    manager.settings = _manager_settings(config, provider, webhook, carrier is not None)
+    runtime = Runtime(manager=manager, store=store, runner=runner, webhook_url=webhook,
+                      carrier=carrier)  # fmt: skip
+    if restore:
+        kept = await manager.restore()
+        if kept:
+            log.info("restored %d call(s) after restart", len(kept))
+    return runtime
+
+
+def _manager_settings(
+    config: RuntimeConfig, provider: str, webhook: str, mock: bool
+) -> ManagerSettings:
+    from_number = config.get("fromNumber") or (MOCK_FROM if mock else "")
+    return ManagerSettings(
+        provider=provider,
+        from_number=str(from_number),
+        webhook_base=webhook,
+        to_number=config.get("toNumber"),
+        max_concurrent=int(config.get("maxConcurrentCalls", 1)),
+        max_duration_s=float(config.get("maxDurationSeconds", 300)),
+        ring_timeout_s=float(config.get("ringTimeoutMs", 30_000)) / 1000,
+        transcript_timeout_s=float(config.get("transcriptTimeoutMs", 180_000)) / 1000,
+        stale_reaper_s=float(config.get("staleCallReaperSeconds", 0)),
+        inbound_policy=str(config.get("inboundPolicy", "disabled")),
+        allow_from=tuple(config.get("allowFrom", []) or ()),
+        inbound_flow=str(config.get("inboundFlow", "inbound")),
+        config_view=config.template_view(),
+    )

@@ -1,0 +1,260 @@
+"""What every call shares, whatever the carrier: the scripted caller, time, the call's life.
+
+A :class:`CallSession` plays one call: it rings, answers or not as the script's opener says,
+records the timeline, and ends the call exactly once (its final webhooks then go out in the
+background, so that a REST request never waits on a webhook, as with the real carriers).
+Provider sessions (``twiml.py``, ``plivoxml.py``, ``telnyx.py``) add what the call executes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from voicecall.runtime.clock import Clock
+from voicecall.runtime.script import Step
+
+from .model import Entry, MockCall
+
+if TYPE_CHECKING:
+    from .carrier import MockCarrier
+
+T = TypeVar("T")
+
+
+class Work:
+    """The carrier's tasks and timers, counted so that ``idle`` tells when nothing is going on.
+
+    A task counts as busy from its creation until it ends, except while it waits on the clock
+    (:meth:`sleep`) or on the bot (:meth:`wait`). A timer that fires counts as busy at once, so
+    whoever advances a virtual clock sees the woken task before advancing again.
+    """
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.busy = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.errors: list[BaseException] = []  # tasks that failed (a bug in the carrier)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Starts a background task (busy until it ends)."""
+        self.busy += 1
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.busy -= 1
+        self.tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.errors.append(error)
+            task.get_loop().call_exception_handler(
+                {"message": "mock carrier task failed", "exception": error, "task": task}
+            )
+
+    async def sleep(self, seconds: float) -> None:
+        """Waits ``seconds`` of clock time."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        woke = False
+
+        def wake() -> None:
+            nonlocal woke
+            if not fut.done():
+                woke = True
+                self.busy += 1
+                fut.set_result(None)
+
+        timer = self.clock.call_later(max(0.0, seconds), wake)
+        self.busy -= 1
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            if not woke:
+                self.busy += 1
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Waits for the bot (a command): not busy meanwhile."""
+        self.busy -= 1
+        try:
+            return await awaitable
+        finally:
+            self.busy += 1
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Counts as busy for the duration (a REST request being handled)."""
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+    async def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class Caller:
+    """The scripted party: hands out its steps, each after its delay (in clock time)."""
+
+    def __init__(self, steps: tuple[Step, ...], opener: Step, work: Work):
+        self.opener = opener
+        # An answering machine says nothing, whatever the script holds.
+        self.machine = opener.action == "voicemail"
+        self._steps = deque(steps)
+        self._work = work
+
+    def peek(self) -> Step | None:
+        return None if self.machine or not self._steps else self._steps[0]
+
+    async def take(self) -> Step:
+        """The next step, once its delay has passed; ``hangup`` when there is none left."""
+        if self.machine:
+            return Step(action="silence")
+        if not self._steps:
+            return Step(action="hangup", where="<no step left>")
+        step = self._steps[0]
+        if step.after_s > 0:
+            await self._work.sleep(step.after_s)
+        self._steps.popleft()
+        return step
+
+    async def dial_outcome(self) -> str:
+        """How a transfer goes: the next step when it is ``dial: …``, else answered."""
+        step = self.peek()
+        if step is None or step.action != "dial":
+            return "answered"
+        return (await self.take()).value or "answered"
+
+
+def _step_detail(step: Step) -> dict[str, Any]:
+    key = {"say": "text", "press": "digits", "dial": "outcome"}.get(step.action)
+    return {key: step.value} if key else {}
+
+
+class CallSession:
+    """Plays one call; subclasses add what the carrier executes and the webhooks it sends."""
+
+    provider: ClassVar[str]
+
+    def __init__(self, carrier: MockCarrier, call: MockCall):
+        self.carrier = carrier
+        self.call = call
+        self.work = carrier.work
+        self.clock = carrier.clock
+        script = call.script
+        self.caller = Caller(script.turns, script.opener, carrier.work)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def record(self, who: str, what: str, **detail: Any) -> None:
+        t = round(self.clock.now() - self.call.started_at, 3)
+        self.call.timeline.append(Entry(t, who, what, detail))
+
+    def set_state(self, state: str) -> None:
+        self.call.state = state
+        self.record("carrier", "status", status=state)
+
+    # --- tasks and time ------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task of this call: cancelled when the call ends."""
+        task = self.work.spawn(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def sleep(self, seconds: float) -> None:
+        await self.before_wait()
+        await self.work.sleep(seconds)
+
+    async def before_wait(self) -> None:
+        """Called before the call waits on the clock or the bot (Telnyx flushes held events)."""
+
+    async def take_turn(self) -> Step:
+        """The caller's next step, recorded; a ``hangup`` ends the call."""
+        await self.before_wait()
+        step = await self.caller.take()
+        self.record("caller", step.action, **_step_detail(step))
+        if step.action == "hangup":
+            self.end("hangup-user", "remote")
+        return step
+
+    # --- the call's life -----------------------------------------------------------------------
+
+    async def ring(self, timeout_s: float) -> bool:
+        """initiated, ringing, then the opener: True when answered (else the call has ended)."""
+        opener = self.caller.opener
+        self.set_state("initiated")
+        await self.on_initiated()
+        self.set_state("ringing")
+        await self.on_ringing()
+        if opener.action == "no-answer":
+            await self.sleep(timeout_s)
+        elif opener.after_s > 0:
+            await self.sleep(opener.after_s)
+        self.record("caller", opener.action)
+        if opener.action in ("no-answer", "busy"):
+            self.end(opener.action, "remote")
+            return False
+        self.mark_answered()
+        return True
+
+    def mark_answered(self) -> None:
+        self.call.answered_at = self.clock.now()
+        self.set_state("in-progress")
+
+    async def on_initiated(self) -> None:
+        """Webhooks when the carrier starts dialing."""
+
+    async def on_ringing(self) -> None:
+        """Webhooks when the phone rings."""
+
+    async def on_ended(self, reason: str, by: str) -> None:
+        """The webhooks that report the end of the call."""
+
+    def end(self, reason: str, by: str) -> None:
+        """Ends the call (once): ``by`` is bot, remote, api or carrier."""
+        if self.call.ended:
+            return
+        self.call.state = final_state(reason, self.call.answered)
+        self.call.end_reason = reason
+        self.call.ended_at = self.clock.now()
+        self.record("carrier", "status", status=self.call.state, reason=reason, by=by)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.work.spawn(self._finish(reason, by))
+
+    async def _finish(self, reason: str, by: str) -> None:
+        try:
+            await self.on_ended(reason, by)
+        finally:
+            self.call.ended_event.set()
+
+    def fail(self, failure: str, **detail: Any) -> None:
+        """A webhook failed: the carrier plays its error message and hangs up."""
+        self.record("carrier", "error", failure=failure, **detail)
+        self.end("error", "carrier")
+
+
+def final_state(reason: str, answered: bool) -> str:
+    """The call's last state for an end reason."""
+    if reason in ("no-answer", "busy", "canceled"):
+        return reason
+    if reason == "rejected":
+        return "busy"
+    if reason == "error" and not answered:
+        return "failed"
+    return "completed"
