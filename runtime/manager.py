@@ -195,6 +195,8 @@ class CallManager:
 
     async def _apply(self, event: Event, outcome: _Outcome) -> _Outcome:
         call = outcome.record or self._find(event)
+        log.debug("event %s %s block=%s step=%s waiting=%s", event.kind, event.detail,
+                  event.block, event.step, call.waiting if call else None)  # fmt: skip
         if call is None:
             return await self._unknown_call(event, outcome)
         if event.provider_call_id and event.provider_call_id != call.provider_call_id:
@@ -443,10 +445,6 @@ class CallManager:
     def _deliver(self, call: CallRecord, run: Run, out: _Outcome) -> _Outcome:
         """Turns a run into the webhook reply (XML) or queued commands (Telnyx)."""
         if self.interpreter(call).xml:
-            if run.hangup:
-                # The document ends the call; a number without status callbacks (inbound
-                # calls) would never tell us, so the call ends here (a later one is ignored).
-                self._finalize(call, call.ending or "hangup-bot")
             return _Outcome(reply=self.adapter.document(run.fragments), record=call,
                             sends=out.sends)  # fmt: skip
         call.pending["queue"] = [_queued(c) for c in run.commands]

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,7 @@ class Simulator:
         before = set(carrier.calls)
         try:
             if runtime.manager.compiled(name).flow.direction == "inbound":
+                runtime.manager.settings = replace(runtime.manager.settings, inbound_flow=name)
                 # The number's own callbacks, as configured at the carrier (DESIGN: see README).
                 await carrier.place_inbound(
                     caller, OWN, runtime.webhook_url,

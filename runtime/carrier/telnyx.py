@@ -165,10 +165,19 @@ class TelnyxSession(CallSession):
             await self._deliver(event)
         elif self._held is None:
             self._held = event
+            # If no other event follows in this burst (the call now waits on the bot, which
+            # needs this very event), it goes out on its own.
+            self.spawn(self._flush_after_burst(event))
         else:
             held, self._held = self._held, None
             await self._deliver(event)
             await self._deliver(held)
+
+    async def _flush_after_burst(self, event: dict[str, Any]) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if self._held is event:
+            await self.before_wait()
 
     async def before_wait(self) -> None:
         if self._held is not None:
