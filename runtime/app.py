@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -87,6 +88,19 @@ class RuntimeConfig:
         env = ENV_CREDENTIALS.get(provider, {})
         return {k: str(section.get(k) or os.environ.get(var, "")) for k, var in env.items()}
 
+    def api_base(self, provider: str) -> str | None:
+        """`<provider>.apiBaseUrl`: another REST base, for tests against a fake carrier.
+
+        Loopback only, so that credentials never go to a host other than the carrier's.
+        """
+        base = (self.get(provider, {}) or {}).get("apiBaseUrl")
+        if base is None:
+            return None
+        host = urlsplit(str(base)).hostname or ""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"{provider}.apiBaseUrl must be a loopback address, not {host!r}")
+        return str(base).rstrip("/")
+
     def store_dir(self) -> Path:
         return (self.base_dir / Path(str(self.get("store", DEFAULT_STORE)))).expanduser()
 
@@ -139,6 +153,7 @@ async def start_runtime(
         credentials, api_base = dict(carrier.credentials), carrier.api_base
     else:
         credentials = config.credentials(provider)
+        api_base = config.api_base(provider)
     serve = config.serve()
     skip = bool(config.get("skipSignatureVerification", False))
     if skip:

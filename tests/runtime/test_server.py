@@ -4,9 +4,8 @@ codes, replays answered without side effects, and limits."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,84 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.compiler.conftest import bundled
+from tests.runtime.support import Flows, StandIn
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.manager import CallManager, ManagerSettings
-from voicecall.runtime.providers.base import (
-    Adapter,
-    AdapterSettings,
-    BadRequest,
-    CallStatus,
-    Event,
-    EventKind,
-    Reply,
-    Verification,
-    WebhookRequest,
-)  # fmt: skip
 from voicecall.runtime.server import MANAGER, ServerSettings, make_app
 from voicecall.runtime.store import SQLiteStore
-
-
-class StandIn(Adapter):
-    """Signs with a shared word; speaks JSON events; answers TwiML-like XML."""
-
-    name = "twilio"
-    signature_headers = ("X-Test-Signature",)
-
-    def __init__(self) -> None:
-        super().__init__(AdapterSettings(credentials={}))
-        self.parsed = 0
-
-    def verify(self, request: WebhookRequest) -> Verification:
-        if request.headers.get("X-Test-Signature") != "good":
-            return Verification(False, "signature does not match")
-        return Verification(
-            True, key=hashlib.sha256(request.url.encode() + request.body).hexdigest()
-        )
-
-    def parse(self, request: WebhookRequest) -> list[Event]:
-        self.parsed += 1
-        try:
-            data = json.loads(request.body)
-        except ValueError as exc:
-            raise BadRequest("body is not JSON") from exc
-        return [
-            Event(
-                kind=EventKind(data["kind"]),
-                provider=self.name,
-                direction="inbound",
-                provider_call_id=data.get("id"),
-                from_number=data.get("from"),
-            )
-        ]
-
-    def document(self, fragments: Sequence[str]) -> Reply:
-        return Reply(("<Response>" + "".join(fragments) + "</Response>").encode(), "text/xml")
-
-    def empty(self) -> Reply:
-        return Reply(b"<Response/>", "text/xml")
-
-    async def create_call(self, **_: Any) -> str:
-        return "P1"
-
-    async def hangup(self, provider_call_id: str) -> None:
-        pass
-
-    async def command(
-        self, provider_call_id: str, command: str, body: Mapping[str, object]
-    ) -> None:
-        pass
-
-    async def call_status(self, provider_call_id: str) -> CallStatus:
-        return CallStatus.ACTIVE
-
-
-class Flows:
-    def flow(self, name: str) -> Any:
-        return bundled()[name]
-
-    def flows(self) -> Any:
-        return bundled()
 
 
 @pytest.fixture
