@@ -1,0 +1,39 @@
+"""The pytest plugin collects *.test.yaml flow tests and runs them on the mock carrier."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+TEST = """\
+flow: notify
+providers: [twilio, telnyx]
+cases:
+  - name: says it
+    params: {message: Hello there.}
+    expect: {said: [Hello there.], end: hangup-bot}
+  - name: expects the wrong words
+    params: {message: Hello there.}
+    expect: {said: [Goodbye]}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+
+
+def test_flow_tests_become_items(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".test.yaml", notify=TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*notify.test.yaml:7: expects the wrong words on twilio:*",
+                                 "*never said 'Goodbye'*"])  # fmt: skip
+
+
+def test_a_broken_test_file_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".test.yaml", broken="cases: []\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*a flow test names its flow*"])
