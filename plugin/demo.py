@@ -1,48 +1,91 @@
-"""`make demo`: what voicecall does today, on the embedded defaults (no keys, no network).
+"""`make demo`: complete calls end to end on the embedded defaults (no keys, no network).
 
-Validates the bundled flows with every check, then lists them with their params and shows
-each flow's node graph.
+One runtime (webhook server on loopback, SQLite in a temporary folder) talks to the mock
+carrier speaking Twilio's protocol: a notify call, a conversation driven by a scripted agent,
+an inbound call from an allowlisted number answered by a scripted model, and an inbound call
+from a number that is not on the list. Each call's timeline (what the carrier did and heard)
+and transcript (what the flow said, with its source line) are printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
 import click
 
-from voicecall.dsl.catalog import Catalog, bundled_dir
-from voicecall.dsl.errors import Severity, render_text
-from voicecall.dsl.graph import build_graph
-from voicecall.dsl.validate import validate_paths
+from voicecall.runtime.script import AgentStep, Script, Step
+from voicecall.runtime.simulate import Simulation, Simulator
+
+ALLOWED, STRANGER, CALLEE = "+15550001111", "+15559990000", "+15550002222"
+
+CALLS: list[tuple[str, str, dict[str, Any], Script, str]] = [
+    ("a notify call", "notify", {"message": "Your table for two is ready. See you soon!"},
+     Script(caller=(Step(action="answer"),)), CALLEE),
+    ("a conversation, the agent driving it", "conversation",
+     {"message": "Hello, this is the dental clinic's assistant."},
+     Script(caller=(Step(action="answer"), Step(action="say", value="Hi, who is this?"),
+                    Step(action="say", value="Yes, Thursday at ten works for me.")),
+            agent=(AgentStep(action="continue", text="Your check-up is due. Can you come on "
+                             "Thursday at ten?"), AgentStep(action="end"))), CALLEE),
+    ("an inbound call from an allowlisted number", "inbound", {},
+     Script(caller=(Step(action="answer"), Step(action="say", value="When are you open?"),
+                    Step(action="hangup")),
+            model=("We are open Monday to Friday, nine to five.",)), ALLOWED),
+    ("an inbound call from a number not on the list", "inbound", {},
+     Script(caller=(Step(action="answer"), Step(action="say", value="Hello?"))), STRANGER),
+]  # fmt: skip
+
+
+async def run(folder: Path) -> list[Simulation]:
+    config = {"inboundPolicy": "allowlist", "allowFrom": [ALLOWED], "store": str(folder)}
+    results = []
+    async with Simulator("twilio", config=config, store_dir=folder) as sim:
+        for title, flow, params, script, number in CALLS:
+            click.secho(f"\n== {title} ({flow}, {number})", bold=True)
+            result = await sim.call(flow, script=script, params=params, caller=number)
+            show(result)
+            results.append(result)
+    return results
+
+
+def show(result: Simulation) -> None:
+    click.echo("  timeline (the carrier's side):")
+    for entry in result.timeline:
+        text = entry.detail.get("text") or entry.detail.get("digits") or entry.detail.get(
+            "status") or ""  # fmt: skip
+        click.echo(f"    {entry.t:6.1f}s  {entry.who:<7} {entry.what:<8} {text}")
+    record = result.record
+    if record is None:
+        click.secho("  no call was created: the caller was rejected before any flow ran",
+                    fg="yellow")  # fmt: skip
+        return
+    click.echo("  transcript (the runtime's record):")
+    for line in record.transcript:
+        where = f"   [{line.source}]" if line.source else ""
+        click.echo(f"    {line.speaker:<5} {line.text}{where}")
+    colour = "green" if result.ok else "red"
+    click.secho(f"  nodes {' -> '.join(record.visited)}; ended: {record.end_reason}", fg=colour)
 
 
 def main() -> int:
     """Runs the demo; returns the process exit code."""
-    click.secho("voicecall demo: the bundled flows, checked and listed\n", bold=True)
-    catalog = Catalog()
-    report = validate_paths([bundled_dir()], catalog.infos())
-    for checked in report.files:
-        for diag in checked.diagnostics:
-            click.echo(render_text(diag, checked.lines))
-    errors = report.count(Severity.ERROR) + report.count(Severity.WARNING)
-    click.echo(
-        f"validate --strict: {len(report.files)} flows, "
-        f"{'no problems' if not errors else f'{errors} problems'}\n"
-    )
-    for entry in catalog:
-        flow = entry.flow
-        click.secho(f"{flow.name}", bold=True, nl=False)
-        click.echo(f"  ({flow.direction}) {flow.description}")
-        for p in flow.params:
-            req = "required" if p.required else f"default {p.default!r}"
-            click.echo(f"    param {p.name}: {p.type}, {req}. {p.description}")
-        graph = build_graph(flow)
-        for node in flow.nodes:
-            kinds = " -> ".join(a.kind for a in node.actions)
-            jumps = ", ".join(f"{e.label}: {e.dst}" for e in graph.successors(node.name))
-            click.echo(f"    {node.name}: {kinds}" + (f"  [{jumps}]" if jumps else ""))
-        click.echo()
-    return 1 if errors else 0
+    click.secho("voicecall demo: the mock carrier (Twilio protocol), SQLite, no keys", bold=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = asyncio.run(run(Path(tmp)))
+        db = Path(tmp) / "calls.sqlite"
+        click.echo(f"\nstore: {db.name}, {db.stat().st_size} bytes, in a temporary folder")
+    rejected_ok = results[-1].record is None and not results[-1].error
+    ok = all(r.ok for r in results[:-1]) and rejected_ok
+    click.secho(f"{len(results)} calls in {time.perf_counter() - started:.1f}s: "
+                f"{'all as expected' if ok else 'something went wrong'}",
+                fg="green" if ok else "red", bold=True)  # fmt: skip
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from voicecall.dsl.errors import FlowError
 from voicecall.dsl.validate import validate_text
 
 PREFIX = "@"
-TURN, FINAL, LISTEN, REJECT = "turn", "final", "listen", "reject"
+TURN, FINAL, LISTEN, REJECT, HANGUP = "turn", "final", "listen", "reject", "hangup"
 KINDS = (TURN, FINAL, LISTEN)
 
 
@@ -49,6 +49,7 @@ def _adhoc(provider: str, settings: m.Settings, start: str) -> CompiledFlow:
             FINAL: [{"say": "{{ message }}"}, "hangup"],
             LISTEN: [{"converse": {"driver": "agent"}}],
             REJECT: [{"say": "{{ message }}"}, "hangup"],
+            HANGUP: ["hangup"],
         },
     }
     checked = validate_text(yaml.safe_dump(flow, sort_keys=False), "<agent-turn>")
@@ -63,6 +64,6 @@ def agent_flow(compiled: CompiledFlow, kind: str) -> CompiledFlow:
     return _adhoc(compiled.provider, compiled.flow.settings, kind)
 
 
-def reject_flow(provider: str) -> CompiledFlow:
-    """What a rejected caller hears (the message, if any), then a hang-up."""
-    return _adhoc(provider, m.Settings(), REJECT)
+def reject_flow(provider: str, with_message: bool) -> CompiledFlow:
+    """What a rejected caller hears (the message, if there is one), then a hang-up."""
+    return _adhoc(provider, m.Settings(), REJECT if with_message else HANGUP)

@@ -263,6 +263,9 @@ class Interpreter:
         if isinstance(end, b.Gather):
             prompt = end.ask.reprompt if end.retry and end.ask.reprompt else end.ask.prompt
             texts.append((prompt, str(end.source)))
+        if block.id.startswith(adhoc.PREFIX):  # an agent's turn, or the model's reply
+            driver = (call.metadata.get("converse") or {}).get("driver", "agent")
+            texts = [(text, driver) for text, _ in texts]
         for text, source in texts:
             spoken = template_slot(text.source, source).value(values, {})
             call.transcript.append(TranscriptLine(at=self.now(), speaker="bot", text=spoken,

@@ -276,7 +276,7 @@ class CallManager:
         message = (
             flow.admit.reject_message.source if flow.admit and flow.admit.reject_message else ""
         )
-        rejection = adhoc.reject_flow(self.settings.provider)
+        rejection = adhoc.reject_flow(self.settings.provider, bool(message))
         block = rejection.block(rejection.start)
         if block.xml is not None:
             body = block.xml.render({"message": message}, {"callback_url": ""})
