@@ -18,7 +18,14 @@ from typing import Any, ClassVar
 
 from voicecall.compiler import blocks as b
 from voicecall.compiler.lower import lower
-from voicecall.compiler.render import CommandTemplate, XmlTemplate
+from voicecall.compiler.render import (
+    CommandTemplate,
+    Placeholders,
+    XmlTemplate,
+    system_slot,
+    template_slot,
+)
+from voicecall.compiler.voices import provider_voice
 from voicecall.dsl import model as m
 from voicecall.dsl.errors import Diagnostic, FlowError, Severity, did_you_mean
 
@@ -205,6 +212,60 @@ class Backend:
 
     def language(self, explicit: str | None) -> str | None:
         return explicit or self.provider_settings.language or self.settings.language
+
+
+class XmlBackend(Backend):
+    """What the document providers (TwiML, Plivo XML) share: a document per block, built with
+    the SDK's builder, placeholders for slots, and the redirect and hold fragments."""
+
+    kind = "xml"
+    HOLD_SECONDS = 20  # how long a call on hold waits before asking again
+
+    def new_document(self) -> Any:
+        raise NotImplementedError
+
+    def serialize(self) -> str:
+        """The built document without its <Response> wrapper."""
+        raise NotImplementedError
+
+    def add_pause(self, seconds: int) -> None:
+        raise NotImplementedError
+
+    def add_redirect(self, url: str) -> None:
+        raise NotImplementedError
+
+    def emit_block(self, block: b.Block) -> Emitted:
+        self.doc = self.new_document()
+        self.ph = Placeholders()
+        for op in block.ops:
+            getattr(self, f"op_{op.__class__.__name__}")(op)
+        getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
+        return Emitted(xml=self.fragment())
+
+    def fragment(self) -> XmlTemplate:
+        return XmlTemplate.split(self.serialize(), self.ph.slots)
+
+    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
+        out = []
+        for pause in (0, self.HOLD_SECONDS):
+            self.doc, self.ph = self.new_document(), Placeholders()
+            if pause:
+                self.add_pause(pause)
+            self.add_redirect(self.ph(system_slot("callback_url")))
+            out.append(self.fragment())
+        return out[0], out[1]
+
+    def text(self, text: m.Text, source: b.Source) -> str:
+        return self.ph(template_slot(text.source, source.short))
+
+    def say_voice(self, voice: str | None, source: b.Source) -> str:
+        name, ok = provider_voice(self.name, self.voice(voice))
+        if not ok:
+            self.note("voice", source, voice=name)
+        return name
+
+    def end_server(self, end: b.End) -> None:
+        """Server decisions emit nothing: the runtime chains the next block."""
 
 
 # --- the registry ------------------------------------------------------------------------------

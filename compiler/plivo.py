@@ -12,20 +12,16 @@ from typing import ClassVar
 from plivo import plivoxml
 
 from voicecall.compiler import blocks as b
-from voicecall.compiler.base import Backend, Capability, Emitted, emulated, seconds, unsupported
-from voicecall.compiler.render import Placeholders, XmlTemplate, system_slot, template_slot
-from voicecall.compiler.voices import provider_voice
-from voicecall.dsl import model as m
+from voicecall.compiler.base import Capability, XmlBackend, emulated, seconds, unsupported
+from voicecall.compiler.render import system_slot
 
 # GetInput limits (seconds), from the GetInput reference.
 EXECUTION_TIMEOUT = (5, 60)
 END_TIMEOUT = (2, 10)
-HOLD_SECONDS = 20  # how long a call on hold waits before asking again
 
 
-class PlivoBackend(Backend):
+class PlivoBackend(XmlBackend):
     name = "plivo"
-    kind = "xml"
     CAPABILITIES: ClassVar[dict[str, Capability]] = {
         "pause.ms": emulated("{ms}ms becomes {secs}s: <Wait length> counts whole seconds"),
         "ask.retries": emulated("{tries} tries become {tries} <GetInput> round trips: each "
@@ -38,37 +34,18 @@ class PlivoBackend(Backend):
                                     "templated target cannot choose; use a literal sip: URI"),
     }  # fmt: skip
 
-    def emit_block(self, block: b.Block) -> Emitted:
-        self.doc = plivoxml.ResponseElement()
-        self.ph = Placeholders()
-        for op in block.ops:
-            getattr(self, f"op_{op.__class__.__name__}")(op)
-        getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
-        return Emitted(xml=self.fragment())
+    def new_document(self) -> plivoxml.ResponseElement:
+        return plivoxml.ResponseElement()
 
-    def fragment(self) -> XmlTemplate:
-        xml = self.doc.to_string(pretty=False)
-        body = "" if xml == "<Response/>" else xml.removeprefix("<Response>")[: -len("</Response>")]
-        return XmlTemplate.split(body, self.ph.slots)
+    def serialize(self) -> str:
+        xml: str = self.doc.to_string(pretty=False)
+        return "" if xml == "<Response/>" else xml.removeprefix("<Response>")[: -len("</Response>")]
 
-    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
-        out = []
-        for pause in (0, HOLD_SECONDS):
-            self.doc, self.ph = plivoxml.ResponseElement(), Placeholders()
-            if pause:
-                self.doc.add_wait(length=pause)
-            self.doc.add_redirect(self.ph(system_slot("callback_url")), method="POST")
-            out.append(self.fragment())
-        return out[0], out[1]
+    def add_pause(self, seconds: int) -> None:
+        self.doc.add_wait(length=seconds)
 
-    def text(self, text: m.Text, source: b.Source) -> str:
-        return self.ph(template_slot(text.source, source.short))
-
-    def say_voice(self, voice: str | None, source: b.Source) -> str:
-        name, ok = provider_voice(self.name, self.voice(voice))
-        if not ok:
-            self.note("voice", source, voice=name)
-        return name
+    def add_redirect(self, url: str) -> None:
+        self.doc.add_redirect(url, method="POST")
 
     def clamp(self, feature: str, source: b.Source, ms: int, bounds: tuple[int, int]) -> int:
         secs = seconds(ms)
@@ -98,9 +75,6 @@ class PlivoBackend(Backend):
         self.doc.add(plivoxml.DTMFElement(self.text(op.digits, op.source)))
 
     # --- ends ----------------------------------------------------------------------------------
-
-    def end_server(self, end: b.End) -> None:
-        """Server decisions emit nothing: the runtime chains the next block."""
 
     def end_Gather(self, end: b.Gather) -> None:
         ask, src = end.ask, end.source

@@ -12,20 +12,14 @@ from typing import ClassVar
 from twilio.twiml.voice_response import VoiceResponse
 
 from voicecall.compiler import blocks as b
-from voicecall.compiler.base import Backend, Capability, Emitted, emulated, seconds, unsupported
-from voicecall.compiler.render import Placeholders, XmlTemplate, system_slot, template_slot
-from voicecall.compiler.voices import provider_voice
-from voicecall.dsl import model as m
+from voicecall.compiler.base import Capability, XmlBackend, emulated, seconds, unsupported
+from voicecall.compiler.render import system_slot
 
 _HEAD = '<?xml version="1.0" encoding="UTF-8"?><Response>'
-HOLD_SECONDS = 20  # how long a call on hold waits before asking again
 
 
-class TwilioBackend(Backend):
+class TwilioBackend(XmlBackend):
     name = "twilio"
-    kind = "xml"
-    # Whether <Pause length> takes fractions of a second: it takes whole seconds.
-    PAUSE_MS = False
     CAPABILITIES: ClassVar[dict[str, Capability]] = {
         "pause.ms": emulated("{ms}ms becomes {secs}s: <Pause length> counts whole seconds"),
         "ask.retries": emulated("{tries} tries become {tries} <Gather> round trips: each "
@@ -35,39 +29,20 @@ class TwilioBackend(Backend):
         "voice": unsupported("'{voice}' is not a Twilio voice (Polly.*, Google.*, man, woman)"),
     }  # fmt: skip
 
-    def emit_block(self, block: b.Block) -> Emitted:
-        self.doc = VoiceResponse()
-        self.ph = Placeholders()
-        for op in block.ops:
-            getattr(self, f"op_{op.__class__.__name__}")(op)
-        getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
-        return Emitted(xml=self.fragment())
+    def new_document(self) -> VoiceResponse:
+        return VoiceResponse()
 
-    def fragment(self) -> XmlTemplate:
+    def serialize(self) -> str:
         xml = str(self.doc)
-        body = (
+        return (
             "" if xml.endswith("<Response />") else xml.removeprefix(_HEAD)[: -len("</Response>")]
         )
-        return XmlTemplate.split(body, self.ph.slots)
 
-    def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
-        out = []
-        for pause in (0, HOLD_SECONDS):
-            self.doc, self.ph = VoiceResponse(), Placeholders()
-            if pause:
-                self.doc.pause(length=pause)
-            self.doc.redirect(self.ph(system_slot("callback_url")), method="POST")
-            out.append(self.fragment())
-        return out[0], out[1]
+    def add_pause(self, seconds: int) -> None:
+        self.doc.pause(length=seconds)
 
-    def text(self, text: m.Text, source: b.Source) -> str:
-        return self.ph(template_slot(text.source, source.short))
-
-    def say_voice(self, voice: str | None, source: b.Source) -> str:
-        name, ok = provider_voice(self.name, self.voice(voice))
-        if not ok:
-            self.note("voice", source, voice=name)
-        return name
+    def add_redirect(self, url: str) -> None:
+        self.doc.redirect(url, method="POST")
 
     # --- operations ----------------------------------------------------------------------------
 
@@ -91,9 +66,6 @@ class TwilioBackend(Backend):
         self.doc.play(digits=self.text(op.digits, op.source))
 
     # --- ends ----------------------------------------------------------------------------------
-
-    def end_server(self, end: b.End) -> None:
-        """Server decisions emit nothing: the runtime chains the next block."""
 
     def end_Gather(self, end: b.Gather) -> None:
         ask, src = end.ask, end.source
