@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import abc
 import time
+from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
+
+from voicecall.runtime.urls import Place, place_from_query
 
 
 class EventKind(StrEnum):
@@ -115,6 +118,31 @@ class AdapterSettings:
     api_base: str | None = None  # a REST base other than the carrier's (the mock carrier, tests)
     skip_signature: bool = False
     now: Callable[[], float] = time.time  # Telnyx's 5-minute timestamp window is checked with it
+
+
+FormParser = Callable[[Mapping[str, str], "Place"], list[Event]]
+
+
+def parse_form(
+    request: WebhookRequest, provider: str, id_field: str, parsers: Mapping[str, FormParser]
+) -> list[Event]:
+    """Events of a form-encoded carrier request (Twilio, Plivo); the URL's ``kind`` picks the
+    parser. A request without ``call`` in its query is an inbound call's first fetch.
+
+    Raises:
+        BadRequest: no kind for a named call, an unknown kind, or no ``id_field``.
+    """
+    place = place_from_query(request.query)
+    kind = place.kind or (None if place.call_id else "answer")
+    if kind is None:
+        raise BadRequest("callback URL names a call but no kind")
+    parser = parsers.get(kind)
+    if parser is None:
+        raise BadRequest(f"{provider} does not call back with kind {kind!r}")
+    fields: Mapping[str, str] = ChainMap(dict(request.form), dict(request.query))
+    if not fields.get(id_field):
+        raise BadRequest(f"request without {id_field}")
+    return parser(fields, place)
 
 
 class Adapter(abc.ABC):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -27,9 +26,10 @@ from voicecall.runtime.providers.base import (
     Reply,
     Verification,
     WebhookRequest,
+    parse_form,
 )
 from voicecall.runtime.providers.errors import ProviderError, redact
-from voicecall.runtime.urls import Place, callback_url, place_from_query
+from voicecall.runtime.urls import Place, callback_url
 
 # docs.plivo.com/docs/voice/xml/request/validation
 V3 = "X-Plivo-Signature-V3"
@@ -281,21 +281,8 @@ class PlivoAdapter(Adapter):
         return Verification(True, "", _sha(_without_query(request.url), nonce))
 
     def parse(self, request: WebhookRequest) -> list[Event]:
-        """Events for one Plivo request; the callback URL's ``kind`` picks the parser.
-
-        A request without ``call`` in its query is an inbound call's answer_url fetch.
-        """
-        place = place_from_query(request.query)
-        kind = place.kind or (None if place.call_id else "answer")
-        if kind is None:
-            raise BadRequest("callback URL names a call but no kind")
-        parser = PARSERS.get(kind)
-        if parser is None:
-            raise BadRequest(f"plivo does not call back with kind {kind!r}")
-        fields: Fields = ChainMap(dict(request.form), dict(request.query))
-        if not fields.get("CallUUID"):
-            raise BadRequest("request without CallUUID")
-        return parser(fields, place)
+        """Events for one Plivo request (see :func:`parse_form`)."""
+        return parse_form(request, self.name, "CallUUID", PARSERS)
 
     def document(self, fragments: Sequence[str]) -> Reply:
         """A Plivo XML document around compiled fragments."""

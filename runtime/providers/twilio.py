@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import ChainMap
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
@@ -26,9 +25,10 @@ from voicecall.runtime.providers.base import (
     Reply,
     Verification,
     WebhookRequest,
+    parse_form,
 )
 from voicecall.runtime.providers.errors import ProviderError, redact
-from voicecall.runtime.urls import Place, callback_url, place_from_query
+from voicecall.runtime.urls import Place, callback_url
 
 T = TypeVar("T")
 
@@ -201,21 +201,8 @@ class TwilioAdapter(Adapter):
         return Verification(True, "", _replay_key(request.url, params, signature))
 
     def parse(self, request: WebhookRequest) -> list[Event]:
-        """Events for one Twilio request; the callback URL's ``kind`` picks the parser.
-
-        A request without ``call`` in its query is an inbound call's first fetch.
-        """
-        place = place_from_query(request.query)
-        kind = place.kind or (None if place.call_id else "answer")
-        if kind is None:
-            raise BadRequest("callback URL names a call but no kind")
-        parser = PARSERS.get(kind)
-        if parser is None:
-            raise BadRequest(f"twilio does not call back with kind {kind!r}")
-        fields: Fields = ChainMap(dict(request.form), dict(request.query))
-        if not fields.get("CallSid"):
-            raise BadRequest("request without CallSid")
-        return parser(fields, place)
+        """Events for one Twilio request (see :func:`parse_form`)."""
+        return parse_form(request, self.name, "CallSid", PARSERS)
 
     def document(self, fragments: Sequence[str]) -> Reply:
         """A TwiML document around compiled fragments."""
