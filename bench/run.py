@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
@@ -193,6 +194,7 @@ def report_compiler(r: dict[str, Any]) -> None:
 BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
     "dsl": (bench_dsl, report_dsl),
     "compiler": (bench_compiler, report_compiler),
+    "webhooks": (webhooks.run, webhooks.report),
 }
 
 

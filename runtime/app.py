@@ -107,7 +107,9 @@ class RuntimeConfig:
     def serve(self) -> dict[str, Any]:
         serve = dict(self.get("serve", {}) or {})
         return {"port": int(serve.get("port", 3334)), "bind": str(serve.get("bind", "127.0.0.1")),
-                "path": str(serve.get("path", "/voice/webhook"))}  # fmt: skip
+                "path": str(serve.get("path", "/voice/webhook")),
+                # Behind a tunnel or proxy all carrier traffic comes from one address.
+                "max_in_flight": int(serve.get("maxInFlightPerIp", 8))}  # fmt: skip
 
     def template_view(self) -> dict[str, Any]:
         """What flows may read as ``config.*``: the non-secret keys only, all present."""
@@ -168,7 +170,8 @@ async def start_runtime(
     manager = CallManager(placeholder, store, adapter, CatalogFlows(catalog or Catalog()), clock,
                           responder)  # fmt: skip
     server = ServerSettings(path=serve["path"], public_url=config.get("publicUrl"),
-                            skip_signature=skip)  # fmt: skip
+                            skip_signature=skip,
+                            max_in_flight_per_ip=serve["max_in_flight"])  # fmt: skip
     runner = web.AppRunner(make_app(manager, server), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, serve["bind"], serve["port"] if port is None else port)

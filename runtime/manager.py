@@ -131,9 +131,9 @@ class CallManager:
         target = to or self.settings.to_number
         if not target:
             raise CallError("no number to call: pass `to`, or set toNumber in the config")
-        live = self.store.live()
-        if len(live) >= self.settings.max_concurrent:
-            raise CallError(f"{len(live)} call(s) in progress; maxConcurrentCalls is "
+        live = self.store.count_live()
+        if live >= self.settings.max_concurrent:
+            raise CallError(f"{live} call(s) in progress; maxConcurrentCalls is "
                             f"{self.settings.max_concurrent}")  # fmt: skip
         compiled = self._compiled_or_error(flow)
         values = _params(compiled.flow, params or {})
@@ -172,19 +172,21 @@ class CallManager:
     async def handle(self, events: list[Event], key: str) -> Reply:
         """Applies a verified request's events; returns the reply (stored with the event)."""
         if not events:
-            self.store.commit_event(key, None, None)
+            await self.store.commit_event(key, None, None)
             return self.adapter.empty()
         first = events[0]
         lock_key = first.call_id or first.provider_call_id or key
         async with self.lock(lock_key):
-            stored = self.store.seen(key)
-            if stored is not None:  # a duplicate that raced past the server's check
-                return Reply(stored.body, stored.content_type)
             outcome = _Outcome(reply=self.adapter.empty(), record=None)
-            for event in events:
-                outcome = await self._apply(event, outcome)
+            try:
+                for event in events:
+                    outcome = await self._apply(event, outcome)
+            except BaseException:
+                self._forget(outcome.record, events)
+                raise
             reply = StoredReply(outcome.reply.body, outcome.reply.content_type)
-            if not self.store.commit_event(key, outcome.record, reply):
+            if not await self.store.commit_event(key, outcome.record, reply):
+                # A duplicate that raced past the server's check: its work is dropped.
                 stored = self.store.seen(key)
                 assert stored is not None
                 return Reply(stored.body, stored.content_type)
@@ -192,6 +194,12 @@ class CallManager:
             self._after_commit(outcome.record)
             self._queue_sends(outcome.record.call_id, outcome.sends)
         return outcome.reply
+
+    def _forget(self, record: CallRecord | None, events: list[Event]) -> None:
+        """Drops in-memory changes that were not committed (the store reloads the call)."""
+        for call_id in {record.call_id if record else None, *(e.call_id for e in events)}:
+            if call_id:
+                self.store.forget(call_id)
 
     async def _apply(self, event: Event, outcome: _Outcome) -> _Outcome:
         call = outcome.record or self._find(event)
@@ -242,7 +250,7 @@ class CallManager:
         if not admitted:
             log.info("inbound call from %s rejected: %s", _mask(event.from_number or ""), why)
             return self._reject(event, flow.flow, outcome)
-        if len(self.store.live()) >= self.settings.max_concurrent:
+        if self.store.count_live() >= self.settings.max_concurrent:
             log.info("inbound call rejected: maxConcurrentCalls reached")
             return self._reject(event, flow.flow, outcome)
         call = CallRecord.new(provider=self.settings.provider, direction="inbound",

@@ -9,7 +9,7 @@ state may end, and a terminal state never changes again.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from voicecall.runtime.providers.base import END_REASONS
@@ -90,8 +90,19 @@ class CallRecord:
         self.state = target
         return True
 
+    def to_row(self) -> dict[str, Any]:
+        """The record without its transcript and visited nodes (stored apart, append-only)."""
+        out = {name: getattr(self, name) for name in _ROW_FIELDS}
+        w = self.waiting
+        out["waiting"] = None if w is None else {"block": w.block, "kind": w.kind,
+                                                 "step": w.step, "awaits": w.awaits}  # fmt: skip
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = self.to_row()
+        out["transcript"] = [asdict(line) for line in self.transcript]
+        out["visited"] = list(self.visited)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CallRecord:
@@ -109,3 +120,8 @@ class CallRecord:
         for key in ("scopes", "pending", "waiting", "flow_digest", "ending"):
             out.pop(key, None)
         return out
+
+
+# Everything but the append-only parts and the waiting state (written by hand in to_row).
+_ROW_FIELDS = tuple(f.name for f in fields(CallRecord) if f.name not in (
+    "transcript", "visited", "waiting"))  # fmt: skip

@@ -17,7 +17,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 KINDS = ("answer", "status", "input", "dial", "live", "hangup", "event")
 
@@ -27,13 +27,13 @@ def callback_url(
 ) -> str:
     """The URL a carrier calls back for one call, with the query in a fixed order."""
     assert kind in KINDS, kind
-    query: dict[str, str] = {"call": call_id, "kind": kind}
-    if block is not None:
-        query["block"] = block
-    if step is not None:
-        query["step"] = str(step)
     sep = "&" if "?" in base else "?"
-    return f"{base}{sep}{urlencode(query)}"
+    url = f"{base}{sep}call={quote(call_id, safe='')}&kind={kind}"
+    if block is not None:
+        url += f"&block={quote(block, safe='')}"
+    if step is not None:
+        url += f"&step={int(step)}"
+    return url
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import pytest
 from voicecall.runtime.carrier.carrier import MockCarrier
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.script import Script, Step
+from voicecall.runtime.store import SQLiteStore
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,14 @@ async def start(config: Path, *calls: list[str]) -> subprocess.Popen[bytes]:
     for _ in calls:
         json.loads(await asyncio.to_thread(proc.stdout.readline))
     return proc
+
+
+def transcripts(db: Path) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for call_id, speaker, text in rows(db, "SELECT call_id, speaker, text FROM lines "
+                                           "ORDER BY call_id, seq"):  # fmt: skip
+        out.setdefault(call_id, []).append((speaker, text))
+    return out
 
 
 def rows(db: Path, sql: str) -> list[Any]:
@@ -80,8 +89,7 @@ async def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(tmp_path: P
                 db, "SELECT state FROM calls")) == ["listening"] * 3  # fmt: skip
 
         await wait_for(all_listening, "three calls waiting for their answer")
-        before = {r[0]: json.loads(r[1])["transcript"] for r in rows(
-            db, "SELECT call_id, record FROM calls")}  # fmt: skip
+        before = transcripts(db)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
 
@@ -94,14 +102,13 @@ async def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(tmp_path: P
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=10)
 
-    records = {r[0]: json.loads(r[1]) for r in rows(db, "SELECT call_id, record FROM calls")}
-    for call_id, record in records.items():
-        said = [(t["speaker"], t["text"]) for t in record["transcript"]]
-        assert said[: len(before[call_id])] == [
-            (t["speaker"], t["text"]) for t in before[call_id]
-        ]  # nothing lost
+    after = transcripts(db)
+    for call_id, said in after.items():
+        assert said[: len(before[call_id])] == before[call_id]  # nothing lost
         assert said[2:] == [("user", "1"), ("bot", "Thank you, see you then.")]  # once each
-        assert record["visited"] == ["greet", "confirmed"]
+    store = SQLiteStore(db)
+    assert [c.visited for c in store.recent(10)] == [["greet", "confirmed"]] * 3
+    store.close()
     deliveries = [d for d in carrier.deliveries if d.status == 200]
     unique = {(d.url, d.body) for d in deliveries}
     assert len(deliveries) >= len(unique) + 3  # the duplicates were delivered, and answered

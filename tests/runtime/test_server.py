@@ -108,3 +108,16 @@ async def test_inbound_rejected_callers_hear_nothing_and_no_call_is_made(
     reply = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
     assert (await reply.read()).endswith(b"<Hangup /></Response>")
     assert manager.store.live() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["a=1&b=2", "From=%2B15551234567&SpeechResult=yes+please&Empty=&x", "a=1&a=2&%41=b%20c",
+     "k=%E2%9C%93&v=50%25", ""],
+)  # fmt: skip
+def test_parse_form_reads_like_parse_qsl(body: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from voicecall.runtime.server import parse_form
+
+    assert parse_form(body) == dict(parse_qsl(body, keep_blank_values=True))

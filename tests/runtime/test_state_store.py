@@ -49,14 +49,14 @@ def test_records_round_trip_through_a_reopened_file(tmp_path: Path) -> None:
     assert [c.call_id for c in again.live()] == [call.call_id]
 
 
-def test_an_event_commits_once_with_its_reply_even_after_a_restart(tmp_path: Path) -> None:
+async def test_an_event_commits_once_with_its_reply_even_after_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "calls.sqlite"
     store = SQLiteStore(path)
     call = record()
     reply = StoredReply(b"<Response/>", "text/xml")
-    assert store.commit_event("k1", call, reply) is True
+    assert await store.commit_event("k1", call, reply) is True
     call.state = "answered"
-    assert store.commit_event("k1", call, reply) is False  # a duplicate changes nothing
+    assert await store.commit_event("k1", call, reply) is False  # a duplicate changes nothing
     assert store.get(call.call_id).state == "initiated"  # type: ignore[union-attr]
     store.close()
     assert SQLiteStore(path).seen("k1") == reply
@@ -69,3 +69,34 @@ def test_terminal_calls_are_not_live(tmp_path: Path) -> None:
     store.save(live)
     assert [c.call_id for c in store.live()] == [live.call_id]
     assert len(store.recent(10)) == 2
+
+
+async def test_concurrent_webhooks_share_one_commit_and_stay_exactly_once(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "c.sqlite")
+    calls = [record() for _ in range(5)]
+    reply = StoredReply(b"<Response/>", "text/xml")
+    results = await asyncio.gather(
+        *(store.commit_event(f"k{i}", c, reply) for i, c in enumerate(calls)),
+        store.commit_event("k0", calls[0], reply),  # a duplicate inside the same batch
+    )
+    assert results == [True] * 5 + [False]
+    assert (store.batches, store.batched) == (1, 5)
+    other = SQLiteStore(tmp_path / "c.sqlite")  # a second connection sees all of it committed
+    assert sorted(c.call_id for c in other.live()) == sorted(c.call_id for c in calls)
+
+
+async def test_a_synchronous_save_commits_the_open_batch_first(tmp_path: Path) -> None:
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "c.sqlite")
+    store.group_window_s = 60.0  # the batch would otherwise wait a minute
+    first, second = record(), record()
+    pending = asyncio.ensure_future(store.commit_event("k1", first, None))
+    await asyncio.sleep(0)
+    assert store.seen("k1") is not None  # the replay check commits the batch it sits in
+    store.save(second)
+    assert await pending is True
+    other = SQLiteStore(tmp_path / "c.sqlite")
+    assert {c.call_id for c in other.live()} == {first.call_id, second.call_id}
