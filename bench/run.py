@@ -22,7 +22,7 @@ from bench import webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
-from voicecall.dsl.validate import validate_paths, validate_text
+from voicecall.dsl.validate import find_flow_files, validate_paths, validate_text
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -46,7 +46,7 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 def bench_dsl(repeat: int) -> dict[str, Any]:
     library = Catalog().infos()
-    files = sorted(bundled_dir().rglob("*.yaml"))
+    files = find_flow_files([bundled_dir()])
     per_flow = {}
     for path in files:
         samples = timed(partial(validate_text, path.read_bytes(), path.name, library), repeat)

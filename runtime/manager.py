@@ -184,6 +184,10 @@ class CallManager:
             except BaseException:
                 self._forget(outcome.record, events)
                 raise
+            if self._changes_nothing(outcome):
+                # Nothing to protect: doing it again is the same as doing it once, and it
+                # would get the same reply. No processed-event row, no write.
+                return outcome.reply
             reply = StoredReply(outcome.reply.body, outcome.reply.content_type)
             if not await self.store.commit_event(key, outcome.record, reply):
                 # A duplicate that raced past the server's check: its work is dropped.
@@ -194,6 +198,12 @@ class CallManager:
             self._after_commit(outcome.record)
             self._queue_sends(outcome.record.call_id, outcome.sends)
         return outcome.reply
+
+    def _changes_nothing(self, outcome: _Outcome) -> bool:
+        """No state change, no side effect, and the plain acknowledgement as the reply."""
+        if outcome.sends or outcome.reply.body != self.adapter.empty().body:
+            return False
+        return outcome.record is None or self.store.unchanged(outcome.record)
 
     def _forget(self, record: CallRecord | None, events: list[Event]) -> None:
         """Drops in-memory changes that were not committed (the store reloads the call)."""

@@ -104,6 +104,10 @@ class Store(Protocol):
         """Drops a cached record changed by work that was not committed."""
         ...
 
+    def unchanged(self, record: CallRecord) -> bool:
+        """Whether ``record`` is exactly as last committed."""
+        ...
+
     def live(self) -> list[CallRecord]: ...
 
     def count_live(self) -> int: ...
@@ -327,6 +331,13 @@ class SQLiteStore:
         self._live[record.call_id] = record
         if record.provider_call_id:
             self._pids[(record.provider, record.provider_call_id)] = record.call_id
+
+    def unchanged(self, record: CallRecord) -> bool:
+        before = self._written.get(record.call_id)
+        return before is not None and (
+            len(record.transcript) == before.lines and len(record.visited) == before.visits
+            and json.dumps(record.to_row(), separators=(",", ":")) == before.row
+        )  # fmt: skip
 
     def forget(self, call_id: str) -> None:
         self._live.pop(call_id, None)
