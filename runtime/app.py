@@ -125,6 +125,7 @@ class Runtime:
     carrier: Any = None  # the MockCarrier, with provider: mock
 
     async def stop(self) -> None:
+        self.manager.stop_reaper()
         await self.manager.drain()
         await self.runner.cleanup()
         await self.manager.adapter.aclose()
@@ -185,6 +186,7 @@ async def start_runtime(
         kept = await manager.restore()
         if kept:
             log.info("restored %d call(s) after restart", len(kept))
+    manager.start_reaper()
     return runtime
 
 

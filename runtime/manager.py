@@ -97,6 +97,7 @@ class CallManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[tuple[str, str], Timer] = {}
         self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._turn_started: dict[str, float] = {}
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._compiled: dict[str, CompiledFlow] = {}
         self._reaper: Timer | None = None
@@ -337,6 +338,7 @@ class CallManager:
         interp = self.interpreter(call)
         pushed = call.pending.pop("fetch", None)
         if pushed is not None:  # what we pushed with a redirect: an agent turn, a handler
+            call.metadata["listenStartedAt"] = self.clock.now()
             return _Outcome(reply=self.adapter.document(pushed["fragments"]), record=call,
                             sends=out.sends)  # fmt: skip
         if call.waiting and call.waiting.kind == "fetch":
@@ -400,8 +402,20 @@ class CallManager:
         run = interp.converse_input(call, waiting.block, waiting.step, text)
         waiter = self._waiters.pop(call.call_id, None)
         if waiter is not None and text and not waiter.done():
+            self._latency(call)
             waiter.set_result(text)
         return run
+
+    def _latency(self, call: CallRecord) -> None:
+        """The original plugin's turn metrics, kept on the record (`voicecall latency`)."""
+        now = self.clock.now()
+        meta = call.metadata
+        started = self._turn_started.get(call.call_id, now)
+        listening = float(meta.get("listenStartedAt") or started)
+        meta["turnCount"] = int(meta.get("turnCount", 0)) + 1
+        meta["lastTurnLatencyMs"] = round((now - started) * 1000)
+        meta["lastTurnListenWaitMs"] = round((now - max(listening, started)) * 1000)
+        meta["lastTurnCompletedAt"] = now
 
     async def _model_turn(
         self, call: CallRecord, interp: Interpreter, waiting: Waiting, text: str,
@@ -483,6 +497,7 @@ class CallManager:
                 break
             if name == "listen":
                 call.waiting = Waiting(block=cmd["block"], kind="listen", step=cmd["step"])
+                call.metadata["listenStartedAt"] = self.clock.now()
                 if cmd["body"].get("timeout_ms"):
                     self._timer(call.call_id, "listen", cmd["body"]["timeout_ms"] / 1000)
                 break
@@ -674,6 +689,7 @@ class CallManager:
             raise CallError("a turn is already waiting for the caller on this call")
         waiter: asyncio.Future[str] = loop.create_future()
         self._waiters[call_id] = waiter
+        self._turn_started[call_id] = self.clock.now()
         try:
             await self._agent(call_id, adhoc.TURN, message)
             return await asyncio.wait_for(waiter, self.settings.transcript_timeout_s)
@@ -681,6 +697,7 @@ class CallManager:
             raise CallError("no answer from the caller in time") from exc
         finally:
             self._waiters.pop(call_id, None)
+            self._turn_started.pop(call_id, None)
 
     async def speak(self, call_id: str, message: str) -> None:
         """Says ``message`` and goes on listening, without waiting for an answer."""
@@ -764,6 +781,22 @@ class CallManager:
                                                                 cmd["body"])])  # fmt: skip
         elif cmd["command"] == "pause":
             self._timer(call.call_id, "pause", 0)
+
+    def start_reaper(self, every_s: float = 30.0) -> None:
+        """Runs :meth:`reap` every ``every_s`` seconds (when staleCallReaperSeconds is set)."""
+        if self.settings.stale_reaper_s <= 0:
+            return
+
+        def tick() -> None:
+            self.reap()
+            self._reaper = self.clock.call_later(every_s, tick)
+
+        self._reaper = self.clock.call_later(every_s, tick)
+
+    def stop_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
 
     def reap(self) -> None:
         """Ends calls that were never answered and are older than staleCallReaperSeconds.

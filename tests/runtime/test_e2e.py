@@ -130,3 +130,15 @@ async def test_the_concurrency_cap() -> None:
         await manager.initiate(to="+15550001111", flow="notify", params={"message": "one"})
         with pytest.raises(CallError, match="maxConcurrentCalls is 1"):
             await manager.initiate(to="+15550002222", flow="notify", params={"message": "two"})
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_agent_turns_record_latency(provider: str) -> None:
+    async with Simulator(provider) as sim:
+        result = await sim.call("conversation", script=script(["answer", "yes", "no"]),
+                                params={"message": "Hi"})  # fmt: skip
+    assert result.record is not None
+    meta = result.record.metadata
+    assert meta["turnCount"] == 1
+    assert meta["lastTurnLatencyMs"] >= meta["lastTurnListenWaitMs"] >= 0
+    assert meta["lastTurnCompletedAt"] >= result.record.started_at

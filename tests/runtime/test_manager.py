@@ -49,8 +49,10 @@ async def test_the_reaper_ends_stale_unanswered_calls_never_live_ones(tmp_path: 
     assert answered is not None
     answered.answered_at, answered.state = clock.now(), "answered"
     mgr.store.save(answered)
-    clock.advance(61)
-    mgr.reap()
+    mgr.start_reaper(every_s=30)
+    clock.advance(61)  # the reaper runs at 30 s and 60 s by itself
+    await settle(mgr)
+    clock.advance(30)
     await settle(mgr)
     assert mgr.store.get(stale.call_id).end_reason == "no-answer"  # type: ignore[union-attr]
     assert not mgr.store.get(live.call_id).ended  # type: ignore[union-attr]
