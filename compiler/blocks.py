@@ -151,10 +151,6 @@ class Hangup(End):
     implicit: bool = False
 
 
-WAITS = (Gather, Dial, Converse)
-SERVER = (Continue, Assign, Decide, EnterFlow, ExitFlow)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Block:
     id: str

@@ -34,9 +34,6 @@ class Span:
         return cls(line=line, col=col, end_line=line, end_col=col + max(width, 1))
 
 
-NOWHERE = Span(line=1, col=1, end_line=1, end_col=2)
-
-
 @dataclass(frozen=True, slots=True)
 class Code:
     """A diagnostic code: its id, default severity, and the hint shown when none is given."""

@@ -11,10 +11,8 @@ each value's path (a tuple of keys and indexes) to its :class:`Span`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
@@ -90,25 +88,6 @@ class LoadResult:
 
 class _Abort(Exception):
     """Stops reading: the diagnostic is already recorded."""
-
-
-def load_file(path: str | os.PathLike[str], display: str | None = None) -> LoadResult:
-    """Reads and loads one YAML file, never more than the size limit.
-
-    Args:
-        path: the file to read.
-        display: the name used in diagnostics; defaults to ``path`` as given.
-    Returns:
-        The document (None when it could not be read) and the diagnostics.
-    """
-    name = display if display is not None else os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        msg = f"cannot read the file: {exc.strerror or exc}"
-        return LoadResult(None, [Diagnostic.make("E-FILE-READ", msg, name, Span.point(1, 1))])
-    return load_bytes(raw, name)
 
 
 def load_bytes(raw: bytes, file: str) -> LoadResult:
@@ -190,7 +169,6 @@ class _Builder:
         self.open_anchors: set[str] = set()
         self.stack: list[_Frame] = []
         self.damaged: set[Path] = set()
-        self._line_starts: list[int] | None = None
         self.root: Any = _NOTHING
         self.documents = 0
         self.total = 0
@@ -458,14 +436,6 @@ class _Builder:
             for k in item:
                 self.spans.setdefault((*frame.path, k), span)
                 self.key_spans.setdefault((*frame.path, k), span)
-
-
-def read_display_name(path: FsPath, base: FsPath | None = None) -> str:
-    """The path shown in diagnostics: relative to ``base`` (default: the working folder)."""
-    try:
-        return os.path.relpath(path, base or FsPath.cwd())
-    except ValueError:  # a different drive on Windows
-        return str(path)
 
 
 _KINDS = {"bool": "a boolean", "int": "a number", "float": "a number", "null": "null",

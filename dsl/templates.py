@@ -7,7 +7,7 @@ use, and any syntax error with its line inside the template.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from jinja2 import StrictUndefined, nodes
@@ -44,7 +44,6 @@ class Problem:
 
     message: str
     line: int = 1
-    details: tuple[str, ...] = field(default=())
 
 
 @lru_cache(maxsize=4096)

@@ -26,8 +26,7 @@ from voicecall.dsl.schema import flow_schema
 from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
 
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+EXIT_INVALID = 1  # the input has errors; wrong usage exits 2 (click's UsageError)
 
 
 class State:
