@@ -13,112 +13,33 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from voicecall.compiler.base import CompiledFlow, compile_flow
+from voicecall.compiler.base import CompiledFlow
 from voicecall.dsl import model as m
 from voicecall.runtime import adhoc
-from voicecall.runtime.clock import Clock, Timer
-from voicecall.runtime.interpreter import Command, Interpreter, Run
-from voicecall.runtime.providers.base import Adapter, CallStatus, Event, EventKind, Reply
+from voicecall.runtime.interpreter import Interpreter, Run
+from voicecall.runtime.manager_base import (
+    CallError,
+    FlowSource,
+    ManagerSettings,
+    Responder,
+    Send,
+    _mask,
+    _Outcome,
+)
+from voicecall.runtime.manager_timers import Timers
+from voicecall.runtime.providers.base import Event, EventKind, Reply
 from voicecall.runtime.state import CallRecord, Waiting
-from voicecall.runtime.store import Store, StoredReply
-from voicecall.runtime.urls import callback_url
+from voicecall.runtime.store import StoredReply
+
+__all__ = ["CallError", "CallManager", "FlowSource", "ManagerSettings", "Responder", "Send"]
 
 log = logging.getLogger("voicecall.runtime")
 
 
-class CallError(Exception):
-    """A call request that cannot be done; the message says why, for the agent or the CLI."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ManagerSettings:
-    provider: str
-    from_number: str
-    webhook_base: str  # the public URL of the webhook endpoint
-    to_number: str | None = None
-    max_concurrent: int = 1
-    max_duration_s: float = 300
-    ring_timeout_s: float = 30
-    transcript_timeout_s: float = 180
-    stale_reaper_s: float = 0  # 0: off
-    inbound_policy: str = "disabled"  # disabled | allowlist | pairing | open
-    allow_from: tuple[str, ...] = ()
-    inbound_flow: str = "inbound"
-    config_view: Mapping[str, Any] = field(default_factory=dict)
-
-
-class FlowSource(Protocol):
-    def flow(self, name: str) -> m.Flow:
-        """A checked flow by name. Raises LookupError."""
-        ...
-
-    def flows(self) -> Mapping[str, m.Flow]:
-        """Every named flow (for call_flow)."""
-        ...
-
-
-class Responder(Protocol):
-    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> str:
-        """The model's answer to what the caller said (empty: say nothing)."""
-        ...
-
-
-Send = Callable[[], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class _Outcome:
-    reply: Reply
-    record: CallRecord | None
-    sends: list[Send] = field(default_factory=list)
-
-
-class CallManager:
+class CallManager(Timers):
     """Owns the calls of one process: events, timers, agent commands, restore."""
-
-    def __init__(  # noqa: PLR0917 - the collaborators, each named
-        self,
-        settings: ManagerSettings,
-        store: Store,
-        adapter: Adapter,
-        flows: FlowSource,
-        clock: Clock,
-        responder: Responder | None = None,
-    ):
-        self.settings = settings
-        self.store = store
-        self.adapter = adapter
-        self.flows = flows
-        self.clock = clock
-        self.responder = responder
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._timers: dict[tuple[str, str], Timer] = {}
-        self._waiters: dict[str, asyncio.Future[str]] = {}
-        self._turn_started: dict[str, float] = {}
-        self._sending: dict[str, asyncio.Task[None]] = {}
-        self._compiled: dict[str, CompiledFlow] = {}
-        self._reaper: Timer | None = None
-
-    # --- flows -----------------------------------------------------------------------------------
-
-    def compiled(self, name: str) -> CompiledFlow:
-        flow = self.flows.flow(name)
-        key = f"{flow.name}:{flow.digest}"
-        if key not in self._compiled:
-            self._compiled[key] = compile_flow(flow, self.settings.provider, self.flows.flows())
-        return self._compiled[key]
-
-    def interpreter(self, call: CallRecord) -> Interpreter:
-        return Interpreter(self.compiled(call.flow), self.settings.webhook_base,
-                           self.settings.config_view, self.clock.now)  # fmt: skip
-
-    def lock(self, key: str) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
-
-    # --- placing calls ---------------------------------------------------------------------------
 
     async def initiate(
         self, *, to: str | None, flow: str, params: Mapping[str, Any] | None = None,
@@ -167,8 +88,6 @@ class CallManager:
             return self.compiled(flow)
         except LookupError as exc:
             raise CallError(str(exc.args[0] if exc.args else exc)) from exc
-
-    # --- webhooks --------------------------------------------------------------------------------
 
     async def handle(self, events: list[Event], key: str) -> Reply:
         """Applies a verified request's events; returns the reply (stored with the event)."""
@@ -308,8 +227,6 @@ class CallManager:
             self._queue_sends(f"reject:{pid}", sends)
         return outcome
 
-    # --- one handler per event kind -------------------------------------------------------------
-
     async def on_progress(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
         call.move({EventKind.INITIATED: "initiated", EventKind.RINGING: "ringing"}.get(
             event.kind, "answered"))  # fmt: skip
@@ -327,12 +244,6 @@ class CallManager:
         if first and call.direction == "outbound":
             return self._deliver(call, self.interpreter(call).start(call), out)
         return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
-
-    def _answered(self, call: CallRecord) -> None:
-        if call.answered_at is None:
-            call.answered_at = self.clock.now()
-        call.move("answered")
-        self._cancel(call.call_id, "ring")
 
     async def on_fetch(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
         interp = self.interpreter(call)
@@ -472,216 +383,6 @@ class CallManager:
     async def on_dtmf(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
         return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
 
-    # --- delivering a run ----------------------------------------------------------------------
-
-    def _deliver(self, call: CallRecord, run: Run, out: _Outcome) -> _Outcome:
-        """Turns a run into the webhook reply (XML) or queued commands (Telnyx)."""
-        if self.interpreter(call).xml:
-            return _Outcome(reply=self.adapter.document(run.fragments), record=call,
-                            sends=out.sends)  # fmt: skip
-        call.pending["queue"] = [_queued(c) for c in run.commands]
-        call.pending["next"] = 0
-        return self._pump(call, out)
-
-    def _pump(self, call: CallRecord, out: _Outcome, completed: str | None = None) -> _Outcome:
-        """Telnyx: sends queued commands up to the next one that must be waited for."""
-        queue = call.pending.get("queue", [])
-        index = int(call.pending.get("next", 0)) + (1 if completed else 0)
-        sends = list(out.sends)
-        while index < len(queue):
-            cmd = queue[index]
-            name = cmd["command"]
-            if name == "pause":
-                call.waiting = Waiting(block=cmd["block"], kind="timer", step=index)
-                self._timer(call.call_id, "pause", cmd["body"]["duration_ms"] / 1000)
-                break
-            if name == "listen":
-                call.waiting = Waiting(block=cmd["block"], kind="listen", step=cmd["step"])
-                call.metadata["listenStartedAt"] = self.clock.now()
-                if cmd["body"].get("timeout_ms"):
-                    self._timer(call.call_id, "listen", cmd["body"]["timeout_ms"] / 1000)
-                break
-            if name == "continue":
-                run = self.interpreter(call).advance(call, cmd["body"]["block"])
-                queue[index + 1 : index + 1] = [_queued(c) for c in run.commands]
-                index += 1
-                continue
-            sends.append(self._command_send(call, name, cmd["body"]))
-            if cmd["awaits"]:
-                kind = _AWAIT_KINDS.get(name, "command")
-                call.waiting = Waiting(block=cmd["block"], kind=kind, step=cmd["step"],
-                                       awaits=cmd["awaits"])  # fmt: skip
-                if name == "transfer":  # Telnyx reports a failed transfer on the other leg
-                    self._timer(call.call_id, "dial", cmd["body"].get("timeout_secs", 30) + 5)
-                break
-            index += 1
-        call.pending["next"] = index
-        return _Outcome(reply=self.adapter.empty(), record=call, sends=sends)
-
-    def _command_send(self, call: CallRecord, name: str, body: Mapping[str, Any]) -> Send:
-        pid = call.provider_call_id or ""
-        payload = dict(body)
-
-        async def send() -> None:
-            await self.adapter.command(pid, name, payload)
-
-        return send
-
-    def _hold(self, call: CallRecord, out: _Outcome) -> _Outcome:
-        """XML: keep the call on the line and ask again later (a pause, then a redirect)."""
-        compiled = self.interpreter(call).compiled
-        if compiled.hold is None:
-            return _Outcome(reply=self.adapter.empty(), record=call, sends=out.sends)
-        url = callback_url(self.settings.webhook_base, call.call_id, "live")
-        body = compiled.hold.render({}, {"callback_url": url})
-        return _Outcome(reply=self.adapter.document([body]), record=call, sends=out.sends)
-
-    def _queue_sends(self, key: str, sends: list[Send]) -> None:
-        """Runs REST side effects after the commit, in order per call."""
-        if not sends:
-            return
-        previous = self._sending.get(key)
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            for send in sends:
-                try:
-                    await send()
-                except Exception as exc:  # the carrier failing must not kill the runtime
-                    log.warning("call %s: a request to the carrier failed: %s", key, exc)
-
-        self._sending[key] = asyncio.get_running_loop().create_task(run())
-
-    async def drain(self) -> None:
-        """Waits until every queued REST side effect ran."""
-        while self._sending:
-            tasks = list(self._sending.values())
-            self._sending.clear()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    # --- endings and timers ----------------------------------------------------------------------
-
-    def _finalize(self, call: CallRecord, reason: str) -> None:
-        if call.move(reason):
-            call.end_reason = reason
-            call.ended_at = self.clock.now()
-            call.waiting = None
-            log.info("call %s: ended (%s)", call.call_id, reason)
-        for kind in ("ring", "max", "pause", "listen", "dial"):
-            self._cancel(call.call_id, kind)
-        waiter = self._waiters.pop(call.call_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(CallError(f"the call ended: {reason}"))
-
-    async def _finalize_now(self, call_id: str, reason: str, why: str) -> None:
-        async with self.lock(call_id):
-            call = self.store.get(call_id)
-            if call is not None and not call.ended:
-                call.metadata["error"] = why
-                self._finalize(call, reason)
-                self.store.save(call)
-
-    def _after_commit(self, call: CallRecord) -> None:
-        if call.answered_at is not None and not call.ended and (call.call_id, "max") not in (
-            self._timers):  # fmt: skip
-            limit = self._max_duration(call)
-            self._timer(call.call_id, "max", limit - (self.clock.now() - call.answered_at))
-
-    def _max_duration(self, call: CallRecord) -> float:
-        ms = self.compiled(call.flow).flow.settings.max_duration_ms
-        return ms / 1000 if ms else self.settings.max_duration_s
-
-    def _timer(self, call_id: str, kind: str, delay: float) -> None:
-        self._cancel(call_id, kind)
-
-        def fire() -> None:
-            self._timers.pop((call_id, kind), None)
-            asyncio.get_running_loop().create_task(self.on_timer(call_id, kind))
-
-        self._timers[(call_id, kind)] = self.clock.call_later(max(0.0, delay), fire)
-
-    def _cancel(self, call_id: str, kind: str) -> None:
-        timer = self._timers.pop((call_id, kind), None)
-        if timer is not None:
-            timer.cancel()
-
-    async def on_timer(self, call_id: str, kind: str) -> None:
-        """A timer came due: ring timeout, max duration, a Telnyx pause or listen window."""
-        async with self.lock(call_id):
-            call = self.store.get(call_id)
-            if call is None or call.ended:
-                return
-            outcome = _TIMERS[kind](self, call)
-            if outcome is None:
-                return
-            self.store.save(call)
-        self._queue_sends(call_id, outcome.sends)
-
-    def t_ring(self, call: CallRecord) -> _Outcome | None:
-        if call.answered_at is not None:
-            return None
-        log.info("call %s: not answered in %ss", call.call_id, self.settings.ring_timeout_s)
-        self._finalize(call, "no-answer")
-        return _Outcome(reply=Reply(), record=call, sends=[self._hangup_send(call)])
-
-    def t_max(self, call: CallRecord) -> _Outcome | None:
-        log.info("call %s: reached its maximum duration", call.call_id)
-        interp = self.interpreter(call)
-        call.ending = "timeout"
-        run = interp.handler(call, "max_duration")
-        if run is None:
-            self._finalize(call, "timeout")
-            return _Outcome(reply=Reply(), record=call, sends=[self._hangup_send(call)])
-        return self._push(call, run, "max_duration")
-
-    def t_pause(self, call: CallRecord) -> _Outcome | None:
-        if call.waiting is None or call.waiting.kind != "timer":
-            return None
-        return self._pump(call, _Outcome(reply=Reply(), record=call), completed="timer")
-
-    def t_dial(self, call: CallRecord) -> _Outcome | None:
-        """Telnyx: a transfer that never bridged within its timeout did not connect."""
-        waiting = call.waiting
-        if waiting is None or waiting.kind != "dial":
-            return None
-        run = self.interpreter(call).dial_result(call, waiting.block, "no-answer")
-        return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
-
-    def t_listen(self, call: CallRecord) -> _Outcome | None:
-        waiting = call.waiting
-        if waiting is None or waiting.kind != "listen":
-            return None
-        interp = self.interpreter(call)
-        prefix = interp.after_input(call, waiting.block, waiting.step)
-        run = interp.answer_input(call, waiting.block, waiting.step)  # silence
-        run.commands[:0] = prefix
-        return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
-
-    def _push(self, call: CallRecord, run: Run, why: str) -> _Outcome:
-        """Delivers a run to a live call outside any webhook (a redirect, or commands)."""
-        if not self.interpreter(call).xml:
-            return self._deliver(call, run, _Outcome(reply=Reply(), record=call))
-        call.pending["fetch"] = {"fragments": run.fragments, "why": why}
-        url = callback_url(self.settings.webhook_base, call.call_id, "live")
-        pid = call.provider_call_id or ""
-
-        async def send() -> None:
-            await self.adapter.redirect(pid, url)
-
-        return _Outcome(reply=Reply(), record=call, sends=[send])
-
-    def _hangup_send(self, call: CallRecord) -> Send:
-        pid = call.provider_call_id
-
-        async def send() -> None:
-            if pid:
-                await self.adapter.hangup(pid)
-
-        return send
-
-    # --- the agent's commands -------------------------------------------------------------------
-
     async def continue_call(self, call_id: str, message: str) -> str:
         """Says ``message``, then waits for the caller's answer; returns what they said."""
         loop = asyncio.get_running_loop()
@@ -735,83 +436,6 @@ class CallManager:
     def get(self, call_id: str) -> CallRecord | None:
         return self.store.get(call_id) or self.store.find(self.settings.provider, call_id)
 
-    # --- restart --------------------------------------------------------------------------------
-
-    async def restore(self) -> list[str]:
-        """Picks up unfinished calls after a restart (the original plugin's rules).
-
-        Calls with no carrier id, or older than the maximum duration, are ended; the carrier is
-        asked about the others: ended ones are closed, live and unknown ones kept (timers
-        restarted, Telnyx commands in flight sent again under the same command_id).
-        """
-        kept = []
-        for call in self.store.live():
-            age = self.clock.now() - call.started_at
-            if not call.provider_call_id or age > self._max_duration(call):
-                await self._finalize_now(call.call_id, "error", "not restorable after restart")
-                continue
-            status = await self._status(call.provider_call_id)
-            if status is CallStatus.ENDED:
-                await self._finalize_now(call.call_id, call.ending or "completed", "ended while "
-                                         "the runtime was down")  # fmt: skip
-                continue
-            kept.append(call.call_id)
-            self._after_commit(call)
-            if call.answered_at is None:
-                self._timer(call.call_id, "ring", self.settings.ring_timeout_s - age)
-            self._resend(call)
-        return kept
-
-    async def _status(self, provider_call_id: str) -> CallStatus:
-        try:
-            return await self.adapter.call_status(provider_call_id)
-        except Exception as exc:
-            log.warning("restore: status of %s unknown: %s", provider_call_id, exc)
-            return CallStatus.UNKNOWN
-
-    def _resend(self, call: CallRecord) -> None:
-        waiting = call.waiting
-        queue = call.pending.get("queue", [])
-        index = int(call.pending.get("next", 0))
-        if waiting is None or not queue or index >= len(queue):
-            return
-        cmd = queue[index]
-        if cmd["command"] not in ("pause", "listen", "continue"):
-            self._queue_sends(call.call_id, [self._command_send(call, cmd["command"],
-                                                                cmd["body"])])  # fmt: skip
-        elif cmd["command"] == "pause":
-            self._timer(call.call_id, "pause", 0)
-
-    def start_reaper(self, every_s: float = 30.0) -> None:
-        """Runs :meth:`reap` every ``every_s`` seconds (when staleCallReaperSeconds is set)."""
-        if self.settings.stale_reaper_s <= 0:
-            return
-
-        def tick() -> None:
-            self.reap()
-            self._reaper = self.clock.call_later(every_s, tick)
-
-        self._reaper = self.clock.call_later(every_s, tick)
-
-    def stop_reaper(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
-
-    def reap(self) -> None:
-        """Ends calls that were never answered and are older than staleCallReaperSeconds.
-
-        A call that was answered is never reaped: it ends by the carrier or max duration.
-        """
-        limit = self.settings.stale_reaper_s
-        if limit <= 0:
-            return
-        for call in self.store.live():
-            if call.answered_at is None and self.clock.now() - call.started_at > limit:
-                asyncio.get_running_loop().create_task(
-                    self._finalize_now(call.call_id, "no-answer", "stale: never answered")
-                )
-
 
 _HANDLERS: dict[EventKind, Callable[[CallManager, CallRecord, Event, _Outcome],
                                     Awaitable[_Outcome]]] = {
@@ -826,23 +450,6 @@ _HANDLERS: dict[EventKind, Callable[[CallManager, CallRecord, Event, _Outcome],
     EventKind.SPEECH: CallManager.on_speech,
     EventKind.DTMF: CallManager.on_dtmf,
 }  # fmt: skip
-
-_TIMERS: dict[str, Callable[[CallManager, CallRecord], _Outcome | None]] = {
-    "ring": CallManager.t_ring,
-    "max": CallManager.t_max,
-    "pause": CallManager.t_pause,
-    "listen": CallManager.t_listen,
-    "dial": CallManager.t_dial,
-}
-
-
-# Telnyx commands whose completion event is itself an answer, not just "done".
-_AWAIT_KINDS = {"gather_using_speak": "input", "transfer": "dial"}
-
-
-def _queued(c: Command) -> dict[str, Any]:
-    return {"command": c.command, "body": c.body, "awaits": c.awaits, "block": c.block,
-            "step": c.step}  # fmt: skip
 
 
 def _remap(call: CallRecord, event: Event) -> None:
@@ -865,9 +472,3 @@ def _params(flow: m.Flow, given: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise CallError(f"flow {flow.name} needs {', '.join(missing)}")
     return dict(given)
-
-
-def _mask(number: str) -> str:
-    """A phone number for logs: the last four digits only."""
-    digits = re.sub(r"\D", "", number)
-    return f"…{digits[-4:]}" if digits else "(none)"
