@@ -335,15 +335,32 @@ class CallManager(Timers):
         interp.heard(call, text, interp.block(waiting.block))
         turns = int(call.metadata.get("turns", 0)) + 1
         call.metadata["turns"] = turns
-        reply = ""
-        if self.responder is not None:
-            timeout = (options.get("timeout_ms") or 30_000) / 1000
-            try:
-                reply = await asyncio.wait_for(self.responder.reply(call, text, options), timeout)
-            except (TimeoutError, Exception) as exc:  # a failed reply must not drop the call
-                log.warning("call %s: the response model failed: %s", call.call_id, exc)
         last = options.get("max_turns") and turns >= int(options["max_turns"])
-        return interp.agent_turn(call, adhoc.FINAL if last else adhoc.TURN, reply)
+        kind = adhoc.FINAL if last else adhoc.TURN
+        if self.responder is None:
+            return interp.agent_turn(call, kind, "")
+        timeout = (options.get("timeout_ms") or 30_000) / 1000
+        reply = asyncio.ensure_future(
+            asyncio.wait_for(self.responder.reply(call, text, options), timeout))  # fmt: skip
+        # A carrier waiting for the document gives up after ~15 s (Twilio): a slower reply is
+        # answered with a hold, and pushed to the call with a redirect when it arrives.
+        inline = min(timeout, self.inline_reply_s) if interp.xml else timeout
+        done, _ = await asyncio.wait({reply}, timeout=inline)
+        if reply in done:
+            return interp.agent_turn(call, kind, _reply_text(call, reply))
+        self._background(self._late_reply(call.call_id, kind, reply))
+        return interp.converse_input(call, waiting.block, waiting.step, "")
+
+    async def _late_reply(self, call_id: str, kind: str, task: asyncio.Future[str]) -> None:
+        await asyncio.wait({task})
+        async with self.lock(call_id):
+            call = self.store.get(call_id)
+            if call is None or call.ended:
+                return
+            run = self.interpreter(call).agent_turn(call, kind, _reply_text(call, task))
+            outcome = self._push(call, run, "model reply")
+            self.store.save(call)
+        self._queue_sends(call_id, outcome.sends)
 
     async def on_dial(self, call: CallRecord, event: Event, out: _Outcome) -> _Outcome:
         self._cancel(call.call_id, "dial")
@@ -450,6 +467,15 @@ _HANDLERS: dict[EventKind, Callable[[CallManager, CallRecord, Event, _Outcome],
     EventKind.SPEECH: CallManager.on_speech,
     EventKind.DTMF: CallManager.on_dtmf,
 }  # fmt: skip
+
+
+def _reply_text(call: CallRecord, task: asyncio.Future[str]) -> str:
+    """The model's reply; a failed or timed-out reply is silence, never a dropped call."""
+    try:
+        return task.result()
+    except (TimeoutError, Exception) as exc:
+        log.warning("call %s: the response model failed: %s", call.call_id, exc)
+        return ""
 
 
 def _remap(call: CallRecord, event: Event) -> None:

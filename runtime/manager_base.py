@@ -23,6 +23,9 @@ from voicecall.runtime.store import Store
 from voicecall.runtime.urls import callback_url
 
 log = logging.getLogger("voicecall.runtime")
+# How long a webhook waits for the model's reply before answering with a hold (Twilio gives
+# up on a webhook after 15 s).
+INLINE_REPLY_S = 5.0
 
 
 class CallError(Exception):
@@ -97,6 +100,8 @@ class ManagerBase:
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._compiled: dict[str, CompiledFlow] = {}
         self._reaper: Timer | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.inline_reply_s = INLINE_REPLY_S
 
     def compiled(self, name: str) -> CompiledFlow:
         flow = self.flows.flow(name)
@@ -191,10 +196,16 @@ class ManagerBase:
 
         self._sending[key] = asyncio.get_running_loop().create_task(run())
 
+    def _background(self, work: Awaitable[None]) -> None:
+        """Runs work that outlives a webhook (a late model reply); :meth:`drain` waits for it."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def drain(self) -> None:
-        """Waits until every queued REST side effect ran."""
-        while self._sending:
-            tasks = list(self._sending.values())
+        """Waits until every queued REST side effect and background reply has run."""
+        while self._sending or self._tasks:
+            tasks = [*self._sending.values(), *self._tasks]
             self._sending.clear()
             await asyncio.gather(*tasks, return_exceptions=True)
 

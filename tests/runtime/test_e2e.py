@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,22 @@ async def test_agent_turns_record_latency(provider: str) -> None:
     assert meta["turnCount"] == 1
     assert meta["lastTurnLatencyMs"] >= meta["lastTurnListenWaitMs"] >= 0
     assert meta["lastTurnCompletedAt"] >= result.record.started_at
+
+
+@pytest.mark.parametrize("provider", ["twilio", "plivo"])
+async def test_a_slow_model_reply_is_held_then_pushed(provider: str) -> None:
+    class Slow:
+        async def reply(self, call: Any, heard: str, options: Any) -> str:
+            await asyncio.sleep(0.05)  # slower than the inline wait below
+            return "Sorry for the wait: we open at nine."
+
+    caller = (Step(action="answer"), Step(action="say", value="When do you open?"),
+              Step(action="hangup", after_s=30))  # fmt: skip
+    async with Simulator(provider) as sim:
+        assert sim.runtime is not None
+        sim.runtime.manager.responder = Slow()
+        sim.runtime.manager.inline_reply_s = 0.01
+        result = await sim.call("inbound", script=Script(caller=caller))
+    heard = [e.detail.get("text") for e in result.timeline if e.what == "say"]
+    assert heard[-1] == "Sorry for the wait: we open at nine."
+    assert [e.what for e in result.timeline if e.what in ("pause", "redirect")][:1] == ["pause"]
