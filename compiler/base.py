@@ -10,7 +10,6 @@ operation found by name (``say``, ``gather``, ``dial``…). Anything not native 
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -27,7 +26,8 @@ from voicecall.compiler.render import (
 )
 from voicecall.compiler.voices import provider_voice
 from voicecall.dsl import model as m
-from voicecall.dsl.errors import Diagnostic, FlowError, Severity, did_you_mean
+from voicecall.dsl.errors import Diagnostic, FlowError, Severity
+from voicecall.dsl.lookup import load_named
 
 # name -> module; backends are imported on first use (the SDKs are slow to import).
 BACKENDS = {
@@ -277,11 +277,7 @@ def get_backend(name: str) -> type[Backend]:
     Raises:
         KeyError: "unknown provider 'twilo'; did you mean 'twilio'?"
     """
-    if name not in BACKENDS:
-        hint = did_you_mean(name, BACKENDS) or f"providers: {', '.join(BACKENDS)}"
-        raise KeyError(f"unknown provider '{name}'; {hint}")
-    module = importlib.import_module(BACKENDS[name])
-    backend: type[Backend] = module.BACKEND
+    backend: type[Backend] = load_named(BACKENDS, name, "BACKEND")
     return backend
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-from voicecall.dsl.errors import did_you_mean
+from voicecall.dsl.lookup import load_named
 from voicecall.runtime.providers.base import Adapter
 
 # name -> module holding ADAPTER. `provider: mock` is no adapter: the runtime starts the mock
@@ -22,9 +20,5 @@ def get_adapter(name: str) -> type[Adapter]:
     Raises:
         KeyError: "unknown provider 'twilo'; did you mean 'twilio'?"
     """
-    if name not in ADAPTERS:
-        hint = did_you_mean(name, ADAPTERS) or f"providers: {', '.join(ADAPTERS)}"
-        raise KeyError(f"unknown provider '{name}'; {hint}")
-    module = importlib.import_module(ADAPTERS[name])
-    adapter: type[Adapter] = module.ADAPTER
+    adapter: type[Adapter] = load_named(ADAPTERS, name, "ADAPTER")
     return adapter
