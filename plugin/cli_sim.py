@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from voicecall.dsl.errors import FlowError, render_text
-from voicecall.runtime.flowtest import Outcome, find_tests, load_cases, run_case
-from voicecall.runtime.script import DEFAULT, Script, load_script
-from voicecall.runtime.simulate import Simulation, simulate
+from voicecall.runtime.sim.flowtest import Outcome, find_tests, load_cases, run_case
+from voicecall.runtime.sim.script import DEFAULT, Script, load_script
+from voicecall.runtime.sim.simulate import Simulation, simulate
 
 EXIT_FAILED = 1
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from voicecall.runtime.script import AgentStep, Script, Step
-from voicecall.runtime.simulate import Simulation, Simulator
+from voicecall.runtime.sim.script import AgentStep, Script, Step
+from voicecall.runtime.sim.simulate import Simulation, Simulator
 
 ALLOWED, STRANGER, CALLEE = "+15550001111", "+15559990000", "+15550002222"
 

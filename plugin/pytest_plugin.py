@@ -17,7 +17,7 @@ import pytest
 
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
-from voicecall.runtime.flowtest import SUFFIXES, Case, load_cases, run_case
+from voicecall.runtime.sim.flowtest import SUFFIXES, Case, load_cases, run_case
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -148,7 +148,7 @@ async def start_runtime(
     clock = clock or RealClock()
     provider, carrier, credentials, api_base = config.provider, None, {}, None
     if provider == "mock":
-        from voicecall.runtime.carrier.carrier import MockCarrier
+        from voicecall.runtime.sim.carrier.carrier import MockCarrier
 
         provider = mock_backend
         carrier = MockCarrier(provider, clock)

@@ -12,10 +12,10 @@ import pytest
 from tests.compiler.conftest import telnyx_validator
 from tests.runtime.adapter_support import telnyx_schema, twilio_form_schema
 from voicecall.dsl.catalog import Catalog, bundled_dir
-from voicecall.runtime.flowtest import find_tests, load_cases, run_case
 from voicecall.runtime.manager import CallError
-from voicecall.runtime.script import AgentStep, Script, Step
-from voicecall.runtime.simulate import Simulator
+from voicecall.runtime.sim.flowtest import find_tests, load_cases, run_case
+from voicecall.runtime.sim.script import AgentStep, Script, Step
+from voicecall.runtime.sim.simulate import Simulator
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
 CASES = [case for path in find_tests([bundled_dir()]) for case in load_cases(path)]

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from voicecall.runtime.carrier.carrier import MockCarrier
 from voicecall.runtime.clock import VirtualClock
-from voicecall.runtime.script import Script, Step
+from voicecall.runtime.sim.carrier.carrier import MockCarrier
+from voicecall.runtime.sim.script import Script, Step
 from voicecall.runtime.store import SQLiteStore
 
 pytestmark = pytest.mark.e2e

@@ -27,8 +27,8 @@ from typing import Any
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import Diagnostic, FlowError, Span
 from voicecall.dsl.loader import Document, load_bytes
-from voicecall.runtime.script import Script, parse_script
-from voicecall.runtime.simulate import Simulation, simulate
+from voicecall.runtime.sim.script import Script, parse_script
+from voicecall.runtime.sim.simulate import Simulation, simulate
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
 EXPECTATIONS = ("visited", "said", "saved", "end")

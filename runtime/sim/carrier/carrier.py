@@ -3,7 +3,7 @@
 It serves the carrier's REST API on 127.0.0.1 (the runtime's adapters point their SDKs at
 ``api_base``), sends the webhooks the carrier would send — signed with the carrier's real
 algorithm, over real HTTP — executes what comes back (TwiML, Plivo XML, Telnyx commands), and
-answers as a caller :class:`~voicecall.runtime.script.Script` says. Nothing waits in real time:
+answers as a caller :class:`~voicecall.runtime.sim.script.Script` says. Nothing waits in real time:
 delays run on the clock it is given, which whoever drives the simulation advances when
 :attr:`MockCarrier.idle` (and the bot) say nothing else is going on::
 
@@ -32,7 +32,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from voicecall.runtime.clock import Clock, RealClock
-from voicecall.runtime.script import DEFAULT, Script
+from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.urls import decode_state
 
 from .delivery import WebhookSender

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
-from voicecall.runtime.script import Step
+from voicecall.runtime.sim.script import Step
 
 from .model import MockCall
 from .session import CallSession

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 
-from voicecall.runtime.carrier import MockCarrier
 from voicecall.runtime.clock import VirtualClock
+from voicecall.runtime.sim.carrier import MockCarrier
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Where calls live: the store interface and its SQLite implementation (the embedded default).
+"""The SQLite store (the embedded default).
 
 Every webhook is applied in one transaction: the processed-event row (with the reply sent for
 it) and the call's changes commit together, before the webhook is answered. So a duplicate
@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from voicecall.runtime.state import TERMINAL, CallRecord, TranscriptLine
+from voicecall.runtime.store.base import StoredReply
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -72,49 +73,6 @@ CREATE TABLE IF NOT EXISTS aliases (
 GROUP_WINDOW_S = 0.001
 _TERMINAL = tuple(sorted(TERMINAL))
 _NOT_ENDED = f"state NOT IN ({','.join('?' * len(_TERMINAL))})"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredReply:
-    """The reply a processed webhook got, replayed as it was for a duplicate."""
-
-    body: bytes
-    content_type: str
-
-
-class Store(Protocol):
-    def get(self, call_id: str) -> CallRecord | None: ...
-
-    def find(self, provider: str, provider_call_id: str) -> CallRecord | None: ...
-
-    def save(self, record: CallRecord) -> None: ...
-
-    def seen(self, key: str) -> StoredReply | None:
-        """The reply stored for an already processed event key, or None if it is new."""
-        ...
-
-    async def commit_event(
-        self, key: str, record: CallRecord | None, reply: StoredReply | None
-    ) -> bool:
-        """Marks ``key`` processed and saves ``record``, durably, before returning; False
-        (and nothing saved) if ``key`` was processed before."""
-        ...
-
-    def forget(self, call_id: str) -> None:
-        """Drops a cached record changed by work that was not committed."""
-        ...
-
-    def unchanged(self, record: CallRecord) -> bool:
-        """Whether ``record`` is exactly as last committed."""
-        ...
-
-    def live(self) -> list[CallRecord]: ...
-
-    def count_live(self) -> int: ...
-
-    def recent(self, limit: int) -> list[CallRecord]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)

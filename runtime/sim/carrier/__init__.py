@@ -1,4 +1,4 @@
-"""voicecall.runtime.carrier: the mock carrier (a loopback fake of the three providers).
+"""voicecall.runtime.sim.carrier: the mock carrier (a loopback fake of the three providers).
 
 :class:`MockCarrier` serves a carrier's REST API, sends its signed webhooks, executes TwiML,
 Plivo XML or Telnyx commands, and plays the caller of a script. See ``carrier.py``.

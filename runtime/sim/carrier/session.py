@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from voicecall.runtime.clock import Clock
-from voicecall.runtime.script import Step
+from voicecall.runtime.sim.script import Step
 
 from .model import Entry, MockCall
 

@@ -1,27 +1,11 @@
-"""Call states (the original's rules) and the SQLite store's exactly-once commits."""
+"""The SQLite store's exactly-once commits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting, can_move
+from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
 from voicecall.runtime.store import SQLiteStore, StoredReply
-
-
-@pytest.mark.parametrize(
-    ("current", "target", "ok"),
-    [
-        ("initiated", "ringing", True), ("ringing", "answered", True),
-        ("answered", "ringing", False),  # late progress events never move a call back
-        ("speaking", "listening", True), ("listening", "speaking", True),
-        ("active", "completed", True), ("completed", "error", False),  # terminal is sticky
-        ("busy", "busy", False), ("initiated", "no-answer", True),
-    ],
-)  # fmt: skip
-def test_transitions(current: str, target: str, ok: bool) -> None:
-    assert can_move(current, target) is ok
 
 
 def record(**extra: object) -> CallRecord:

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from voicecall.runtime.script import Script
+from voicecall.runtime.sim.script import Script
 
 # Call states, in the carriers' common words (Twilio's spelling).
 ACTIVE_STATES = ("queued", "initiated", "ringing", "in-progress")

@@ -20,7 +20,7 @@ from voicecall.dsl.validate import load_valid_flow
 from voicecall.runtime.app import Runtime, RuntimeConfig, ScriptedResponder, start_runtime
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.manager import CallError
-from voicecall.runtime.script import DEFAULT, Script
+from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.state import CallRecord
 
 CALLER = "+15550001111"  # the other party's number in simulations

@@ -22,15 +22,15 @@ from nacl.signing import SigningKey, VerifyKey
 from plivo.utils import validate_v3_signature
 from twilio.request_validator import RequestValidator
 
-from voicecall.runtime.carrier import MockCarrier, generate_credentials
-from voicecall.runtime.carrier.signing import (
+from voicecall.runtime.clock import VirtualClock
+from voicecall.runtime.sim.carrier import MockCarrier, generate_credentials
+from voicecall.runtime.sim.carrier.signing import (
     plivo_v3_headers,
     public_key_b64,
     telnyx_headers,
     twilio_signature,
 )
-from voicecall.runtime.clock import VirtualClock
-from voicecall.runtime.script import Script, Step
+from voicecall.runtime.sim.script import Script, Step
 from voicecall.runtime.urls import encode_state
 
 from .carrier_support import Bot, Handler, Hit, drive, rest

@@ -1,0 +1,51 @@
+"""Where calls live: the interface every store implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicecall.runtime.state import CallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """The reply a processed webhook got, replayed as it was for a duplicate."""
+
+    body: bytes
+    content_type: str
+
+
+class Store(Protocol):
+    def get(self, call_id: str) -> CallRecord | None: ...
+
+    def find(self, provider: str, provider_call_id: str) -> CallRecord | None: ...
+
+    def save(self, record: CallRecord) -> None: ...
+
+    def seen(self, key: str) -> StoredReply | None:
+        """The reply stored for an already processed event key, or None if it is new."""
+        ...
+
+    async def commit_event(
+        self, key: str, record: CallRecord | None, reply: StoredReply | None
+    ) -> bool:
+        """Marks ``key`` processed and saves ``record``, durably, before returning; False
+        (and nothing saved) if ``key`` was processed before."""
+        ...
+
+    def forget(self, call_id: str) -> None:
+        """Drops a cached record changed by work that was not committed."""
+        ...
+
+    def unchanged(self, record: CallRecord) -> bool:
+        """Whether ``record`` is exactly as last committed."""
+        ...
+
+    def live(self) -> list[CallRecord]: ...
+
+    def count_live(self) -> int: ...
+
+    def recent(self, limit: int) -> list[CallRecord]: ...
+
+    def close(self) -> None: ...
