@@ -102,7 +102,8 @@ class RuntimeConfig:
         return str(base).rstrip("/")
 
     def store_dir(self) -> Path:
-        return (self.base_dir / Path(str(self.get("store", DEFAULT_STORE)))).expanduser()
+        # Expand `~` first: joined to base_dir first, `~/x` would become a folder named `~`.
+        return self.base_dir / Path(str(self.get("store", DEFAULT_STORE))).expanduser()
 
     def serve(self) -> dict[str, Any]:
         serve = dict(self.get("serve", {}) or {})
