@@ -21,6 +21,7 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from voicecall.dsl.errors import Diagnostic, Span
+from voicecall.dsl.nesting import first_too_deep
 
 try:  # libyaml's event parser when present: several times faster than the pure one.
     from yaml import CSafeLoader as _Loader
@@ -155,6 +156,7 @@ class _Frame:
     seen: dict[str, Span] = field(default_factory=dict)
     merges: list[dict[str, Any]] = field(default_factory=list)
     skip_depth: int = 0  # > 0 while consuming a complex key
+    flow: bool = False  # a [ ] or { } collection rather than an indented one
 
 
 class _Builder:
@@ -185,6 +187,7 @@ class _Builder:
             for event in self._events():
                 self.feed(event)
         except yaml.MarkedYAMLError as exc:
+            self._refuse_if_too_deep()
             mark = exc.problem_mark or exc.context_mark
             # At the end of the file (an unclosed quote or bracket), where it was opened helps.
             if exc.context_mark and mark and mark.line >= len(self.text.splitlines()):
@@ -198,6 +201,19 @@ class _Builder:
         except yaml.reader.ReaderError as exc:
             span = _byte_span(self.text.encode("utf-8"), len(self.text[: exc.position].encode()))
             self.abort("E-YAML-SYNTAX", f"character {exc.character!r} is not allowed", span)
+
+    def _refuse_if_too_deep(self) -> None:
+        """E-YAML-TOO-DEEP where our limit is crossed, even if the parser stopped first.
+
+        A parser may refuse deep flow collections (libyaml has a limit of its own) before it
+        emits the events our stack counts, so the text decides; block levels already on the
+        stack count towards the limit as they do for events.
+        """
+        blocks = sum(1 for frame in self.stack if not frame.flow)
+        where = first_too_deep(self.text, MAX_DEPTH - blocks)
+        if where is not None:
+            span = Span.point(*where)
+            self.abort("E-YAML-TOO-DEEP", f"nesting deeper than {MAX_DEPTH} levels", span)
 
     def text_at(self, mark: Any) -> str:
         """The source text from a mark to the end of its line."""
@@ -317,7 +333,13 @@ class _Builder:
         if event.anchor:
             self.open_anchors.add(event.anchor)
         self.stack.append(
-            _Frame(path=path, value=value, start=event.start_mark, anchor=event.anchor)
+            _Frame(
+                path=path,
+                value=value,
+                start=event.start_mark,
+                anchor=event.anchor,
+                flow=bool(event.flow_style),
+            )
         )
 
     def _close(self, event: yaml.Event) -> None:

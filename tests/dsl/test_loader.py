@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+import yaml
+
+from voicecall.dsl import loader
 from voicecall.dsl.loader import MAX_BYTES, MAX_DEPTH, load_bytes, load_text
 
 
@@ -71,6 +75,36 @@ def test_file_limits() -> None:
 def test_deep_nesting_is_refused_before_the_parser_recurses() -> None:
     # libyaml's own composer crashes the interpreter on this input.
     assert codes("[" * 100_000 + "]" * 100_000) == [("E-YAML-TOO-DEEP", 1, MAX_DEPTH + 1)]
+
+
+class _RefusesFlow(yaml.SafeLoader):
+    """A parser whose own limit fires before it emits the first flow collection's event."""
+
+    def check_event(self, *choices: Any) -> bool:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.CollectionStartEvent) and event.flow_style:
+            mark: Any = event.start_mark
+            raise yaml.MarkedYAMLError(problem="exceeded max depth", problem_mark=mark)
+        return super().check_event(*choices)
+
+
+@pytest.mark.parametrize("parser", [yaml.SafeLoader, _RefusesFlow], ids=["pure", "own-limit"])
+def test_deep_nesting_is_reported_whatever_limit_the_parser_has(
+    parser: type[yaml.SafeLoader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "_Loader", parser)
+    assert codes("[" * 100_000 + "]" * 100_000) == [("E-YAML-TOO-DEEP", 1, MAX_DEPTH + 1)]
+    # Indented levels count too: two mappings, then brackets.
+    nested = "a:\n  b: " + "[" * 2000 + "]" * 2000 + "\n"
+    assert codes(nested) == [("E-YAML-TOO-DEEP", 2, 6 + MAX_DEPTH - 2)]
+
+
+def test_brackets_in_text_are_not_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # When the parser fails for another reason, brackets in quotes, comments and block
+    # scalars are not mistaken for deep nesting: the parser's own error is reported.
+    deep = "[" * 80
+    text = f"a: '{deep}'\nb: \"{deep}\"\nc: x # {deep}\nd: |\n  {deep}\ne: [unclosed\n"
+    assert [c for c, _, _ in codes(text)] == ["E-YAML-SYNTAX"]
 
 
 def test_alias_bombs_are_refused_without_expanding() -> None:
