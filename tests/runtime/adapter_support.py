@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,11 +21,10 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
-from tests.compiler.conftest import _telnyx
+from tests.compiler.conftest import SPECS, _telnyx
 from voicecall.runtime.providers.base import AdapterSettings, WebhookRequest
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
-TWILIO_SPEC = SPECS / "twilio_api_v2010.json"
+TWILIO_SPEC = SPECS / "twilio.json"
 NOW = 1_700_000_000.0  # the adapters' clock in verification tests
 
 
