@@ -21,6 +21,7 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from voicecall.dsl.errors import Diagnostic, Span
+from voicecall.dsl.indentation import explain_indentation
 from voicecall.dsl.nesting import first_too_deep
 
 try:  # libyaml's event parser when present: several times faster than the pure one.
@@ -195,6 +196,9 @@ class _Builder:
             span = Span.point(mark.line + 1, mark.column + 1) if mark else Span.point(1, 1)
             problem = exc.problem or exc.context or "invalid YAML"
             context = f" ({exc.context})" if exc.context and exc.problem else ""
+            moved = explain_indentation(problem, self.text, span)
+            if moved is not None:
+                self.abort("E-YAML-SYNTAX", moved.message, moved.span, moved.hint)
             self.abort(
                 "E-YAML-SYNTAX", f"{problem}{context}", span, _syntax_hint(problem, self.text, span)
             )
