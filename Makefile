@@ -29,7 +29,7 @@ lint: $(STAMP)
 # mypy sees the installed layout (voicecall.dsl, …) through a folder of links.
 typecheck: $(STAMP)
 	@mkdir -p .typecheck/voicecall
-	@for d in dsl compiler runtime plugin flows; do ln -sfn ../../$$d .typecheck/voicecall/$$d; done
+	@for d in dsl compiler runtime plugin flows; do ln -sfn $(CURDIR)/$$d .typecheck/voicecall/$$d; done
 	$(BIN)/mypy .typecheck/voicecall tests bench
 
 unit: $(STAMP)
