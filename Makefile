@@ -3,19 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv installs from uv.lock; it comes from PyPI, pinned, into the project's own venv.
+UV_VERSION := 0.13.9
+UV     := $(BIN)/uv
 
-.PHONY: demo test lint typecheck unit bench golden clean
+.PHONY: setup lock demo test lint typecheck unit bench golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the dependencies change.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(UV): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Exactly the locked versions (--locked: fail if uv.lock is older than pyproject.toml).
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --quiet --locked --inexact --extra test --python $(BIN)/python
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Refresh uv.lock to the newest versions pyproject.toml allows; commit the result.
+lock: | $(UV)
+	$(UV) lock --upgrade
 
 demo: $(STAMP)
 	$(BIN)/python -m voicecall.plugin.demo
