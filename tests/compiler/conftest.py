@@ -50,4 +50,3 @@ def telnyx_validator(command: str) -> Draft202012Validator:
     ref = schema.get("$ref")
     root = {"$ref": "urn:telnyx" + ref} if ref else schema
     return Draft202012Validator(root, registry=registry)
-
