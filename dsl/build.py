@@ -72,6 +72,7 @@ class _Builder:
             nodes=self.nodes(),
             admit=self.admit(),
             handlers=self.handlers(),
+            timezone=_str(d.get("timezone")),
         )
 
     def params(self) -> tuple[m.Param, ...]:
@@ -124,9 +125,7 @@ class _Builder:
         return m.Admit(
             policy=_str(a.get("policy")),
             span=self.span(("admit",), key=True),
-            allow_from=tuple(x for x in allow if isinstance(x, str))
-            if isinstance(allow, list)
-            else (),
+            allow_from=_words(allow) or (),
             reject_message=self.text(a.get("reject_message"), ("admit", "reject_message")),
         )
 
@@ -198,9 +197,7 @@ class _Builder:
             span=span,
             options=self.options(a, p),
             prompt=prompt,
-            input=tuple(x for x in inputs if isinstance(x, str))
-            if isinstance(inputs, list)
-            else ("speech", "dtmf"),
+            input=_words(inputs) or ("speech", "dtmf"),
             timeout_ms=_duration(a.get("timeout")) or 5000,
             speech_timeout_ms=None
             if speech_timeout in (None, "auto")
@@ -208,7 +205,7 @@ class _Builder:
             retries=_int(a.get("retries"), 0),
             reprompt=self.text(a.get("reprompt"), (*p, "reprompt")),
             save_as=_opt_str(a.get("save_as")),
-            hints=tuple(x for x in a.get("hints") or () if isinstance(x, str)),
+            hints=_words(a.get("hints")) or (),
             language=_opt_str(a.get("language")),
             voice=_opt_str(a.get("voice")),
             num_digits=a.get("num_digits") if isinstance(a.get("num_digits"), int) else None,
@@ -301,6 +298,15 @@ class _Builder:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _words(value: Any) -> tuple[str, ...] | None:
+    """A list of words, where one word may stand for a list of one (`input: dtmf`)."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(x for x in value if isinstance(x, str))
+    return None
 
 
 def _str(value: Any) -> str:

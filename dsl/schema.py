@@ -296,6 +296,8 @@ def _branch_kind(schema: dict[str, Any]) -> str:
         return "text"
     if schema.get("type") == "object":
         return "a mapping"
+    if schema.get("type") == "array":
+        return "a list"
     if "const" in schema:
         return repr(schema["const"])
     return ""
