@@ -8,6 +8,7 @@ malformed action would make their findings unreliable.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ from voicecall.dsl.errors import Diagnostic, did_you_mean
 from voicecall.dsl.graph import refs
 from voicecall.dsl.loader import Document
 from voicecall.dsl.templates import Usage
-from voicecall.dsl.values import format_duration, is_e164, parse_duration
+from voicecall.dsl.values import format_duration, is_e164, parse_duration, zone
 
 __all__ = [
     "CONFIG_KEYS",
@@ -96,6 +97,8 @@ def check_flow_level(ctx: Context) -> Iterator[Diagnostic]:
         yield ctx.diag(
             "W-FLOW-DESCRIPTION", f"flow '{flow.name}' has no description", flow.name_span
         )
+    if flow.timezone:
+        yield from _check_timezone(ctx)
     if flow.admit is not None and flow.direction == "outbound":
         yield ctx.diag(
             "W-ADMIT-OUTBOUND",
@@ -111,6 +114,16 @@ def check_flow_level(ctx: Context) -> Iterator[Diagnostic]:
                 "policy allowlist with an empty allow_from admits nobody",
                 ctx.doc.span(("admit", "allow_from")),
             )
+
+
+def _check_timezone(ctx: Context) -> Iterator[Diagnostic]:
+    try:
+        zone(ctx.flow.timezone)
+    except ValueError as exc:
+        hint = did_you_mean(ctx.flow.timezone, zoneinfo.available_timezones()) or (
+            "an IANA zone name such as Europe/Paris, America/New_York or UTC"
+        )
+        yield ctx.diag("E-TIMEZONE-UNKNOWN", str(exc), ctx.doc.span(("timezone",)), hint)
 
 
 def check_refs(ctx: Context) -> Iterator[Diagnostic]:

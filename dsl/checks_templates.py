@@ -20,6 +20,7 @@ CONFIG_KEYS = frozenset({
     "inboundGreeting", "outbound", "maxDurationSeconds", "staleCallReaperSeconds",
     "silenceTimeoutMs", "transcriptTimeoutMs", "ringTimeoutMs", "maxConcurrentCalls", "serve",
     "publicUrl", "responseModel", "responseSystemPrompt", "responseTimeoutMs", "flows",
+    "timezone",
 })  # fmt: skip
 
 SECRET_CONFIG_KEYS = frozenset({
@@ -121,6 +122,8 @@ def _check_attributes(
         allowed: tuple[str, ...] | None = None
         if var == "call":
             allowed = m.CALL_FIELDS
+        elif var == "now":
+            allowed = m.NOW_FIELDS
         elif var == "settings":
             allowed = SETTINGS_KEYS
         elif var == "config":

@@ -173,7 +173,7 @@ CODES: dict[str, Code] = {
         _e(
             "E-VAR-RESERVED",
             "a variable name that is reserved",
-            "call, settings and config are built in; choose another name",
+            "call, settings, config and now are built in; choose another name",
         ),
         # Params
         _e("E-PARAM-DEFAULT", "a param default that does not match its type or choices"),
@@ -195,6 +195,7 @@ CODES: dict[str, Code] = {
             "the agent picks flows by their description; say what the flow does",
         ),
         _w("W-ADMIT-OUTBOUND", "`admit` on an outbound flow has no effect"),
+        _e("E-TIMEZONE-UNKNOWN", "a `timezone:` that is not an IANA time zone"),
         _e(
             "E-ADMIT-ALLOWLIST",
             "an allowlist with no numbers",

@@ -11,8 +11,12 @@ from typing import Any, ClassVar
 
 from voicecall.dsl.errors import Span
 
-BUILTIN_NAMES = frozenset({"call", "settings", "config"})
+BUILTIN_NAMES = frozenset({"call", "settings", "config", "now"})
 CALL_FIELDS = ("id", "from", "to", "direction", "provider")
+# `now` is a timezone-aware datetime: what a flow may read or call on it.
+NOW_FIELDS = ("year", "month", "day", "hour", "minute", "second", "microsecond", "tzinfo",
+              "weekday", "isoweekday", "date", "time", "strftime", "isoformat", "timestamp",
+              "tzname", "utcoffset")  # fmt: skip
 ANSWER_FIELDS = ("text", "digits", "confidence")
 
 
@@ -254,6 +258,7 @@ class Flow:
     nodes: tuple[Node, ...]
     admit: Admit | None = None
     handlers: Handlers = Handlers()
+    timezone: str = ""  # the IANA zone `now` is given in; empty: config `timezone`, else UTC
 
     def node(self, name: str) -> Node | None:
         """The node called ``name``, or None."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
+from functools import lru_cache
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h))+$")
@@ -33,6 +35,21 @@ def format_duration(ms: int) -> str:
     if secs % 3600 or secs < 3600:
         return f"{secs // 60}m"
     return f"{secs // 3600}h"
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone called ``name`` (``Europe/Paris``, ``UTC``).
+
+    Raises:
+        ValueError: when there is no such zone.
+    """
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"not a time zone: {name!r}")
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
 
 
 def is_e164(text: str) -> bool:

@@ -22,6 +22,7 @@ from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.checks import CONFIG_KEYS
 from voicecall.dsl.validate import load_valid_flow
+from voicecall.dsl.values import zone
 from voicecall.runtime.clock import Clock, RealClock
 from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
 from voicecall.runtime.providers.base import AdapterSettings
@@ -147,6 +148,10 @@ async def start_runtime(
 ) -> Runtime:
     """Starts the webhook server and the call manager as configured; restores live calls."""
     clock = clock or RealClock()
+    try:  # flows read `now` in it: an unknown zone fails here, not on the first call
+        zone(str(config.get("timezone") or "UTC"))
+    except ValueError as exc:
+        raise ValueError(f"timezone: {exc}") from None
     provider, carrier, credentials, api_base = config.provider, None, {}, None
     if provider == "mock":
         from voicecall.runtime.sim.carrier.carrier import MockCarrier

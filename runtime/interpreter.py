@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,7 @@ from voicecall.compiler.base import CompiledBlock, CompiledFlow
 from voicecall.compiler.render import RenderError, template_slot
 from voicecall.dsl import model as m
 from voicecall.dsl.templates import environment
+from voicecall.dsl.values import zone
 from voicecall.runtime import adhoc
 from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
 from voicecall.runtime.urls import callback_url, encode_state
@@ -221,7 +223,13 @@ class Interpreter:
         values["settings"] = {"voice": flow.settings.voice, "language": flow.settings.language,
                               "max_duration": flow.settings.max_duration_ms}  # fmt: skip
         values["config"] = self.config
+        values["now"] = self.local_time()
         return values
+
+    def local_time(self) -> datetime:
+        """The clock's time in the flow's ``timezone``, else the config's, else UTC."""
+        name = self.compiled.flow.timezone or self.config.get("timezone") or "UTC"
+        return datetime.fromtimestamp(self.now(), zone(str(name)))
 
     def emit(self, call: CallRecord, block: CompiledBlock, step: int, run: Run) -> None:
         """Renders a block into the run and records what it says and what it waits for."""

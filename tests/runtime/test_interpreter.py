@@ -152,3 +152,42 @@ def test_agent_turns_say_and_listen_with_the_flow_voice(provider: str) -> None:
     else:
         assert "How can I help? &lt;/Say&gt;" in "".join(run.fragments)
     assert said(call)[-1] == ("bot", "How can I help? </Say>")
+
+
+NOW_FLOW = """\
+version: 1
+name: t
+description: t
+{zone}start: a
+nodes:
+  a:
+    - branch:
+        - when: now.weekday() >= 5 or now.hour < 9 or now.hour >= 18
+          goto: closed
+        - else: open
+  open: [{{say: "Open at {{{{ now.strftime('%H:%M %Z') }}}}."}}, hangup]
+  closed: [{{say: "Closed at {{{{ now.strftime('%H:%M %Z') }}}}."}}, hangup]
+"""
+
+
+@pytest.mark.parametrize(
+    ("zone", "config", "said_text"),
+    [
+        # 2026-01-05 (a Monday) 23:30 UTC: 18:30 in New York, 00:30 on Tuesday in Paris.
+        ("timezone: America/New_York\n", {}, "Closed at 18:30 EST."),
+        ("timezone: Asia/Tokyo\n", {"timezone": "Europe/Paris"}, "Closed at 08:30 JST."),
+        ("", {"timezone": "America/Los_Angeles"}, "Open at 15:30 PST."),
+        ("", {}, "Closed at 23:30 UTC."),
+    ],
+)
+def test_now_is_the_clock_in_the_flows_or_the_configs_time_zone(
+    zone: str, config: dict[str, Any], said_text: str
+) -> None:
+    checked = validate_text(NOW_FLOW.format(zone=zone), "t.yaml")
+    assert checked.flow is not None and checked.ok, checked.diagnostics
+    instant = 1_767_655_800.0  # 2026-01-05T23:30:00Z
+    interp = Interpreter(compile_flow(checked.flow, "twilio", {}), BASE, config, lambda: instant)
+    call = CallRecord.new(provider="twilio", direction="outbound", from_number="", to_number="",
+                          flow="t", flow_digest="x")  # fmt: skip
+    interp.start(call)
+    assert said(call) == [("bot", said_text)]
