@@ -9,6 +9,7 @@ from xml.dom import minidom
 
 from voicecall.compiler import blocks as b
 from voicecall.compiler.base import CompiledBlock, CompiledFlow
+from voicecall.compiler.render import CommandTemplate
 
 
 def describe_end(end: b.End) -> str:
@@ -59,16 +60,16 @@ def block_json(block: CompiledBlock, values: Mapping[str, Any]) -> dict[str, Any
         assert block.xml is not None
         out["body"] = block.xml.show(values)
     else:
-        out["commands"] = [
-            {"command": c.command, "body": c.show(values), "await": c.awaits}
-            for c in block.commands
-        ]
+        out["commands"] = [command_json(c, values) for c in block.commands]
         if block.after_input:
-            out["after_input"] = [
-                {"command": c.command, "body": c.show(values), "await": c.awaits}
-                for c in block.after_input
-            ]
+            out["after_input"] = [command_json(c, values) for c in block.after_input]
     return out
+
+
+def command_json(command: CommandTemplate, values: Mapping[str, Any]) -> dict[str, Any]:
+    """One command; ``runtime`` marks the runtime's own timers, which are never sent."""
+    return {"command": command.command, "body": command.show(values), "await": command.awaits,
+            "runtime": command.runtime}  # fmt: skip
 
 
 def compiled_json(compiled: CompiledFlow, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,7 +102,8 @@ def compiled_text(compiled: CompiledFlow, values: Mapping[str, Any]) -> str:
         else:
             for cmd in data["commands"] + data.get("after_input", []):
                 wait = f"  -> await {cmd['await']}" if cmd["await"] else ""
-                lines.append(f"  {cmd['command']}{wait}")
+                where = "  (runtime timer, not sent to the carrier)" if cmd["runtime"] else ""
+                lines.append(f"  {cmd['command']}{wait}{where}")
                 lines.append("    " + json.dumps(cmd["body"], sort_keys=True, ensure_ascii=False))
         lines.append(f"  then: {data['then']}")
     return "\n".join(lines) + "\n"

@@ -144,6 +144,8 @@ class CommandTemplate:
     body: Body  # values may be Slot objects, at any depth
     awaits: str | None  # the webhook event that completes it, or None
     where: str
+    # Performed by the runtime itself (a timer), never sent to the carrier.
+    runtime: bool = False
 
     def render(self, values: Mapping[str, Any], system: Mapping[str, str]) -> Body:
         """The request body exactly as sent."""

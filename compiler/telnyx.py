@@ -64,7 +64,8 @@ class TelnyxBackend(Backend):
             body = {**body, "client_state": system_slot("client_state"),
                     "command_id": system_slot("command_id")}  # fmt: skip
         clean = {k: v for k, v in body.items() if v is not None}
-        return CommandTemplate(command=name, body=clean, awaits=awaits, where=source.short)
+        return CommandTemplate(command=name, body=clean, awaits=awaits, where=source.short,
+                               runtime=name in RUNTIME_COMMANDS)  # fmt: skip
 
     def send(self, name: str, body: dict[str, Any], awaits: str | None, source: b.Source) -> None:
         self.out.commands.append(self.command(name, body, awaits, source))
