@@ -75,7 +75,8 @@ def rows(db: Path, sql: str) -> list[Any]:
 
 
 async def wait_for(check: Any, what: str) -> None:
-    for _ in range(1000):  # a safety net of about 10 s of real time
+    # Only a safety net against a hang, not a speed check: generous for a loaded machine.
+    for _ in range(6000):
         if check():
             return
         await asyncio.sleep(0.01)
