@@ -1,0 +1,154 @@
+"""The CallManager: one object for the server, the Gateway host, the CLI and simulations,
+over collaborators with one job each.
+
+==============  ===========================================================================
+``calls``       :class:`~.core.Calls`: settings, store, adapter, flows, clock, locks, timers,
+                answering and ending a call (end hooks free per-call state)
+``delivery``    :class:`~.delivery.Delivery`: replies, Telnyx command pump, pushes, REST sends
+``timeouts``    :class:`~.timers.Timeouts`: what due timers do, the stale-call reaper
+``admission``   :class:`~.admission.Admission`: inbound policy, allowlist, rejection
+``turns``       :class:`~.turns.AgentTurns`: agent commands, conversations, model replies
+``events``      :class:`~.events.Events`: carrier events applied exactly once
+``outbound``    :class:`~.outbound.Outbound`: placing calls
+``restorer``    :class:`~.restore.Restorer`: picking calls up after a restart
+==============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from voicecall.compiler.base import CompiledFlow
+from voicecall.dsl import model as m
+from voicecall.runtime.clock import Clock
+from voicecall.runtime.manager.admission import Admission
+from voicecall.runtime.manager.core import Calls, FlowSource, ManagerSettings, Responder
+from voicecall.runtime.manager.delivery import Delivery
+from voicecall.runtime.manager.events import Events
+from voicecall.runtime.manager.outbound import Outbound
+from voicecall.runtime.manager.restore import Restorer
+from voicecall.runtime.manager.timers import Timeouts
+from voicecall.runtime.manager.turns import AgentTurns
+from voicecall.runtime.providers.base import Adapter, Event, Reply
+from voicecall.runtime.state import CallRecord
+from voicecall.runtime.store import Store
+
+
+class CallManager:
+    """Owns the calls of one process: events, timers, agent commands, restore."""
+
+    def __init__(  # noqa: PLR0917 - the services, each named
+        self, settings: ManagerSettings, store: Store, adapter: Adapter, flows: FlowSource,
+        clock: Clock, responder: Responder | None = None,
+    ):  # fmt: skip
+        self.calls = Calls(settings, store, adapter, flows, clock)
+        self.delivery = Delivery(self.calls)
+        self.timeouts = Timeouts(self.calls, self.delivery)
+        self.admission = Admission(self.calls, self.delivery)
+        self.turns = AgentTurns(self.calls, self.delivery, responder)
+        self.events = Events(self.calls, self.delivery, self.admission, self.turns,
+                             self.timeouts)  # fmt: skip
+        self.outbound = Outbound(self.calls)
+        self.restorer = Restorer(self.calls, self.delivery, self.timeouts)
+
+    # --- what the services are (settings may be replaced once the server has its URL) -------
+
+    @property
+    def settings(self) -> ManagerSettings:
+        return self.calls.settings
+
+    @settings.setter
+    def settings(self, settings: ManagerSettings) -> None:
+        self.calls.settings = settings
+
+    @property
+    def clock(self) -> Clock:
+        return self.calls.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self.calls.clock = clock
+
+    @property
+    def responder(self) -> Responder | None:
+        return self.turns.responder
+
+    @responder.setter
+    def responder(self, responder: Responder | None) -> None:
+        self.turns.responder = responder
+
+    @property
+    def inline_reply_s(self) -> float:
+        return self.turns.inline_reply_s
+
+    @inline_reply_s.setter
+    def inline_reply_s(self, seconds: float) -> None:
+        self.turns.inline_reply_s = seconds
+
+    @property
+    def store(self) -> Store:
+        return self.calls.store
+
+    @property
+    def adapter(self) -> Adapter:
+        return self.calls.adapter
+
+    @property
+    def flows(self) -> FlowSource:
+        return self.calls.flows
+
+    def compiled(self, name: str) -> CompiledFlow:
+        return self.calls.compiled(name)
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        return self.calls.lock(key)
+
+    # --- the public API ----------------------------------------------------------------------
+
+    async def initiate(
+        self, *, to: str | None, flow: str, params: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CallRecord:  # fmt: skip
+        """Places an outbound call (see :meth:`Outbound.initiate`)."""
+        return await self.outbound.initiate(to=to, flow=flow, params=params, metadata=metadata)
+
+    async def handle(self, events: list[Event], key: str) -> Reply:
+        """Applies a verified webhook's events (see :meth:`Events.handle`)."""
+        return await self.events.handle(events, key)
+
+    def admits(self, flow: m.Flow, caller: str | None) -> tuple[bool, str]:
+        return self.admission.admits(flow, caller)
+
+    async def continue_call(self, call_id: str, message: str) -> str:
+        return await self.turns.continue_call(call_id, message)
+
+    async def speak(self, call_id: str, message: str) -> None:
+        await self.turns.speak(call_id, message)
+
+    async def end_call(self, call_id: str, message: str = "") -> None:
+        await self.turns.end_call(call_id, message)
+
+    def get(self, call_id: str) -> CallRecord | None:
+        store = self.calls.store
+        return store.get(call_id) or store.find(self.settings.provider, call_id)
+
+    async def restore(self) -> list[str]:
+        return await self.restorer.restore()
+
+    async def on_timer(self, call_id: str, kind: str) -> None:
+        await self.timeouts.on_timer(call_id, kind)
+
+    def start_reaper(self, every_s: float = 30.0) -> None:
+        self.timeouts.start_reaper(every_s)
+
+    def stop_reaper(self) -> None:
+        self.timeouts.stop_reaper()
+
+    def reap(self) -> None:
+        self.timeouts.reap()
+
+    async def drain(self) -> None:
+        """Waits until every queued REST side effect and background reply has run."""
+        await self.delivery.drain()

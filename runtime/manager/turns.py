@@ -1,0 +1,165 @@
+"""Agent turns: the agent's continue / speak / end commands on a live call, the caller's
+turns in a conversation, and the response model's replies (inline, or pushed when late)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from voicecall.runtime import adhoc
+from voicecall.runtime.interpreter import Interpreter, Run
+from voicecall.runtime.manager.core import CallError, Calls, Responder
+from voicecall.runtime.manager.delivery import Delivery
+from voicecall.runtime.state import CallRecord, Waiting
+
+log = logging.getLogger("voicecall.runtime")
+# How long a webhook waits for the model's reply before answering with a hold (Twilio gives
+# up on a webhook after 15 s).
+INLINE_REPLY_S = 5.0
+
+
+class AgentTurns:
+    """Who speaks next on a conversation: the agent (through commands) or the model."""
+
+    def __init__(self, calls: Calls, delivery: Delivery, responder: Responder | None = None):
+        self.calls = calls
+        self.delivery = delivery
+        self.responder = responder
+        self.inline_reply_s = INLINE_REPLY_S
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._turn_started: dict[str, float] = {}
+        calls.end_hooks.append(self._ended)
+
+    def __len__(self) -> int:
+        """Agent turns waiting for a caller (0 when idle)."""
+        return len(self._waiters) + len(self._turn_started)
+
+    def _ended(self, call_id: str, reason: str) -> None:
+        waiter = self._waiters.pop(call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(CallError(f"the call ended: {reason}"))
+
+    # --- the agent's commands ------------------------------------------------------------------
+
+    async def continue_call(self, call_id: str, message: str) -> str:
+        """Says ``message``, then waits for the caller's answer; returns what they said."""
+        loop = asyncio.get_running_loop()
+        if call_id in self._waiters:
+            raise CallError("a turn is already waiting for the caller on this call")
+        waiter: asyncio.Future[str] = loop.create_future()
+        self._waiters[call_id] = waiter
+        self._turn_started[call_id] = self.calls.clock.now()
+        try:
+            await self._agent(call_id, adhoc.TURN, message)
+            return await asyncio.wait_for(waiter, self.calls.settings.transcript_timeout_s)
+        except TimeoutError as exc:
+            raise CallError("no answer from the caller in time") from exc
+        finally:
+            self._waiters.pop(call_id, None)
+            self._turn_started.pop(call_id, None)
+
+    async def speak(self, call_id: str, message: str) -> None:
+        """Says ``message`` and goes on listening, without waiting for an answer."""
+        await self._agent(call_id, adhoc.TURN, message)
+
+    async def end_call(self, call_id: str, message: str = "") -> None:
+        """Ends the call (saying ``message`` first, if any)."""
+        if message:
+            await self._agent(call_id, adhoc.FINAL, message)
+            return
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            call.ending = "hangup-bot"
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, [self.delivery.hangup_send(call)])
+
+    async def _agent(self, call_id: str, kind: str, message: str) -> None:
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            if call.answered_at is None:
+                raise CallError("the call is not answered yet")
+            run = self.calls.interpreter(call).agent_turn(call, kind, message)
+            outcome = self.delivery.push(call, run, f"agent {kind}")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+
+    # --- the caller's turns --------------------------------------------------------------------
+
+    def conversing(self, call: CallRecord, waiting: Waiting) -> bool:
+        """Whether what the call waits for is a turn of a conversation."""
+        if waiting.kind == "converse":
+            return True
+        block = self.calls.interpreter(call).block(waiting.block)
+        return type(block.end).__name__ == "Converse"
+
+    async def converse(self, call: CallRecord, waiting: Waiting, text: str) -> Run:
+        """The caller said ``text`` in a conversation: the model answers, or an agent's
+        waiting turn gets it."""
+        interp = self.calls.interpreter(call)
+        options = call.metadata.get("converse", {})
+        if options.get("driver") == "model" and text:
+            return await self._model_turn(call, interp, waiting, text, options)
+        run = interp.converse_input(call, waiting.block, waiting.step, text)
+        waiter = self._waiters.pop(call.call_id, None)
+        if waiter is not None and text and not waiter.done():
+            self._latency(call)
+            waiter.set_result(text)
+        return run
+
+    def _latency(self, call: CallRecord) -> None:
+        """The original plugin's turn metrics, kept on the record (`voicecall latency`)."""
+        now = self.calls.clock.now()
+        meta = call.metadata
+        started = self._turn_started.get(call.call_id, now)
+        listening = float(meta.get("listenStartedAt") or started)
+        meta["turnCount"] = int(meta.get("turnCount", 0)) + 1
+        meta["lastTurnLatencyMs"] = round((now - started) * 1000)
+        meta["lastTurnListenWaitMs"] = round((now - max(listening, started)) * 1000)
+        meta["lastTurnCompletedAt"] = now
+
+    # --- the response model --------------------------------------------------------------------
+
+    async def _model_turn(
+        self, call: CallRecord, interp: Interpreter, waiting: Waiting, text: str,
+        options: Mapping[str, Any],
+    ) -> Run:  # fmt: skip
+        interp.heard(call, text, interp.block(waiting.block))
+        turns = int(call.metadata.get("turns", 0)) + 1
+        call.metadata["turns"] = turns
+        last = options.get("max_turns") and turns >= int(options["max_turns"])
+        kind = adhoc.FINAL if last else adhoc.TURN
+        if self.responder is None:
+            return interp.agent_turn(call, kind, "")
+        timeout = (options.get("timeout_ms") or 30_000) / 1000
+        reply = asyncio.ensure_future(
+            asyncio.wait_for(self.responder.reply(call, text, options), timeout))  # fmt: skip
+        # A carrier waiting for the document gives up after ~15 s (Twilio): a slower reply is
+        # answered with a hold, and pushed to the call with a redirect when it arrives.
+        inline = min(timeout, self.inline_reply_s) if interp.xml else timeout
+        done, _ = await asyncio.wait({reply}, timeout=inline)
+        if reply in done:
+            return interp.agent_turn(call, kind, _reply_text(call, reply))
+        self.delivery.background(self._late_reply(call.call_id, kind, reply))
+        return interp.converse_input(call, waiting.block, waiting.step, "")
+
+    async def _late_reply(self, call_id: str, kind: str, task: asyncio.Future[str]) -> None:
+        await asyncio.wait({task})
+        async with self.calls.lock(call_id):
+            call = self.calls.store.get(call_id)
+            if call is None or call.ended:
+                return
+            run = self.calls.interpreter(call).agent_turn(call, kind, _reply_text(call, task))
+            outcome = self.delivery.push(call, run, "model reply")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+
+
+def _reply_text(call: CallRecord, task: asyncio.Future[str]) -> str:
+    """The model's reply; a failed or timed-out reply is silence, never a dropped call."""
+    try:
+        return task.result()
+    except (TimeoutError, Exception) as exc:
+        log.warning("call %s: the response model failed: %s", call.call_id, exc)
+        return ""
