@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 KINDS = ("answer", "status", "input", "dial", "live", "hangup", "event")
 
 
@@ -46,14 +48,24 @@ class Place:
     step: int | None = None
 
 
+MAX_STEP_DIGITS = 9  # steps we write are small; a longer one is not ours
+
+
 def place_from_query(query: Mapping[str, str]) -> Place:
-    """Reads call, kind, block and step from a callback URL's query (missing parts are None)."""
+    """Reads call, kind, block and step from a callback URL's query (missing parts are None).
+
+    Raises:
+        ValueError: ``step`` is not 1 to 9 ASCII digits (``str.isdigit`` also takes "²", which
+            ``int`` refuses, and ``int`` refuses more than 4,300 digits).
+    """
     step = query.get("step")
+    if step is not None and not (len(step) <= MAX_STEP_DIGITS and _ASCII_DIGITS.fullmatch(step)):
+        raise ValueError(f"step is not a number: {step[:20]!r}")
     return Place(
         call_id=query.get("call") or None,
         kind=query.get("kind") or None,
         block=query.get("block") or None,
-        step=int(step) if step is not None and step.isdigit() else None,
+        step=int(step) if step is not None else None,
     )
 
 

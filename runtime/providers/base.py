@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
+from urllib.parse import urlsplit
+
+from multidict import MultiDict
 
 from voicecall.runtime.urls import Place, place_from_query
 
@@ -77,7 +80,16 @@ class WebhookRequest:
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
     form: Mapping[str, str] = field(default_factory=dict)  # urlencoded body fields, if any
+    # Every field of the form in body order, repeated names included: what the carrier signed
+    # (``form`` keeps the last value of each name, for parsing). Empty: ``form`` is all of it.
+    form_pairs: tuple[tuple[str, str], ...] = ()
+    # Why the body cannot be read (not UTF-8): answered 400, but only after the signature.
+    malformed: str = ""
     remote: str = ""
+
+    def signed_fields(self) -> MultiDict[str]:
+        """The form fields as signed: every value of every name, in body order."""
+        return MultiDict(self.form_pairs or self.form.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,10 @@ class Verification:
     ok: bool
     reason: str = ""  # why it failed, for the log (never a secret)
     key: str = ""  # replay key, from verified material only (signature, timestamp, body…)
+    # A key the server claims before anything happens, when the signature does not cover the
+    # whole request (Plivo V2: not the body nor the query): a second request presenting the
+    # same signature is a replay, whatever else it changed.
+    once_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +134,27 @@ class AdapterSettings:
     api_base: str | None = None  # a REST base other than the carrier's (the mock carrier, tests)
     skip_signature: bool = False
     now: Callable[[], float] = time.time  # Telnyx's 5-minute timestamp window is checked with it
+    # Plivo: accept legacy V2 signatures (`plivo.allowV2Signatures`). Unsafe: V2 signs only the
+    # URL without its query and a nonce, so each (nonce, signature) pair is accepted once.
+    allow_v2_signatures: bool = False
 
 
 FormParser = Callable[[Mapping[str, str], "Place"], list[Event]]
+
+
+def url_problem(url: str) -> str:
+    """Why a request URL cannot be signature-checked (it is built from the Host header when
+    no publicUrl is set), or "" if it can: the SDKs' URL parsing raises on a bad port or host.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not 0-65535
+        url.encode("utf-8")
+    except ValueError:  # UnicodeEncodeError included: undecodable Host bytes
+        return "the request URL is malformed (check the Host header or set publicUrl)"
+    if not parts.hostname:
+        return "the request URL has no host (check the Host header or set publicUrl)"
+    return ""
 
 
 def parse_form(
@@ -132,7 +166,10 @@ def parse_form(
     Raises:
         BadRequest: no kind for a named call, an unknown kind, or no ``id_field``.
     """
-    place = place_from_query(request.query)
+    try:
+        place = place_from_query(request.query)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     kind = place.kind or (None if place.call_id else "answer")
     if kind is None:
         raise BadRequest("callback URL names a call but no kind")

@@ -1,4 +1,4 @@
-"""Plivo: V3 (or V2) signed webhooks, Plivo XML replies, REST through plivo-python.
+"""Plivo: V3 signed webhooks (V2 only if allowed), Plivo XML replies, REST through plivo-python.
 
 The SDK is synchronous (requests), so REST calls run in a worker thread. Its client has no
 base-URL setting and resets ``base_uri`` from module constants on every request
@@ -10,11 +10,15 @@ more tries at the same host, each print()ing the URL). The SDK is imported on fi
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
+
+from multidict import MultiDict
 
 from voicecall.runtime.providers.base import (
     Adapter,
@@ -27,6 +31,7 @@ from voicecall.runtime.providers.base import (
     Verification,
     WebhookRequest,
     parse_form,
+    url_problem,
 )
 from voicecall.runtime.providers.errors import ProviderError, redact
 from voicecall.runtime.urls import Place, callback_url
@@ -37,6 +42,9 @@ V3_MA = "X-Plivo-Signature-Ma-V3"  # signed with the main account's token
 V3_NONCE = "X-Plivo-Signature-V3-Nonce"
 V2 = "X-Plivo-Signature-V2"
 V2_NONCE = "X-Plivo-Signature-V2-Nonce"
+
+V2_REFUSED = (f"{V2} signatures are refused: they sign neither the body nor the query "
+              "(plivo.allowV2Signatures is off)")  # fmt: skip
 
 API_ROOT = "https://api.plivo.com"
 
@@ -215,9 +223,8 @@ class PlivoAdapter(Adapter):
     """Plivo Voice: Plivo XML over webhooks, the v1 Account REST API."""
 
     name: ClassVar[str] = "plivo"
-    # V3 is checked first and V2 accepted instead, so no one header is always there: the
-    # pre-auth gate can demand nothing, and verify() names what is missing. The sets below say
-    # "one of these sets, complete" for a server that can check alternatives.
+    # The pre-auth gate wants one complete set: V3's, or V2's when allowed (see
+    # missing_signature_headers); verify() names what is missing.
     signature_headers: ClassVar[tuple[str, ...]] = ()
     signature_header_sets: ClassVar[tuple[tuple[str, ...], ...]] = ((V3, V3_NONCE), (V2, V2_NONCE))
 
@@ -225,15 +232,21 @@ class PlivoAdapter(Adapter):
         super().__init__(settings)
         self._rest: Any = None
 
+    def missing_signature_headers(self, present: Mapping[str, str]) -> list[str]:
+        """V3's headers, or V2's only when V2 signatures are allowed."""
+        if self.settings.allow_v2_signatures:
+            return super().missing_signature_headers(present)
+        return [n for n in (V3, V3_NONCE) if n not in present]
+
     # --- webhooks ---------------------------------------------------------------------------------
 
     def verify(self, request: WebhookRequest) -> Verification:
-        """Checks the V3 signature (or the Ma-V3 one), else the legacy V2 one.
+        """Checks the V3 signature (or the Ma-V3 one); the legacy V2 one only if allowed.
 
         V3: HMAC-SHA256 over the URL with its sorted query, the sorted POST fields and the
         nonce; V2: over the URL without query, and the nonce. A request carrying V3 headers is
-        judged on them only (no downgrade to V2). Replay keys as the original plugin's:
-        sha256(V3 signed string \\n nonce), sha256(URL without query \\n nonce).
+        judged on them only (no downgrade to V2). Replay keys: sha256(V3 signed string \\n
+        nonce); for V2 a key of the (nonce, signature) pair, claimed once (``once_key``).
         """
         if self.settings.skip_signature:
             return Verification(True, "signature check skipped", skip_key(request))
@@ -244,41 +257,59 @@ class PlivoAdapter(Adapter):
         if headers.get(V3_NONCE) or headers.get(V3) or headers.get(V3_MA):
             return self._verify_v3(request, token)
         if headers.get(V2) or headers.get(V2_NONCE):
+            if not self.settings.allow_v2_signatures:
+                return Verification(False, V2_REFUSED)
             return self._verify_v2(request, token)
-        return Verification(False, f"missing {V3} and {V3_NONCE} headers (or {V2} and {V2_NONCE})")
+        return Verification(False, f"missing {V3} and {V3_NONCE} headers")
 
     def _verify_v3(self, request: WebhookRequest, token: str) -> Verification:
-        from plivo.utils import validate_v3_signature
         from plivo.utils.signature_v3 import construct_get_url, construct_post_url
 
         nonce = request.headers.get(V3_NONCE, "")
-        signatures = ",".join(s for s in (request.headers.get(V3), request.headers.get(V3_MA)) if s)
-        if not nonce or not signatures:
+        candidates = _signatures(request.headers.get(V3, ""), request.headers.get(V3_MA, ""))
+        if not nonce or not candidates:
             return Verification(False, f"missing {V3_NONCE if not nonce else V3} header")
         method = request.method.upper()
         if method not in ("GET", "POST"):
             return Verification(False, f"V3 signatures cover GET and POST only, not {method}")
-        params = dict(request.form) if method == "POST" else {}
+        problem = url_problem(request.url)
+        if problem:
+            return Verification(False, problem)
+        # The SDK's own helpers build the signed string (every value of a repeated field);
+        # the comparison is ours: its validator splits the header on "," without trimming.
+        params = _lists(request.signed_fields()) if method == "POST" else {}
         try:
-            ok = validate_v3_signature(method, request.url, nonce, token, signatures, dict(params))
-            signed = (construct_post_url(request.url, dict(params)) if method == "POST"
-                      else construct_get_url(request.url, {}))  # fmt: skip
-        except Exception:  # the SDK's argument validators raise on odd input
+            built = (construct_post_url(request.url, params) if method == "POST"
+                     else construct_get_url(request.url, {}))  # fmt: skip
+            signed = bytes(built).decode("utf-8")
+            digest = _hmac(token, f"{signed}.{nonce}")
+        except ValueError:  # odd bytes in the URL, fields or nonce
             return Verification(False, f"malformed {V3} request")
-        if not ok:
+        if not any(hmac.compare_digest(digest, c) for c in candidates):
             return Verification(False, f"bad {V3} signature for {_without_query(request.url)}")
-        return Verification(True, "", _sha(bytes(signed).decode(), nonce))
+        return Verification(True, "", _sha(signed, nonce))
 
     def _verify_v2(self, request: WebhookRequest, token: str) -> Verification:
-        from plivo.utils import validate_signature
-
         signature = request.headers.get(V2, "")
         nonce = request.headers.get(V2_NONCE, "")
         if not signature or not nonce:
             return Verification(False, f"missing {V2_NONCE if not nonce else V2} header")
-        if not validate_signature(request.url, nonce, signature, token):
-            return Verification(False, f"bad {V2} signature for {_without_query(request.url)}")
-        return Verification(True, "", _sha(_without_query(request.url), nonce))
+        problem = url_problem(request.url)
+        candidates = _signatures(signature)
+        if problem or not candidates:
+            return Verification(False, problem or f"{V2} is not base64")
+        try:
+            base = _without_query(request.url)
+            digest = _hmac(token, base + nonce)
+        except ValueError:
+            return Verification(False, f"malformed {V2} request")
+        if not hmac.compare_digest(digest, candidates[0]):
+            return Verification(False, f"bad {V2} signature for {base}")
+        # The signature covers neither body nor query: the pair itself is the event. Its
+        # claim makes any second request with it a replay; the event key is the pair's too.
+        pair = base64.b64encode(digest).decode()
+        return Verification(True, "", _sha("v2-event", base, nonce, pair),
+                            once_key=_sha("v2-pair", base, nonce, pair))  # fmt: skip
 
     def parse(self, request: WebhookRequest) -> list[Event]:
         """Events for one Plivo request (see :func:`parse_form`)."""
@@ -398,6 +429,38 @@ class PlivoAdapter(Adapter):
 
 def _without_query(url: str) -> str:
     return urlparse(url)._replace(query="", fragment="").geturl()
+
+
+MAX_SIGNATURES = 8  # per header: Plivo sends one per token it signs with
+
+
+def _signatures(*headers: str) -> list[bytes]:
+    """The decoded signatures of comma-separated header values (Plivo sends "a, b"), trimmed;
+    what is not base64 is no signature."""
+    found: list[bytes] = []
+    for header in headers:
+        for part in header.split(",")[:MAX_SIGNATURES]:
+            try:
+                decoded = base64.b64decode(part.strip(), validate=True)
+            except ValueError:  # binascii.Error, or non-ASCII text
+                continue
+            if decoded:
+                found.append(decoded)
+    return found
+
+
+def _hmac(token: str, data: str) -> bytes:
+    """HMAC-SHA256 of ``data`` (UTF-8) with the auth token; ValueError if not encodable."""
+    return hmac.new(token.encode(), data.encode("utf-8"), hashlib.sha256).digest()
+
+
+def _lists(fields: MultiDict[str]) -> dict[str, Any]:
+    """Form fields as the SDK's signer reads them: a list for a name that repeats."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(fields):
+        values = fields.getall(name)
+        out[name] = values if len(values) > 1 else values[0]
+    return out
 
 
 ADAPTER = PlivoAdapter

@@ -49,6 +49,7 @@ SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
 # Commands taking PUT rather than POST (providers.md §1.3).
 PUT_COMMANDS = frozenset({"client_state_update"})
 COMMAND_NAME = re.compile(r"[a-z][a-z_]*")
+UNIX_TIME = re.compile(r"[0-9]{1,12}")  # seconds; ASCII only, short enough for int()
 
 # payload.hangup_cause of call.hangup -> our end reason (openclaw-voice-call.md §4.2, plus the
 # spec's timeout (dial timeout_secs) and time_limit (time_limit_secs)); others are "completed".
@@ -277,14 +278,17 @@ class TelnyxAdapter(Adapter):
 
     def parse(self, request: WebhookRequest) -> list[Event]:
         """The event of one Telnyx webhook; an event type we do not use gives none."""
-        data = _envelope(request.body)
-        handler = EVENTS.get(data["event_type"])
-        if handler is None:
-            return []
-        payload = data.get("payload")
-        if not isinstance(payload, dict):
-            raise BadRequest("data.payload is not an object")
-        return [handler(payload, _common(data, payload))]
+        try:
+            data = _envelope(request.body)
+            handler = EVENTS.get(data["event_type"])
+            if handler is None:
+                return []
+            payload = data.get("payload")
+            if not isinstance(payload, dict):
+                raise BadRequest("data.payload is not an object")
+            return [handler(payload, _common(data, payload))]
+        except RecursionError:  # the body, or JSON in its client_state, nested too deeply
+            raise BadRequest("JSON nested too deeply") from None
 
     # --- REST -------------------------------------------------------------------------------------
 
@@ -390,7 +394,7 @@ def _signed_headers(request: WebhookRequest) -> tuple[str, bytes] | str:
     timestamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
     if not signature_text or not timestamp:
         return f"missing {SIGNATURE_HEADER if not signature_text else TIMESTAMP_HEADER} header"
-    if not timestamp.isdigit():
+    if not UNIX_TIME.fullmatch(timestamp):  # not isdigit(): "²" is a digit int() refuses
         return f"{TIMESTAMP_HEADER} is not a Unix time"
     try:
         return timestamp, b64decode_any(signature_text)

@@ -8,11 +8,11 @@ REST half is imported on first use (it is slow to import, providers.md §0).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from multidict import MultiDict
 from twilio.request_validator import RequestValidator, remove_port
 
 from voicecall.runtime.providers.base import (
@@ -26,6 +26,7 @@ from voicecall.runtime.providers.base import (
     Verification,
     WebhookRequest,
     parse_form,
+    url_problem,
 )
 from voicecall.runtime.providers.errors import ProviderError, redact
 from voicecall.runtime.urls import Place, callback_url
@@ -183,8 +184,8 @@ class TwilioAdapter(Adapter):
         """Checks X-Twilio-Signature: HMAC-SHA1 over the URL and the sorted form fields.
 
         The SDK's validator also accepts the URL with its port removed or the default port
-        added (twilio.com/docs/usage/webhooks/webhooks-security). The replay key is built as
-        the original plugin does: sha256(URL \\n sorted fields \\n signature).
+        added (twilio.com/docs/usage/webhooks/webhooks-security). The replay key covers
+        exactly the string verified (see :func:`_replay_key`).
         """
         if self.settings.skip_signature:
             return Verification(True, "signature check skipped", skip_key(request))
@@ -195,9 +196,9 @@ class TwilioAdapter(Adapter):
         if not signature:
             return Verification(False, f"missing {SIGNATURE_HEADER} header")
         params = _signed_params(request)
-        if not RequestValidator(token).validate(request.url, params, signature):
-            where = urlparse(request.url)._replace(query="").geturl()
-            return Verification(False, f"bad {SIGNATURE_HEADER} signature for {where}")
+        problem = url_problem(request.url) or _mismatch(token, request.url, params, signature)
+        if problem:
+            return Verification(False, problem)
         return Verification(True, "", _replay_key(request.url, params, signature))
 
     def parse(self, request: WebhookRequest) -> list[Event]:
@@ -298,20 +299,42 @@ class TwilioAdapter(Adapter):
         return (self.settings.credentials.get("authToken", ""),)
 
 
-def _signed_params(request: WebhookRequest) -> Mapping[str, str] | str:
-    """What Twilio signs besides the URL: the form fields of a POST, nothing for a GET, and
+def _signed_params(request: WebhookRequest) -> MultiDict[str] | str:
+    """What Twilio signs besides the URL: every form field of a POST (repeated names
+    included: the SDK's validator reads a MultiDict with ``getall``), nothing for a GET, and
     for a JSON body the body itself (checked against the URL's bodySHA256)."""
     if "bodySHA256" in request.query:
         return request.body.decode("utf-8", errors="replace")
     if request.method.upper() == "POST":
-        return dict(request.form)
-    return {}
+        return request.signed_fields()
+    return MultiDict()
 
 
-def _replay_key(url: str, params: Mapping[str, str] | str, signature: str) -> str:
-    """sha256(URL without port \\n sorted fields \\n signature): all of it signed material."""
-    fields = params if isinstance(params, str) else json.dumps(sorted(params.items()))
-    material = f"{remove_port(urlparse(url))}\n{fields}\n{signature}"
+def _mismatch(token: str, url: str, params: MultiDict[str] | str, signature: str) -> str:
+    """Why the SDK's validator refuses the signature, or "" if it accepts it."""
+    try:
+        if RequestValidator(token).validate(url, params, signature):
+            return ""
+    except ValueError:  # text the SDK cannot encode (undecodable bytes in the request)
+        return f"malformed {SIGNATURE_HEADER} request"
+    return f"bad {SIGNATURE_HEADER} signature for {urlparse(url)._replace(query='').geturl()}"
+
+
+def _signed_text(params: MultiDict[str] | str) -> str:
+    """The part of the signed string after the URL, exactly as the SDK builds it: each name
+    sorted, then its distinct values sorted (a JSON body is covered by the URL's hash)."""
+    if isinstance(params, str):
+        return ""
+    return "".join(name + value for name in sorted(set(params))
+                   for value in sorted(set(params.getall(name))))  # fmt: skip
+
+
+def _replay_key(url: str, params: MultiDict[str] | str, signature: str) -> str:
+    """sha256(URL without port + signed fields \n signature): the string the signature was
+    verified over, so a body split differently into the same signed string (``ab=c`` and
+    ``a=bc``) is the same event. The validator accepts the URL with or without its port;
+    both variants reduce to the URL without it."""
+    material = f"{remove_port(urlparse(url))}{_signed_text(params)}\n{signature}"
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from urllib.parse import urlencode
 
 import plivo.rest.client
 import pytest
@@ -140,13 +145,79 @@ def test_verify_port_must_match(signed_url: str, requested_url: str, ok: bool) -
     assert adapter().verify(signed(requested_url, sign_url=signed_url)).ok is ok
 
 
-def test_verify_v2_when_no_v3_headers() -> None:
-    headers = {"X-Plivo-Signature-V2": plivo_v2_signature(TOKEN, URL, NONCE),
-               "X-Plivo-Signature-V2-Nonce": NONCE}  # fmt: skip
-    result = adapter().verify(form_request(URL, FORM, headers))
-    assert result.ok and result.key
+def v2_headers(url: str = URL, nonce: str = NONCE, token: str = TOKEN) -> dict[str, str]:
+    return {"X-Plivo-Signature-V2": plivo_v2_signature(token, url, nonce),
+            "X-Plivo-Signature-V2-Nonce": nonce}  # fmt: skip
+
+
+def test_v2_is_refused_by_default() -> None:
+    result = adapter().verify(form_request(URL, FORM, v2_headers()))
+    assert not result.ok and "allowV2Signatures is off" in result.reason
+
+
+def test_verify_v2_when_allowed() -> None:
+    headers = v2_headers()
+    result = adapter(allow_v2_signatures=True).verify(form_request(URL, FORM, headers))
+    assert result.ok and result.key and result.once_key and result.once_key != result.key
     headers["X-Plivo-Signature-V2"] = plivo_v2_signature("other", URL, NONCE)
-    assert not adapter().verify(form_request(URL, FORM, headers)).ok
+    assert not adapter(allow_v2_signatures=True).verify(form_request(URL, FORM, headers)).ok
+
+
+def test_a_v2_pair_has_one_key_whatever_the_body_and_query() -> None:
+    # V2 signs neither: another body or query under the same pair must be the same event.
+    plivo_ = adapter(allow_v2_signatures=True)
+    first = plivo_.verify(form_request(URL, FORM, v2_headers()))
+    forged_form = {**FORM, "From": "+19990000000"}
+    forged = plivo_.verify(form_request(f"{BASE}?call=c9&kind=answer", forged_form, v2_headers()))
+    assert forged.ok and (forged.key, forged.once_key) == (first.key, first.once_key)
+    other = plivo_.verify(form_request(URL, FORM, v2_headers(nonce="4242")))
+    assert other.once_key != first.once_key
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Plivo-Signature-V2": "\udcff\udcfe", "X-Plivo-Signature-V2-Nonce": NONCE},
+        {**v2_headers(), "X-Plivo-Signature-V2-Nonce": "12\udcff"},
+        {"X-Plivo-Signature-V2": "not base64!", "X-Plivo-Signature-V2-Nonce": NONCE},
+    ],
+)
+def test_v2_odd_bytes_are_refused_not_raised(headers: dict[str, str]) -> None:
+    # aiohttp hands undecodable header bytes on as lone surrogates (surrogateescape).
+    assert not adapter(allow_v2_signatures=True).verify(form_request(URL, FORM, headers)).ok
+
+
+@pytest.mark.parametrize("host", ["voice.example.com:abc", "voice.example.com:99999", "[::1",
+                                  "voice.\udcffexample.com", ""])  # fmt: skip
+@pytest.mark.parametrize("version", ["V2", "V3"])
+def test_a_bad_host_is_refused_not_raised(host: str, version: str) -> None:
+    url = f"https://{host}/voice/webhook?call=c1&kind=answer"
+    headers = v2_headers() if version == "V2" else v3_headers(BASE, FORM)
+    request = replace(form_request(BASE, FORM, headers), url=url)  # as the server builds it
+    result = adapter(allow_v2_signatures=True).verify(request)
+    assert not result.ok and ("URL" in result.reason or "malformed" in result.reason)
+
+
+def test_v3_signatures_separated_by_comma_and_space() -> None:
+    headers = v3_headers(URL, FORM)
+    wrong = plivo_v3_signature("other", "POST", URL, FORM, NONCE)
+    headers["X-Plivo-Signature-V3"] = f"{wrong}, {headers['X-Plivo-Signature-V3']}"
+    headers["X-Plivo-Signature-Ma-V3"] = f"{wrong} ,  {wrong}"
+    assert adapter().verify(form_request(URL, FORM, headers)).ok
+
+
+def test_v3_over_a_form_repeating_a_field() -> None:
+    # Plivo signs every value of a repeated field (sorted), as the SDK's signer does.
+    pairs = (("CallUUID", "uuid-1"), ("Digits", "7"), ("Digits", "1"))
+    query = "block=greet&call=c1&kind=input&step=1"  # sorted
+    signed_string = f"{BASE}?{query}.CallUUIDuuid-1Digits1Digits7.{NONCE}"
+    digest = hmac.new(TOKEN.encode(), signed_string.encode(), hashlib.sha256).digest()
+    signature = base64.b64encode(digest).decode()
+    headers = {"X-Plivo-Signature-V3": signature, "X-Plivo-Signature-V3-Nonce": NONCE}
+    request = replace(form_request(URL, dict(pairs), headers), form_pairs=pairs,
+                      body=urlencode(pairs).encode())  # fmt: skip
+    assert adapter().verify(request).ok
+    assert not adapter().verify(replace(request, form_pairs=pairs[:2])).ok
 
 
 def test_bad_v3_does_not_fall_back_to_v2() -> None:
@@ -171,13 +242,13 @@ def test_verify_names_missing_headers(drop: tuple[str, ...], message: str) -> No
     assert not result.ok and result.reason.startswith(message)
 
 
-def test_pre_auth_gate_demands_no_single_header() -> None:
-    # V2 is accepted instead of V3: no one header is always present.
-    assert PlivoAdapter.signature_headers == ()
-    assert PlivoAdapter.signature_header_sets == (
-        ("X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"),
-        ("X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"),
-    )
+def test_pre_auth_gate_wants_v3_unless_v2_is_allowed() -> None:
+    v3 = {"X-Plivo-Signature-V3": "s", "X-Plivo-Signature-V3-Nonce": "n"}
+    v2 = {"X-Plivo-Signature-V2": "s", "X-Plivo-Signature-V2-Nonce": "n"}
+    assert adapter().missing_signature_headers(v3) == []
+    assert adapter().missing_signature_headers(v2) == list(v3)
+    assert adapter(allow_v2_signatures=True).missing_signature_headers(v2) == []
+    assert adapter(allow_v2_signatures=True).missing_signature_headers({}) == list(v3)
 
 
 def test_verify_without_a_token_fails_closed() -> None:

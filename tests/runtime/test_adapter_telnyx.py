@@ -165,6 +165,9 @@ def test_verify_names_missing_headers(drop: str, reason: str) -> None:
     "headers, reason",
     [
         ({"telnyx-timestamp": "soon"}, "telnyx-timestamp is not a Unix time"),
+        ({"telnyx-timestamp": "\u00b2"}, "telnyx-timestamp is not a Unix time"),  # isdigit()
+        ({"telnyx-timestamp": "9" * 5000}, "telnyx-timestamp is not a Unix time"),
+        ({"telnyx-timestamp": "\u0661\u0667"}, "telnyx-timestamp is not a Unix time"),
         ({"telnyx-signature-ed25519": "%%%"}, "telnyx-signature-ed25519 is not base64"),
         ({"telnyx-signature-ed25519": "AAAA"}, "bad telnyx-signature-ed25519 signature"),
     ],
@@ -344,6 +347,26 @@ def test_unknown_event_types_give_no_events() -> None:
 )  # fmt: skip
 def test_malformed_bodies(body: bytes, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
+        adapter().parse(json_request(URL, body, {}))
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ('{"data": ' + nested(100_000) + "}").encode(),
+        json.dumps(envelope("call.answered", {"x": None})).replace("null", nested(5000)).encode(),
+        json.dumps(envelope("call.answered", {
+            "client_state": base64.b64encode(('{"c": ' + nested(100_000) + "}").encode()).decode()
+        })).encode(),
+    ],
+    ids=["envelope", "payload", "client_state"],
+)  # fmt: skip
+def test_deep_json_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="nested too deeply"):
         adapter().parse(json_request(URL, body, {}))
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from urllib.parse import urlencode
 
 import pytest
+from multidict import MultiDict
 from pytest_aiohttp import AiohttpServer
 from twilio.request_validator import RequestValidator
 
@@ -150,6 +156,44 @@ def test_replay_keys_are_stable_and_distinct() -> None:
     assert with_port.key == first.key  # the same signed request, whatever the port
 
 
+def test_a_body_split_differently_under_the_same_signature_is_the_same_event() -> None:
+    # "ab=c" and "a=bc" sign the same string (URL + "abc"): one signature, one event.
+    twilio = adapter()
+    one = twilio.verify(signed(form={"CallSid": "CA1", "ab": "c"}))
+    two = twilio.verify(replace(signed(form={"CallSid": "CA1", "ab": "c"}),
+                                form={"CallSid": "CA1", "a": "bc"}))  # fmt: skip
+    assert one.ok and two.ok and one.key == two.key
+
+
+def multi(pairs: tuple[tuple[str, str], ...], url: str = URL) -> WebhookRequest:
+    """A form repeating names, signed as Twilio signs it (each name's sorted distinct values)."""
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, []).append(value)
+    data = url + "".join(n + v for n in sorted(values) for v in sorted(set(values[n])))
+    digest = hmac.new(TOKEN.encode(), data.encode(), hashlib.sha1).digest()
+    headers = {"X-Twilio-Signature": base64.b64encode(digest).decode()}
+    return replace(form_request(url, dict(pairs), headers), form_pairs=pairs,
+                   body=urlencode(pairs).encode())  # fmt: skip
+
+
+def test_a_form_repeating_a_name_is_checked_over_every_value() -> None:
+    pairs = (("CallSid", "CA1"), ("Digits", "1"), ("Digits", "2"))
+    request = multi(pairs)
+    assert RequestValidator(TOKEN).validate(URL, MultiDict(pairs),
+                                            request.headers["X-Twilio-Signature"])  # fmt: skip
+    assert adapter().verify(request).ok
+    assert not adapter().verify(replace(request, form_pairs=pairs[:2])).ok  # a value dropped
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:abc", "127.0.0.1:99999", "[::1", "[::1]:x",
+                                  "h\udcff.example.com", ""])  # fmt: skip
+def test_a_host_that_makes_no_url_is_refused_not_raised(host: str) -> None:
+    request = replace(signed(), url=f"http://{host}/voice/webhook?call=c1")  # as the server builds
+    result = adapter().verify(request)
+    assert not result.ok and "URL" in result.reason
+
+
 def test_skip_signature_accepts_anything_with_a_key_over_the_request() -> None:
     request = form_request(URL, FORM)
     result = adapter(skip_signature=True).verify(request)
@@ -245,6 +289,10 @@ def test_dial_outcomes(dial: str, status: str) -> None:
         (f"{BASE}?call=c1&kind=status", {"CallSid": "CA1"}, "CallStatus"),
         (f"{BASE}?call=c1&kind=dial", {"CallSid": "CA1"}, "DialCallStatus"),
         (URL, {"CallSid": "CA1", "Confidence": "high"}, "Confidence"),
+        (f"{BASE}?call=c1&kind=input&step=\u00b2", {"CallSid": "CA1"}, "step"),  # isdigit()
+        (f"{BASE}?call=c1&kind=input&step={'9' * 5000}", {"CallSid": "CA1"}, "step"),
+        (f"{BASE}?call=c1&kind=input&step=-1", {"CallSid": "CA1"}, "step"),
+        (f"{BASE}?call=c1&kind=input&step=", {"CallSid": "CA1"}, "step"),
     ],
 )
 def test_malformed_requests(url: str, form: dict[str, str], message: str) -> None:
