@@ -121,3 +121,43 @@ def test_parse_form_reads_like_parse_qsl(body: str) -> None:
     from voicecall.runtime.server import parse_form
 
     assert parse_form(body) == dict(parse_qsl(body, keep_blank_values=True))
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_a_form_that_is_not_utf8_is_checked_for_its_signature_first(
+    client: TestClient[Any, Any],
+) -> None:
+    body = b"CallSid=CA1&From=\xff\xfe"
+    unsigned = await client.post("/voice/webhook", data=body,
+                                 headers={**FORM, "X-Test-Signature": "x"})  # fmt: skip
+    assert unsigned.status == 401
+    signed = await client.post("/voice/webhook", data=body, headers={**FORM, **GOOD})
+    assert signed.status == 400 and "not UTF-8" in await signed.text()
+
+
+async def raw_exchange(client: TestClient[Any, Any], head: bytes) -> bytes:
+    """Sends ``head`` on a fresh connection; returns the first line answered."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head)
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    return line
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        (b"X-Test-Signature: good\r\nContent-Length: 999999\r\n", b"413"),
+        (b"Content-Length: 10\r\n", b"401"),  # no signature header
+        (b"X-Test-Signature: good\r\nContent-Length: 10\r\n", b"100"),
+    ],
+)
+async def test_expect_100_continue_is_refused_before_the_body(
+    client: TestClient[Any, Any], headers: bytes, status: bytes
+) -> None:
+    head = b"POST /voice/webhook HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n" + headers
+    line = await raw_exchange(client, head + b"\r\n")
+    assert line.split()[1] == status
