@@ -27,7 +27,7 @@ from voicecall.runtime.clock import Clock, RealClock
 from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
 from voicecall.runtime.providers.base import AdapterSettings
 from voicecall.runtime.providers.registry import get_adapter
-from voicecall.runtime.server import ServerSettings, make_app
+from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
 from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import SQLiteStore
 
@@ -113,6 +113,20 @@ class RuntimeConfig:
                 # Behind a tunnel or proxy all carrier traffic comes from one address.
                 "max_in_flight": int(serve.get("maxInFlightPerIp", 8))}  # fmt: skip
 
+    def webhook_limits(self) -> dict[str, Any]:
+        """`serve.*` limits of the webhook server, as ServerSettings fields (defaults there)."""
+        serve = dict(self.get("serve", {}) or {})
+        keys = {"maxBodyBytes": ("max_body", 1), "bodyTimeoutMs": ("read_timeout_s", 1000),
+                "headerTimeoutMs": ("header_timeout_s", 1000),
+                "keepAliveTimeoutMs": ("keepalive_timeout_s", 1000),
+                "maxConnections": ("max_connections", 1)}  # fmt: skip
+        return {field: (int(serve[key]) if unit == 1 else float(serve[key]) / unit)
+                for key, (field, unit) in keys.items() if serve.get(key) is not None}  # fmt: skip
+
+    def allow_plivo_v2(self) -> bool:
+        """`plivo.allowV2Signatures` (unsafe: V2 signs neither the body nor the query)."""
+        return bool((self.get("plivo", {}) or {}).get("allowV2Signatures", False))
+
     def template_view(self) -> dict[str, Any]:
         """What flows may read as ``config.*``: the non-secret keys only, all present."""
         return {key: self.raw.get(key) for key in sorted(CONFIG_KEYS)}
@@ -169,7 +183,11 @@ async def start_runtime(
         log.warning("SECURITY WARNING: skipSignatureVerification is on; webhooks are not verified")
     adapter = get_adapter(provider)(
         AdapterSettings(
-            credentials=credentials, api_base=api_base, skip_signature=skip, now=clock.now
+            credentials=credentials,
+            api_base=api_base,
+            skip_signature=skip,
+            now=clock.now,
+            allow_v2_signatures=config.allow_plivo_v2(),
         )
     )
     store = SQLiteStore(config.store_dir() / "calls.sqlite")
@@ -178,10 +196,11 @@ async def start_runtime(
                           responder)  # fmt: skip
     server = ServerSettings(path=serve["path"], public_url=config.get("publicUrl"),
                             skip_signature=skip,
-                            max_in_flight_per_ip=serve["max_in_flight"])  # fmt: skip
+                            max_in_flight_per_ip=serve["max_in_flight"],
+                            **config.webhook_limits())  # fmt: skip
     runner = web.AppRunner(make_app(manager, server), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, serve["bind"], serve["port"] if port is None else port)
+    site = GuardedSite(runner, serve["bind"], serve["port"] if port is None else port, server)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else serve["port"]
     webhook = config.get("publicUrl") or f"http://{serve['bind']}:{bound}{serve['path']}"
