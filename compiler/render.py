@@ -130,7 +130,21 @@ def _preview(slot: Slot, values: Mapping[str, Any]) -> str:
     try:
         return slot.template.render(values)
     except Exception:  # a preview shows the template where values are missing
+        pass
+    if "{%" in slot.source:  # a missing value may decide a branch: show it all
         return slot.label
+    return _EXPRESSION.sub(lambda m: _preview_expression(m.group(0), values), slot.source)
+
+
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def _preview_expression(expression: str, values: Mapping[str, Any]) -> str:
+    """One ``{{ … }}`` filled in when its values are given, else shown as written."""
+    try:
+        return _compiled(expression).render(values)
+    except Exception:
+        return expression
 
 
 Body = dict[str, Any]

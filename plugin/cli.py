@@ -25,24 +25,33 @@ from voicecall.dsl.graph import to_dot, to_mermaid
 from voicecall.dsl.schema import flow_schema
 from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
+from voicecall.plugin.output import format_option, json_option, no_color, use_color
+from voicecall.plugin.params import ParamError, parse_params
 
 EXIT_INVALID = 1  # the input has errors; wrong usage exits 2 (click's UsageError)
+
+
+class BadConfig(click.ClickException):
+    """The config file cannot be used: exit 2, the problems without a usage text."""
+
+    exit_code = 2
 
 
 class State:
     """What every command may need: the config file and the flow folders it names."""
 
-    def __init__(self, config_file: str | None):
+    def __init__(self, config_file: str | None, *, explicit: bool = False):
         self.config_file = config_path(config_file)
+        self.explicit = explicit  # named with --config: it must exist
         self._config: dict[str, Any] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
         if self._config is None:
             try:
-                self._config = load_plugin_config(self.config_file)
+                self._config = load_plugin_config(self.config_file, must_exist=self.explicit)
             except ConfigError as exc:
-                raise click.UsageError(str(exc)) from exc
+                raise BadConfig(str(exc)) from exc
         return self._config
 
     def flow_dirs(self) -> list[Path]:
@@ -64,7 +73,10 @@ class State:
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Phone calls for an AI assistant: YAML call flows for Twilio, Plivo and Telnyx."""
-    ctx.obj = State(config_file)
+    given = ctx.get_parameter_source("config_file") is click.core.ParameterSource.COMMANDLINE
+    ctx.obj = State(config_file, explicit=given)
+    if no_color():  # click then strips styles from everything it prints
+        ctx.color = False
 
 
 def _provider(ctx: click.Context, param: click.Parameter, value: Sequence[str]) -> tuple[str, ...]:
@@ -91,14 +103,7 @@ def _one_provider(ctx: click.Context, param: click.Parameter, value: str) -> str
     metavar="P",
     help="Also check what provider P can express (twilio, plivo, telnyx); repeatable.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for scripts.",
-)
+@format_option("text", "json")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.pass_obj
 def validate(
@@ -141,7 +146,7 @@ def with_provider_notes(report: Report, providers: Sequence[str], catalog: Catal
 
 
 def _print_report(report: Report) -> None:
-    color = sys.stdout.isatty()
+    color = use_color()
     for checked in report.files:
         lines = checked.lines
         for diag in checked.diagnostics:
@@ -156,14 +161,15 @@ def _print_report(report: Report) -> None:
 
 
 @cli.command()
+@format_option("json", default="json")  # JSON only; accepted like on every other command
 @click.pass_obj
-def schema(state: State) -> None:
+def schema(state: State, fmt: str) -> None:
     """Print the flow JSON Schema (for yaml-language-server's $schema)."""
     click.echo(json.dumps(flow_schema(), indent=2))
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.pass_obj
 def flows(state: State, as_json: bool) -> None:
     """List the named flows (bundled and configured) with their params."""
@@ -204,9 +210,7 @@ def flows(state: State, as_json: bool) -> None:
     metavar="K=V",
     help="A param value shown in the output; repeatable.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("text", "json")
 @click.pass_obj
 def compile_cmd(
     state: State, flow_ref: str, provider: str, params: tuple[str, ...], fmt: str
@@ -218,6 +222,11 @@ def compile_cmd(
     catalog = state.catalog()
     flow = _valid_flow(catalog, flow_ref)
     values = _param_values(flow, params)
+    missing = [p.name for p in flow.params if p.required and p.name not in values]
+    if missing:
+        names = ", ".join(missing)
+        click.echo(f"note: required param{'s' * (len(missing) > 1)} not given: {names}; "
+                   "shown as {{ templates }} (add --param NAME=VALUE)", err=True)  # fmt: skip
     flows = {e.name: e.flow for e in catalog} | {flow.name: flow}
     compiled = compile_flow(flow, provider, flows, ErrorLevel.COLLECT)
     _print_diagnostics(compiled.diagnostics, err=True)
@@ -267,29 +276,10 @@ def _print_diagnostics(diags: Sequence[Diagnostic], err: bool) -> None:
 
 
 def _param_values(flow: m.Flow, pairs: Sequence[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {p.name: p.default for p in flow.params if p.has_default}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        param = flow.param(key)
-        if not sep or param is None:
-            known = ", ".join(p.name for p in flow.params) or "none"
-            raise click.BadParameter(f"{pair!r}: expected K=V with K one of: {known}",
-                                     param_hint="--param")  # fmt: skip
-        values[key] = _coerce(param.type, raw)
-    return values
-
-
-def _coerce(kind: str, raw: str) -> Any:
     try:
-        if kind == "integer":
-            return int(raw)
-        if kind == "number":
-            return float(raw)
-    except ValueError as exc:
-        raise click.BadParameter(f"{raw!r} is not a {kind}", param_hint="--param") from exc
-    if kind == "boolean":
-        return raw.lower() in ("1", "true", "yes", "on")
-    return raw
+        return parse_params(flow, pairs)
+    except ParamError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from exc
 
 
 def _flow_json(entry: Any) -> dict[str, Any]:

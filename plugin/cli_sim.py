@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from voicecall.dsl.errors import FlowError, render_text
+from voicecall.plugin.output import json_option
 from voicecall.runtime.sim.flowtest import Outcome, find_tests, load_cases, run_case
 from voicecall.runtime.sim.script import DEFAULT, Script, load_script
 from voicecall.runtime.sim.simulate import Simulation, simulate
@@ -42,7 +43,7 @@ def _provider(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="A caller script (YAML). Default: answer, say yes.",
 )
 @click.option("--param", "params", multiple=True, metavar="K=V", help="A flow param.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.pass_obj
 def simulate_cmd(  # noqa: PLR0917 - click passes every option
     state: Any, flow_ref: str, provider: str, caller_file: Path | None,
@@ -109,7 +110,7 @@ def _print_simulation(sim: Simulation) -> None:
     metavar="P",
     help="Only these providers (default: each test's own list, else all three).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.pass_obj
 def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...],
              as_json: bool) -> None:  # fmt: skip

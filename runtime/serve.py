@@ -1,8 +1,12 @@
 """Run the runtime in a process of its own: `python -m voicecall.runtime.serve --config F`.
 
-The config file is the plugin's config section as JSON5. ``--call FLOW TO [PARAMS-JSON]``
-places calls once the webhook server is up (used by tests and for trying a carrier account).
-Stops cleanly on SIGTERM or SIGINT; a ``kill -9`` loses nothing committed.
+The config file is the host's JSON5 file, or the plugin's config section alone; it is
+validated first, and any problem stops the process with one line per problem naming the key
+path and its line:col. ``--call FLOW TO [--param K=V ...]`` places a call once the webhook
+server is up (used by tests and for trying a carrier account); each ``--param`` belongs to the
+``--call`` before it. Every call is checked before serving starts: TO must be an E.164 number
+and FLOW a valid flow that may run outbound. Stops cleanly on SIGTERM or SIGINT; a ``kill -9``
+loses nothing committed.
 """
 
 from __future__ import annotations
@@ -11,30 +15,102 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import json5
-
+from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
+from voicecall.dsl.errors import FlowError
+from voicecall.dsl.validate import load_valid_flow
+from voicecall.plugin.config import ConfigError, flow_dirs, load_plugin_config
+from voicecall.plugin.params import ParamError, parse_params
 from voicecall.runtime.app import RuntimeConfig, start_runtime
 from voicecall.runtime.manager import CallError
 
+EXIT_USAGE = 2
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
-async def serve(config_path: Path, calls: list[list[str]]) -> int:
-    raw = json5.loads(config_path.read_text("utf-8"))
-    config = RuntimeConfig(raw=raw, base_dir=config_path.parent)
-    dirs = [config.base_dir / d for d in (raw.get("flows") or [])]
-    runtime = await start_runtime(config, catalog=Catalog(dirs))
-    print(json.dumps({"ready": True, "webhook": runtime.webhook_url}), flush=True)
-    for flow, to, *rest in calls:
-        params = json.loads(rest[0]) if rest else {}
+
+class ServeError(Exception):
+    """The process cannot start as asked; the message says why (one line per problem)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class CallRequest:
+    """One ``--call FLOW TO`` and the ``--param K=V`` that follow it."""
+
+    flow: str
+    to: str
+    pairs: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def outbound_problem(flow: m.Flow, to: str) -> str | None:
+    """Why ``flow`` cannot call ``to``, or None: TO must be E.164, the flow not inbound-only."""
+    if not E164.fullmatch(to):
+        return f"{to!r} is not an E.164 number (+ then country code and number, digits only)"
+    if flow.direction == "inbound":
+        return (f"flow {flow.name} only answers calls (direction: inbound); it cannot place "
+                "an outbound call")  # fmt: skip
+    return None
+
+
+def check_calls(requests: Sequence[CallRequest], catalog: Catalog) -> None:
+    """Resolves and checks every requested call before anything starts.
+
+    Raises:
+        ServeError: an unknown or invalid flow, a bad number or param, an inbound-only flow.
+    """
+    problems: list[str] = []
+    for request in requests:
+        where = f"--call {request.flow} {request.to}"
         try:
-            record = await runtime.manager.initiate(to=to, flow=flow, params=params)
-            print(json.dumps({"call": record.call_id, "flow": flow, "to": to}), flush=True)
+            flow = load_valid_flow(catalog.resolve(request.flow), catalog.infos())
+            request.params = parse_params(flow, request.pairs)
+        except LookupError as exc:
+            problems.append(f"{where}: {exc.args[0] if exc.args else exc}")
+            continue
+        except FlowError as exc:
+            first = exc.diagnostics[0] if exc.diagnostics else None
+            detail = f" (first: {first.file}:{first.span.line}: {first.message})" if first else ""
+            problems.append(f"{where}: the flow has errors{detail}")
+            continue
+        except ParamError as exc:
+            problems.append(f"{where}: --param {exc}")
+            continue
+        problem = outbound_problem(flow, request.to)
+        if problem:
+            problems.append(f"{where}: {problem}")
+    if problems:
+        raise ServeError("\n".join(problems))
+
+
+async def serve(config_path: Path, requests: Sequence[CallRequest]) -> int:
+    try:
+        raw = load_plugin_config(config_path, must_exist=True, section_file=True)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from exc
+    config = RuntimeConfig(raw=raw, base_dir=config_path.parent)
+    catalog = Catalog(flow_dirs(raw, config.base_dir))
+    check_calls(requests, catalog)
+    try:
+        runtime = await start_runtime(config, catalog=catalog)
+    except (OSError, ValueError) as exc:  # a port in use, a non-loopback apiBaseUrl, ...
+        raise ServeError(f"cannot start: {exc}") from exc
+    print(json.dumps({"ready": True, "webhook": runtime.webhook_url}), flush=True)
+    for request in requests:
+        try:
+            record = await runtime.manager.initiate(to=request.to, flow=request.flow,
+                                                    params=request.params)  # fmt: skip
+            print(json.dumps({"call": record.call_id, "flow": request.flow, "to": request.to}),
+                  flush=True)  # fmt: skip
         except CallError as exc:
-            print(json.dumps({"error": str(exc), "flow": flow}), flush=True)
+            print(json.dumps({"error": str(exc), "flow": request.flow}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,14 +120,47 @@ async def serve(config_path: Path, calls: list[list[str]]) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--call", nargs="+", action="append", default=[],
-                        metavar="FLOW TO [PARAMS]", help="place a call once serving")  # fmt: skip
-    args = parser.parse_args()
+class _CallAction(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option: str | None = None) -> None:  # fmt: skip
+        flow, to = values
+        setattr(namespace, self.dest, [*(namespace.calls or []), CallRequest(flow=flow, to=to)])
+
+
+class _ParamAction(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option: str | None = None) -> None:  # fmt: skip
+        if not namespace.calls:
+            parser.error("--param belongs to a --call: write --call FLOW TO --param K=V")
+        namespace.calls[-1].pairs.append(str(values))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="the config file (JSON5)")
+    parser.add_argument(
+        "--call",
+        nargs=2,
+        action=_CallAction,
+        dest="calls",
+        default=None,
+        metavar=("FLOW", "TO"),
+        help="place a call once serving; repeatable",
+    )
+    parser.add_argument("--param", action=_ParamAction, metavar="K=V",
+                        help="a param of the --call before it; repeatable")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(serve(args.config, args.call))
+    try:
+        return asyncio.run(serve(args.config, args.calls or []))
+    except ServeError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

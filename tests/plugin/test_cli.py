@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -167,3 +169,73 @@ def test_graph_formats(runner: CliRunner) -> None:
     dot = runner.invoke(cli, ["graph", "appointment-reminder", "--format", "dot"])
     assert dot.output.startswith('digraph "appointment-reminder" {')
     assert '"greet" -> "voicemail" [label="no input"];' in dot.output
+
+
+def test_compile_names_the_required_params_not_given_and_fills_the_others(
+    runner: CliRunner,
+) -> None:
+    result = runner.invoke(cli, ["compile", "appointment-reminder", "--provider", "twilio",
+                                 "--param", "patient=Ann"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: required param not given: when;" in result.stderr
+    assert "Hello Ann, this is a reminder of your appointment {{ when }}." in result.stdout
+    full = runner.invoke(cli, ["compile", "appointment-reminder", "--provider", "twilio",
+                               "--param", "patient=Ann", "--param", "when=today"])  # fmt: skip
+    assert "not given" not in full.stderr
+    assert "Hello Ann, this is a reminder of your appointment today." in full.stdout
+
+
+MACHINE_OUTPUT = [
+    ["validate", "flows/notify.yaml"],
+    ["flows"],
+    ["compile", "notify", "--provider", "telnyx", "--param", "message=hi"],
+    ["schema"],
+    ["simulate", "notify", "--param", "message=hi"],
+    ["test", "flows/notify.test.yaml"],
+]
+
+
+@pytest.mark.parametrize("args", MACHINE_OUTPUT, ids=lambda a: a[0])
+def test_every_command_with_machine_output_takes_json_and_format_json(
+    args: list[str], runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the bundled flows/ folder
+    short = runner.invoke(cli, [*args, "--json"])
+    long = runner.invoke(cli, [*args, "--format", "json"])
+    assert short.exit_code == long.exit_code == 0, short.output + long.output
+    assert shape(json.loads(short.stdout)) == shape(json.loads(long.stdout))
+
+
+def shape(data: Any) -> Any:
+    """The keys and nesting of JSON output (values such as call ids differ between runs)."""
+    if isinstance(data, dict):
+        return {k: shape(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [shape(v) for v in data]
+    return type(data).__name__
+
+
+def test_no_color_turns_colour_off_in_every_command(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    args = ["test", "flows/notify.test.yaml", "--provider", "twilio"]
+    assert "\x1b[" in runner.invoke(cli, args, color=True).output  # a terminal: colour
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in runner.invoke(cli, args, color=True).output
+
+
+def test_no_color_is_honoured_for_diagnostics_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voicecall.plugin.output import use_color
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert use_color(Terminal())
+    monkeypatch.setenv("NO_COLOR", "")  # empty: not set, per no-color.org
+    assert use_color(Terminal())
+    monkeypatch.setenv("NO_COLOR", "yes")
+    assert not use_color(Terminal())

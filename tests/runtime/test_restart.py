@@ -24,7 +24,7 @@ from voicecall.runtime.store import SQLiteStore
 pytestmark = pytest.mark.e2e
 
 NUMBERS = ["+15550001001", "+15550001002", "+15550001003"]
-PARAMS = json.dumps({"patient": "Ann", "when": "today"})
+PARAMS = ["--param", "patient=Ann", "--param", "when=today"]  # each belongs to its --call
 
 
 def free_port() -> int:
@@ -97,7 +97,7 @@ async def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(tmp_path: P
             "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
         }))  # fmt: skip
         db = tmp_path / "store" / "calls.sqlite"
-        first = await start(config, *[["appointment-reminder", n, PARAMS] for n in NUMBERS])
+        first = await start(config, *[["appointment-reminder", n, *PARAMS] for n in NUMBERS])
 
         def all_listening() -> bool:
             return db.exists() and sorted(r[0] for r in rows(

@@ -1,0 +1,43 @@
+"""Flow params from the command line: ``--param K=V``, the same on every command."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from voicecall.dsl import model as m
+
+
+class ParamError(ValueError):
+    """A ``--param`` that does not fit the flow; the message says why."""
+
+
+def parse_params(flow: m.Flow, pairs: Sequence[str]) -> dict[str, Any]:
+    """The flow's param values: defaults, then each ``K=V`` coerced to the param's type.
+
+    Raises:
+        ParamError: not ``K=V``, ``K`` is not a param of the flow, or ``V`` is not of its type.
+    """
+    values: dict[str, Any] = {p.name: p.default for p in flow.params if p.has_default}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        param = flow.param(key)
+        if not sep or param is None:
+            known = ", ".join(p.name for p in flow.params) or "none"
+            raise ParamError(f"{pair!r}: expected K=V with K one of: {known}")
+        values[key] = coerce(param.type, raw)
+    return values
+
+
+def coerce(kind: str, raw: str) -> Any:
+    """``raw`` as a value of the param type ``kind`` (string, integer, number, boolean)."""
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError as exc:
+        raise ParamError(f"{raw!r} is not a {kind}") from exc
+    if kind == "boolean":
+        return raw.lower() in ("1", "true", "yes", "on")
+    return raw
