@@ -195,19 +195,35 @@ def to_mermaid(flow: m.Flow) -> str:
     """The node graph as a Mermaid flowchart: start, handlers, jumps with their labels, ends."""
     graph = build_graph(flow)
     ids = {n.name: f"n{i}" for i, n in enumerate(flow.nodes)}
-    lines = ["flowchart TD", f'  start(["{flow.name}"]) --> {ids.get(flow.start.name, "missing")}']
+    t = mermaid_text
+    lines = [
+        "flowchart TD",
+        f'  start(["{t(flow.name)}"]) --> {ids.get(flow.start.name, "missing")}',
+    ]
     for event, ref in flow.handlers.refs():
-        lines.append(f'  h_{event}(["on {event}"]) -.-> {ids.get(ref.name, "missing")}')
+        lines.append(f'  h_{event}(["on {t(event)}"]) -.-> {ids.get(ref.name, "missing")}')
     for node in flow.nodes:
-        calls = [a.flow for a in node.actions if isinstance(a, m.CallFlow)]
+        calls = [t(a.flow) for a in node.actions if isinstance(a, m.CallFlow)]
         extra = f"<br/>calls {', '.join(calls)}" if calls else ""
         end = _ending(flow, node.name)
-        shape = f'(["{node.name}{extra}<br/>{end}"])' if end else f'["{node.name}{extra}"]'
+        name = t(node.name)
+        shape = f'(["{name}{extra}<br/>{end}"])' if end else f'["{name}{extra}"]'
         lines.append(f"  {ids[node.name]}{shape}")
     for e in graph.edges:
-        label = e.label.replace('"', "'").replace("|", "/")
-        lines.append(f'  {ids[e.src]} -->|"{label}"| {ids.get(e.dst, "missing")}')
+        lines.append(f'  {ids[e.src]} -->|"{t(e.label)}"| {ids.get(e.dst, "missing")}')
     return "\n".join(lines) + "\n"
+
+
+# Mermaid entity codes (https://mermaid.js.org/syntax/flowchart.html#entity-codes-to-escape-characters):
+# inside a quoted label `"` ends the label, `|` ends an edge label, `#` starts an entity code,
+# a leading backtick starts a Markdown string, and labels are HTML, so `<`, `>` and `&` too.
+_MERMAID = {"#": "#35;", '"': "#quot;", "|": "#124;", "<": "#lt;", ">": "#gt;", "&": "#amp;",
+            "`": "#96;", "\n": " "}  # fmt: skip
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` safe inside a quoted Mermaid label: special characters as entity codes."""
+    return "".join(_MERMAID.get(ch, ch) for ch in text)
 
 
 def to_dot(flow: m.Flow) -> str:
