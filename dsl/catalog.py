@@ -32,10 +32,12 @@ class Entry:
 
 
 class Catalog:
-    """The named flows found in the bundled set and in ``dirs`` (later folders win)."""
+    """The named flows found in the bundled set and in ``dirs`` (later folders win), then in
+    ``files`` (flows given by path, which win over any folder)."""
 
-    def __init__(self, dirs: Iterable[Path] = ()):
+    def __init__(self, dirs: Iterable[Path] = (), files: Iterable[Path] = ()):
         self.dirs = [bundled_dir(), *dirs]
+        self.files = list(files)
         self.entries: dict[str, Entry] = {}
         loaded = []
         for i, folder in enumerate(self.dirs):
@@ -43,6 +45,10 @@ class Catalog:
                 item = load(path, display_name(path))
                 if item.flow is not None and item.flow.name:
                     loaded.append((item, path, i == 0))
+        for path in self.files:
+            item = load(path, display_name(path))
+            if item.flow is not None and item.flow.name:
+                loaded.append((item, path, False))
         infos = {item.flow.name: FlowInfo.of(item.flow) for item, _, _ in loaded if item.flow}
         for item, path, bundled in loaded:
             assert item.flow is not None
@@ -53,6 +59,13 @@ class Catalog:
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.name))
+
+    def with_flow_file(self, path: Path) -> Catalog:
+        """This catalog, plus the flows beside ``path`` (its subflows) and the flow in ``path``
+        itself, which wins over any other of the same name."""
+        if any(e.path.resolve() == path.resolve() for e in self.entries.values()):
+            return self
+        return Catalog([*self.dirs[1:], path.parent], [*self.files, path])
 
     def infos(self) -> dict[str, FlowInfo]:
         return {name: FlowInfo.of(e.flow) for name, e in self.entries.items()}

@@ -17,6 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 
 from voicecall.dsl.errors import Diagnostic, Span, did_you_mean
 from voicecall.dsl.loader import Document, Path
@@ -56,14 +57,17 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def check_schema(doc: Document) -> list[Diagnostic]:
-    """Validates a document against the flow schema.
+def check_schema(
+    doc: Document, validator: Validator | None = None, subject: str = "the flow"
+) -> list[Diagnostic]:
+    """Validates a document against the flow schema, or another format's (caller scripts and
+    flow tests) given as ``validator``, with ``subject`` naming the document in messages.
 
     Returns:
         One diagnostic per problem, located at the offending key or value.
     """
-    mapper = _Mapper(doc)
-    for error in _validator().iter_errors(doc.data):
+    mapper = _Mapper(doc, subject)
+    for error in (validator or _validator()).iter_errors(doc.data):
         mapper.add(error)
     return mapper.result()
 
@@ -94,8 +98,9 @@ _EXPECTED = {
 
 
 class _Mapper:
-    def __init__(self, doc: Document):
+    def __init__(self, doc: Document, subject: str = "the flow"):
         self.doc = doc
+        self.subject = subject
         self.out: dict[tuple[str, int, int, str], Diagnostic] = {}
         self.action_paths: set[Path] = set()
 
@@ -160,7 +165,7 @@ class _Mapper:
         for key in _extra_keys(error.instance, schema):
             if (*path, key) in self.doc.damaged:
                 continue
-            where = " at the top of the flow" if not path else f" in {_describe(path)}"
+            where = f" at the top of {self.subject}" if not path else f" in {_describe(path)}"
             hint = did_you_mean(key, allowed) or (
                 f"allowed keys: {', '.join(allowed)}" if allowed else None
             )
@@ -178,7 +183,7 @@ class _Mapper:
         msg = f"{_describe(path)} is missing the required key '{missing}'"
         span = self.doc.span(path, key=True)
         if not path:
-            msg = f"the flow is missing the required key '{missing}'"
+            msg = f"{self.subject} is missing the required key '{missing}'"
             root = self.doc.span(())
             span = Span.point(root.line, root.col)
         self.emit("E-SCHEMA-MISSING-KEY", msg, span, _required_hint(missing))
@@ -236,6 +241,10 @@ class _Mapper:
 
     def _on_uniqueItems(self, error: ValidationError, path: Path, schema: Any) -> None:
         self.emit("E-SCHEMA-VALUE", f"{_describe(path)} lists a value twice", self.doc.span(path))
+
+    def _on_maxProperties(self, error: ValidationError, path: Path, schema: Any) -> None:
+        msg = schema.get("x-message", f"at most {schema['maxProperties']} keys")
+        self.emit("E-SCHEMA-VALUE", f"{_describe(path)}: {msg}", self.doc.span(path))
 
     def _on_minimum(self, error: ValidationError, path: Path, schema: Any) -> None:
         msg = f"{_describe(path)}: {error.instance} is less than the minimum {schema['minimum']}"

@@ -24,6 +24,7 @@ from voicecall.dsl.errors import Diagnostic, FlowError, Severity, render_text
 from voicecall.dsl.graph import to_dot, to_mermaid
 from voicecall.dsl.schema import flow_schema
 from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
+from voicecall.plugin.cli_errors import SafeGroup
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
 from voicecall.plugin.output import format_option, json_option, no_color, use_color
 from voicecall.plugin.params import ParamError, parse_params
@@ -61,7 +62,7 @@ class State:
         return Catalog(self.flow_dirs())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SafeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_file",
@@ -162,10 +163,17 @@ def _print_report(report: Report) -> None:
 
 @cli.command()
 @format_option("json", default="json")  # JSON only; accepted like on every other command
+@click.option("--test", "which", flag_value="test", help="The flow-test (*.test.yaml) schema.")
+@click.option("--caller", "which", flag_value="caller",
+              help="The caller-script (*.caller.yaml) schema.")  # fmt: skip
 @click.pass_obj
-def schema(state: State, fmt: str) -> None:
-    """Print the flow JSON Schema (for yaml-language-server's $schema)."""
-    click.echo(json.dumps(flow_schema(), indent=2))
+def schema(state: State, fmt: str, which: str | None) -> None:
+    """Print the flow JSON Schema (for yaml-language-server's $schema), or with --test or
+    --caller the schema of flow tests or caller scripts."""
+    from voicecall.runtime.sim.schemas import caller_schema, flow_test_schema
+
+    chosen = {"test": flow_test_schema, "caller": caller_schema}.get(which or "", flow_schema)
+    click.echo(json.dumps(chosen(), indent=2))
 
 
 @cli.command()

@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from voicecall.dsl.errors import FlowError, render_text
+from voicecall.dsl.values import is_e164
 from voicecall.plugin.output import json_option
-from voicecall.runtime.sim.flowtest import Outcome, find_tests, load_cases, run_case
+from voicecall.runtime.sim.flowtest import Case, Outcome, find_tests, load_cases, run_case
 from voicecall.runtime.sim.script import DEFAULT, Script, load_script
-from voicecall.runtime.sim.simulate import Simulation, simulate
+from voicecall.runtime.sim.simulate import Simulation, SimulationError, simulate
 
 EXIT_FAILED = 1
 
@@ -25,6 +26,21 @@ def _provider(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_one_provider(ctx, param, v) for v in value)
     return _one_provider(ctx, param, value)
+
+
+# Config keys a simulation takes from the host config: what the flow and its admission read.
+# Flow tests take none of them, so that they pass or fail the same on every machine.
+SIM_CONFIG_KEYS = ("timezone", "inboundPolicy", "allowFrom", "inboundGreeting")
+
+
+def _sim_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: config[key] for key in SIM_CONFIG_KEYS if key in config}
+
+
+def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_e164(value):
+        raise click.BadParameter(f"{value!r} is not an E.164 number such as +15550001111")
+    return value
 
 
 @click.command("simulate")
@@ -43,27 +59,59 @@ def _provider(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="A caller script (YAML). Default: answer, say yes.",
 )
 @click.option("--param", "params", multiple=True, metavar="K=V", help="A flow param.")
+@click.option(
+    "--from",
+    "from_",
+    callback=_number,
+    metavar="NUMBER",
+    help="call.from: the caller (inbound flows), or our number (outbound).",
+)
+@click.option(
+    "--to",
+    callback=_number,
+    metavar="NUMBER",
+    help="call.to: our number (inbound flows), or the number called (outbound).",
+)
+@click.option(
+    "--now",
+    metavar="TIME",
+    help="The simulated time the call starts at, ISO 8601 "
+    "(2026-01-05T19:30:00; without an offset, in the flow's time zone).",
+)
 @json_option()
 @click.pass_obj
 def simulate_cmd(  # noqa: PLR0917 - click passes every option
     state: Any, flow_ref: str, provider: str, caller_file: Path | None,
-    params: tuple[str, ...], as_json: bool,
+    params: tuple[str, ...], from_: str | None, to: str | None, now: str | None, as_json: bool,
 ) -> None:  # fmt: skip
-    """Run one call of FLOW on the mock carrier and print what happened.
+    """Run one call of FLOW (a name, or a flow file's path) on the mock carrier and print what
+    happened.
 
     No keys and no network: the real runtime (webhook server on loopback, signatures, SQLite)
     talks to an in-process carrier that follows the caller script. Virtual time: pauses and
-    timeouts take no time. Exits 0 when the call ends normally.
+    timeouts take no time. Exits 0 when the call ends normally or the caller is rejected as
+    the flow's policy says, 1 otherwise.
     """
     from voicecall.plugin.cli import _param_values, _valid_flow
 
     catalog = state.catalog()
-    flow = _valid_flow(catalog, flow_ref)
+    try:
+        path = catalog.resolve(flow_ref)
+    except LookupError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    if flow_ref not in catalog.entries:
+        catalog = catalog.with_flow_file(path)
+    flow = _valid_flow(catalog, str(path))
     values = {k: v for k, v in _param_values(flow, params).items() if any(
         p.startswith(f"{k}=") for p in params)}  # fmt: skip
     script = _script(caller_file)
-    result = asyncio.run(simulate(flow_ref, provider=provider, script=script, params=values,
-                                  catalog=catalog))  # fmt: skip
+    try:
+        run = simulate(str(path), provider=provider, script=script, params=values,
+                       catalog=catalog, config=_sim_config(state.config), from_=from_, to=to,
+                       now=now)  # fmt: skip
+        result = asyncio.run(run)
+    except SimulationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -77,27 +125,35 @@ def _script(path: Path | None) -> Script:
     try:
         return load_script(path)
     except FlowError as exc:
-        lines = path.read_text("utf-8").splitlines()
+        lines = path.read_text("utf-8", errors="replace").splitlines()
         for diag in exc.diagnostics:
             click.echo(render_text(diag, lines), err=True)
-        raise click.UsageError(f"{path}: not a valid caller script") from exc
+        click.echo(f"{path}: not a valid caller script", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 def _print_simulation(sim: Simulation) -> None:
     data = sim.to_json()
     click.secho(f"{data['flow']} on {data['provider']} (mock carrier)", bold=True)
+    click.echo(f"  call:      from {data['from']} to {data['to']}, {data['started']}")
     if sim.error:
         click.secho(f"  error: {sim.error}", fg="red")
     for line in data["transcript"]:
         who = "bot   " if line["speaker"] == "bot" else "caller"
         where = f"   ({line['source']})" if line["source"] else ""
         click.echo(f"  {who} {line['text']}{where}")
-    click.echo(f"  nodes:     {' -> '.join(data['visited']) or '(none)'}")
+    if sim.rejection is not None:
+        click.secho(f"  rejected:  {sim.rejection} (before the flow started)", fg="yellow")
+    else:
+        click.echo(f"  nodes:     {' -> '.join(data['visited']) or '(none)'}")
     if data["variables"]:
         click.echo(f"  variables: {json.dumps(data['variables'], ensure_ascii=False)}")
+    for step in sim.unused:
+        click.secho(f"  warning:   a script step was never used: {step}", fg="yellow")
     duration = f", {data['duration_s']}s of call time" if data["duration_s"] is not None else ""
     colour = "green" if sim.ok else "red"
-    click.secho(f"  ended:     {data['end_reason']}{duration}", fg=colour)
+    ended = data["end_reason"] or f"no call ({data['outcome']})"
+    click.secho(f"  ended:     {ended}{duration}", fg=colour)
 
 
 @click.command("test")
@@ -116,16 +172,18 @@ def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...],
              as_json: bool) -> None:  # fmt: skip
     """Run flow tests (*.test.yaml) on the mock carrier, for each provider.
 
-    PATHS default to the configured flow folders, else ./flows.
+    PATHS (files or folders) default to the configured flow folders, else ./flows. A test
+    file names its flow by a path relative to itself, or by name (looked up in its own folder
+    first). A test file with errors is reported with file:line:col and fails the run.
     """
     targets = list(paths) or state.flow_dirs() or [Path("flows")]
     files = find_tests([p for p in targets if p.exists()])
     if not files:
         raise click.UsageError("no flow tests (*.test.yaml) found")
-    catalog = state.catalog()
-    outcomes = asyncio.run(_run_all(files, providers, catalog))
+    cases, invalid = _load_all(files, as_json)
+    outcomes = asyncio.run(_run_all(cases, providers, state.catalog()))
     if as_json:
-        click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=2))
+        click.echo(json.dumps([*invalid, *(_outcome_json(o) for o in outcomes)], indent=2))
     else:
         for o in outcomes:
             mark = click.style("PASS", fg="green") if o.ok else click.style("FAIL", fg="red")
@@ -133,23 +191,33 @@ def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...],
             for failure in o.failures:
                 click.echo(f"     {failure}")
         failed = sum(not o.ok for o in outcomes)
-        click.echo(f"{len(outcomes) - failed} passed, {failed} failed")
-    sys.exit(EXIT_FAILED if any(not o.ok for o in outcomes) else 0)
+        broken = f", {len(invalid)} invalid test file{'s' * (len(invalid) > 1)}" if invalid else ""
+        click.echo(f"{len(outcomes) - failed} passed, {failed} failed{broken}")
+    sys.exit(EXIT_FAILED if invalid or any(not o.ok for o in outcomes) else 0)
 
 
-async def _run_all(files: list[Path], only: tuple[str, ...], catalog: Any) -> list[Outcome]:
-    outcomes = []
+def _load_all(files: list[Path], as_json: bool) -> tuple[list[Case], list[dict[str, Any]]]:
+    """Every case of every file, and a JSON entry per file with errors (printed unless JSON)."""
+    cases: list[Case] = []
+    invalid: list[dict[str, Any]] = []
     for path in files:
         try:
-            cases = load_cases(path)
+            cases += load_cases(path)
         except FlowError as exc:
-            lines = path.read_text("utf-8").splitlines()
-            for diag in exc.diagnostics:
-                click.echo(render_text(diag, lines), err=True)
-            raise click.UsageError(f"{path}: not a valid flow test") from exc
-        for case in cases:
-            for provider in only or case.providers:
-                outcomes.append(await run_case(case, provider, catalog))
+            invalid.append({"file": str(path), "ok": False,
+                            "errors": [d.to_json() for d in exc.diagnostics]})  # fmt: skip
+            if not as_json:
+                lines = path.read_text("utf-8", errors="replace").splitlines()
+                for diag in exc.diagnostics:
+                    click.echo(render_text(diag, lines), err=True)
+    return cases, invalid
+
+
+async def _run_all(cases: list[Case], only: tuple[str, ...], catalog: Any) -> list[Outcome]:
+    outcomes = []
+    for case in cases:
+        for provider in only or case.providers:
+            outcomes.append(await run_case(case, provider, catalog))
     return outcomes
 
 

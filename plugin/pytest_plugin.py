@@ -3,7 +3,8 @@ provider, run on the mock carrier like `voicecall test`.
 
 It is registered as the ``voicecall`` plugin when voicecall is installed; ``-p no:voicecall``
 turns it off. Flows named in the tests are looked up by path, or among the bundled flows and
-the folders given with ``--voicecall-flows`` (or the ini option ``voicecall_flows``).
+the folders given with ``--voicecall-flows`` (or the ini option ``voicecall_flows``); names
+are looked up in the test file's own folder first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from voicecall.dsl.catalog import Catalog
-from voicecall.dsl.errors import FlowError
+from voicecall.dsl.errors import FlowError, render_text
 from voicecall.runtime.sim.flowtest import SUFFIXES, Case, load_cases, run_case
 
 
@@ -39,7 +40,9 @@ class FlowTestFile(pytest.File):
         try:
             cases = load_cases(self.path)
         except FlowError as exc:
-            raise self.CollectError(str(exc)) from exc
+            lines = self.path.read_text("utf-8", errors="replace").splitlines()
+            shown = "\n".join(render_text(d, lines) for d in exc.diagnostics)
+            raise self.CollectError(shown or str(exc)) from exc
         for case in cases:
             for provider in case.providers:
                 yield FlowTestItem.from_parent(self, name=f"{case.name}[{provider}]", case=case,

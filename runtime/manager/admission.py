@@ -55,6 +55,7 @@ class Admission:
                               from_number=event.from_number or "", to_number=event.to_number or "",
                               flow=flow.flow.name, flow_digest=flow.flow.digest,
                               provider_call_id=event.provider_call_id,
+                              params=dict(calls.settings.inbound_params),
                               started_at=calls.clock.now())  # fmt: skip
         call.move("ringing")
         if flow.kind == "xml":

@@ -42,6 +42,8 @@ class ManagerSettings:
     inbound_policy: str = "disabled"  # disabled | allowlist | pairing | open
     allow_from: tuple[str, ...] = ()
     inbound_flow: str = "inbound"
+    # Params inbound calls start with, over the inbound flow's defaults (simulations: --param).
+    inbound_params: Mapping[str, Any] = field(default_factory=dict)
     # How long processed-event keys (and rejected carrier call ids) are kept: as long as a
     # carrier may still redeliver a webhook (config eventRetentionHours).
     event_retention_s: float = DEFAULT_EVENT_RETENTION_S

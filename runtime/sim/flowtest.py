@@ -2,49 +2,61 @@
 
 ::
 
-    flow: appointment-reminder          # a flow name, or a path relative to this file
+    flow: appointment-reminder          # a path relative to this file, or a flow name
     providers: [twilio, plivo, telnyx]  # default: all three
     cases:
       - name: confirms by keypad
         params: {patient: Ann, when: tomorrow at 3 PM}
-        caller: [answer, {press: "1"}]
+        from: "+15550000000"                   # call.from, call.to (see below)
+        to: "+15550001111"
+        now: 2026-01-05T19:30:00               # the simulated time (the flow's time zone)
+        caller: [answer, {press: "1"}]         # a caller script's parts: caller, agent, model
         expect:
           visited: [greet, confirmed]          # the nodes, in order
           said: [see you then]                 # phrases the flow said, in order
           saved: {reply.digits: "1"}           # variables after the call
           end: hangup-bot                      # the end reason
+          rejected: false                      # inbound: whether the caller was rejected
 
-A file with a single case may put its keys (params, caller, agent, model, expect) at the top.
+A file with a single case may put its keys at the top instead of ``cases:``. Its JSON Schema
+is ``test.schema.json`` (`voicecall schema --test`); any other key is an error. A flow name is
+looked up in the test file's folder first, then in the configured folders, then among the
+bundled flows.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voicecall.dsl.catalog import Catalog
-from voicecall.dsl.errors import Diagnostic, FlowError, Span
+from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, load_bytes
+from voicecall.runtime.sim.schemas import check_test
 from voicecall.runtime.sim.script import Script, parse_script
-from voicecall.runtime.sim.simulate import Simulation, simulate
+from voicecall.runtime.sim.simulate import Simulation, SimulationError, parse_now, simulate
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
-EXPECTATIONS = ("visited", "said", "saved", "end")
 SUFFIXES = (".test.yaml", ".test.yml")
+CASE_KEYS = ("name", "params", "from", "to", "now", "caller", "agent", "model", "expect")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Case:
     name: str
     file: Path
-    flow: str
+    flow: str  # a flow name, or the path of a flow file
     providers: tuple[str, ...]
     params: dict[str, Any]
     script: Script
     expect: dict[str, Any]
     where: str
+    from_number: str | None = None
+    to_number: str | None = None
+    now: str | None = None  # ISO 8601, read in the flow's time zone when it has no offset
 
 
 @dataclass(slots=True, kw_only=True)
@@ -60,12 +72,16 @@ class Outcome:
 
 
 def find_tests(paths: Sequence[Path]) -> list[Path]:
+    """The test files in ``paths``: folders searched, test files as given, and for a flow file
+    (x.yaml) the test file beside it (x.test.yaml)."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
             out += sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES))
         elif path.name.endswith(SUFFIXES):
             out.append(path)
+        elif path.suffix in (".yaml", ".yml"):
+            out += [p for p in (path.with_suffix(s) for s in SUFFIXES) if p.is_file()]
     return out
 
 
@@ -75,63 +91,54 @@ def load_cases(path: Path) -> list[Case]:
     doc = result.document
     if doc is None:
         raise FlowError(result.diagnostics)
-    data = doc.data
-    if not isinstance(data, dict) or not isinstance(data.get("flow"), str):
-        raise FlowError([_diag(doc, (), "a flow test names its flow: `flow: NAME`")])
-    flow = data["flow"]
-    relative = path.parent / flow
-    if relative.suffix in (".yaml", ".yml") and relative.exists():
-        flow = str(relative)
+    problems = [d for d in (*result.diagnostics, *check_test(doc)) if d.severity is Severity.ERROR]
+    if problems:
+        raise FlowError(problems)
+    data: dict[str, Any] = doc.data
+    if "cases" in data:
+        mixed = [k for k in data if k in CASE_KEYS]
+        if mixed:
+            raise FlowError([_diag(doc, (mixed[0],), f"'{mixed[0]}' at the top is for a file "
+                                   "with one case; this file has cases:", key=True)])  # fmt: skip
+    flow = _flow_ref(doc, path, data["flow"])
     providers = tuple(data.get("providers") or PROVIDERS)
-    raw_cases = data.get("cases")
-    cases = raw_cases if isinstance(raw_cases, list) else [data]
-    base: tuple[str | int, ...] = ("cases",) if isinstance(raw_cases, list) else ()
-    return [
-        _case(doc, path, flow, providers, item=item, at=(*base, i) if base else ())
-        for i, item in enumerate(cases)
-    ]
+    if "cases" not in data:
+        return [_case(doc, path, flow, providers, item=data, at=())]
+    return [_case(doc, path, flow, providers, item=item, at=("cases", i))
+            for i, item in enumerate(data["cases"])]  # fmt: skip
+
+
+def _flow_ref(doc: Document, path: Path, ref: str) -> str:
+    """A path-like ``flow:`` as the file it names (relative to the test file); a name as is."""
+    if not ref.endswith((".yaml", ".yml")) and "/" not in ref:
+        return ref
+    target = path.parent / ref
+    if not target.is_file():
+        raise FlowError([_diag(doc, ("flow",), f"no flow file {ref} (relative to this file: "
+                               f"{target})")])  # fmt: skip
+    return str(target)
 
 
 def _case(
-    doc: Document, path: Path, flow: str, providers: tuple[str, ...], *, item: Any,
+    doc: Document, path: Path, flow: str, providers: tuple[str, ...], *, item: dict[str, Any],
     at: tuple[str | int, ...],
 ) -> Case:  # fmt: skip
-    if not isinstance(item, dict):
-        raise FlowError([_diag(doc, at, "a case is a mapping")])
-    parts = {k: item[k] for k in ("caller", "agent", "model") if k in item}
-    script = _script(doc, at, parts)
-    expect = item.get("expect") or {}
-    unknown = [k for k in expect if k not in EXPECTATIONS]
-    if unknown:
-        raise FlowError(
-            [
-                _diag(
-                    doc,
-                    (*at, "expect", unknown[0]),
-                    f"unknown expectation '{unknown[0]}' ({', '.join(EXPECTATIONS)})",
-                    key=True,
-                )
-            ]
-        )
+    script = parse_script(doc, at)
+    now = item.get("now")
+    if now is not None:
+        now = now.isoformat() if isinstance(now, datetime.datetime) else str(now)
+        try:
+            parse_now(now, "UTC")
+        except ValueError as exc:
+            raise FlowError([_diag(doc, (*at, "now"), str(exc))]) from None
+    expect = dict(item.get("expect") or {})
+    if isinstance(expect.get("said"), str):
+        expect["said"] = [expect["said"]]
     name = str(item.get("name") or path.name.removesuffix(".test.yaml"))
     return Case(name=name, file=path, flow=flow, providers=providers,
-                params=dict(item.get("params") or {}), script=script, expect=dict(expect),
-                where=f"{path}:{doc.span(at).line}")  # fmt: skip
-
-
-def _script(doc: Document, at: tuple[str | int, ...], parts: dict[str, Any]) -> Script:
-    """The case's caller/agent/model parts as a script, with positions in the test file."""
-    view = Document(doc.file, doc.text, {"_": parts}, _prefix(doc, at), {}, doc.styles)
-    return parse_script(view, ("_",))
-
-
-def _prefix(doc: Document, at: tuple[str | int, ...]) -> dict[Any, Span]:
-    """Spans re-rooted under "_", so the script reader can point into the test file."""
-    out: dict[Any, Span] = {}
-    for path, span in doc.spans.items():
-        if path[: len(at)] == at:
-            out[("_", *path[len(at) :])] = span
-    return out
+                params=dict(item.get("params") or {}), script=script, expect=expect,
+                where=f"{path}:{doc.span(at).line}", from_number=item.get("from"),
+                to_number=item.get("to"), now=now)  # fmt: skip
 
 
 def _diag(doc: Document, at: tuple[str | int, ...], message: str, key: bool = False) -> Diagnostic:
@@ -139,32 +146,61 @@ def _diag(doc: Document, at: tuple[str | int, ...], message: str, key: bool = Fa
     return Diagnostic.make("E-SCHEMA-VALUE", message, doc.file, span)
 
 
+def case_catalog(case: Case, base: Catalog | None = None) -> Catalog:
+    """The flows a case may name: ``base`` (default: the bundled flows) and, winning over it,
+    the flows in the test file's folder."""
+    base = base or Catalog()
+    return Catalog([*base.dirs[1:], case.file.parent], base.files)
+
+
 async def run_case(case: Case, provider: str, catalog: Catalog | None = None) -> Outcome:
     """Simulates one case on one provider and checks its expectations."""
-    sim = await simulate(case.flow, provider=provider, script=case.script, params=case.params,
-                         catalog=catalog)  # fmt: skip
+    try:
+        sim = await simulate(case.flow, provider=provider, script=case.script,
+                             params=case.params, catalog=case_catalog(case, catalog),
+                             from_=case.from_number, to=case.to_number,
+                             now=case.now)  # fmt: skip
+    except SimulationError as exc:
+        return Outcome(case=case, provider=provider, failures=[str(exc)])
     return Outcome(case=case, provider=provider, failures=list(check(case, sim)), simulation=sim)
 
 
 def check(case: Case, sim: Simulation) -> Iterator[str]:
+    """What the simulated call did that the case did not expect, one line each."""
     if sim.error:
         yield sim.error
+    expect = case.expect
+    yield from _rejection(expect, sim)
     record = sim.record
-    if record is None:
+    if record is None and sim.rejection is None:
         yield "no call took place"
         return
-    expect = case.expect
-    if "visited" in expect and record.visited != list(expect["visited"]):
-        yield f"visited {record.visited}, expected {list(expect['visited'])}"
-    if "end" in expect and record.end_reason != expect["end"]:
-        yield f"ended {record.end_reason}, expected {expect['end']}"
-    spoken = [t.text for t in record.transcript if t.speaker == "bot"]
-    yield from _phrases(spoken, [str(p) for p in expect.get("said", [])])
-    variables = record.scopes.get("", {})
+    visited = record.visited if record is not None else []
+    if "visited" in expect and visited != list(expect["visited"]):
+        yield f"visited {visited}, expected {list(expect['visited'])}"
+    if "end" in expect and sim.end_reason != expect["end"]:
+        yield f"ended {sim.end_reason}, expected {expect['end']}"
+    yield from _phrases(sim.said, [str(p) for p in expect.get("said", [])])
+    variables = record.scopes.get("", {}) if record is not None else {}
     for dotted, wanted in (expect.get("saved") or {}).items():
         actual = _lookup(variables, str(dotted))
         if actual != wanted:
             yield f"{dotted} is {actual!r}, expected {wanted!r}"
+    if sim.unused:
+        more = f" ({len(sim.unused)} in all)" if len(sim.unused) > 1 else ""
+        yield f"a script step was never used: {sim.unused[0]}{more}"
+
+
+def _rejection(expect: dict[str, Any], sim: Simulation) -> Iterator[str]:
+    wanted = expect.get("rejected")
+    if sim.rejection is None:
+        if wanted:
+            yield "expected the caller to be rejected, but the call was admitted"
+        return
+    if wanted is False or (wanted is None and expect.get("end") != "rejected"):
+        yield f"the caller was rejected: {sim.rejection}"
+    elif isinstance(wanted, str) and wanted.lower() not in sim.rejection.lower():
+        yield f"rejected because {sim.rejection!r}, expected a reason containing {wanted!r}"
 
 
 def _phrases(spoken: list[str], wanted: list[str]) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """Caller scripts: what the other end of a simulated call does.
 
-A script is a YAML file next to the flows (``NAME.caller.yaml``) or the ``caller:`` /
-``agent:`` / ``model:`` part of a flow test::
+A script is a YAML file (``NAME.caller.yaml``, never read as a flow; `voicecall simulate
+--caller FILE`) or the ``caller:`` / ``agent:`` / ``model:`` part of a flow test case. Its
+JSON Schema is ``caller.schema.json`` (`voicecall schema --caller`)::
 
     caller:                # the callee (outbound) or the caller (inbound), step by step
       - answer             # first: answer (default), no-answer, busy or voicemail
@@ -13,30 +14,26 @@ A script is a YAML file next to the flows (``NAME.caller.yaml``) or the ``caller
     agent:                 # plays the agent for `converse: {driver: agent}`, turn by turn
       - continue: How can I help?   # say it, then listen; the caller's next step answers
       - speak: One moment.
-      - end
+      - end                          # or `end: Goodbye.`
     model:                 # the model's replies for `converse: {driver: model}`
       - Sure, I can help with that.
 
 When a call needs a caller step and none is left, the caller hangs up. Any step may wait first:
-``- say: {text: yes, after: 2s}``.
+``- say: {text: yes, after: 2s}``. Steps never used fail a flow test (simulate warns).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
 
-from voicecall.dsl.errors import Diagnostic, FlowError, Span
+from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, Path, load_bytes
 from voicecall.dsl.values import parse_duration
 
-CALLER_ACTIONS = ("answer", "no-answer", "busy", "voicemail", "say", "press", "silence",
-                  "dial", "hangup")  # fmt: skip
 OPENERS = ("answer", "no-answer", "busy", "voicemail")
-DIAL_OUTCOMES = ("answered", "busy", "no-answer", "failed")
-AGENT_ACTIONS = ("continue", "speak", "end")
-_NEEDS_VALUE = {"say", "press", "dial"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +56,7 @@ class Script:
     caller: tuple[Step, ...] = (Step(action="answer"),)
     agent: tuple[AgentStep, ...] = ()
     model: tuple[str, ...] = ()
+    model_at: tuple[str, ...] = ()  # file:line of each model reply
     source: str = "<default>"
 
     @property
@@ -87,32 +85,40 @@ DEFAULT = Script(
 
 def load_script(path: FilePath) -> Script:
     """Reads a caller script file. Raises :class:`FlowError` with positioned diagnostics."""
+    from voicecall.runtime.sim.schemas import check_caller
+
     result = load_bytes(path.read_bytes(), str(path))
     if result.document is None:
         raise FlowError(result.diagnostics)
+    errors = [d for d in (*result.diagnostics, *check_caller(result.document))
+              if d.severity is Severity.ERROR]  # fmt: skip
+    if errors:
+        raise FlowError(errors)
     return parse_script(result.document)
 
 
-def parse_script(doc: Document, base: tuple[str | int, ...] = ()) -> Script:
-    """Reads the script parts of a document (at ``base``: the whole file, or a test's root)."""
+def parse_script(doc: Document, base: Path = ()) -> Script:
+    """Reads the script parts of a document already checked against the caller schema (at
+    ``base``: the whole file, or a test case).
+
+    Raises:
+        FlowError: for what the schema cannot say (an opener after the first step).
+    """
     data = doc.data
     for part in base:
         data = data[part]
+    data = data if isinstance(data, dict) else {}
     errors: list[Diagnostic] = []
     reader = _Reader(doc, errors)
-    if not isinstance(data, dict):
-        reader.error(base, "a caller script is a mapping with caller:, agent: and model:")
-        raise FlowError(errors)
-    unknown = [k for k in data if k not in ("caller", "agent", "model")]
-    for key in unknown:
-        if not base:
-            reader.error((*base, key), f"unknown key '{key}' (caller, agent, model)", key=True)
-    caller = tuple(reader.caller_steps(data.get("caller", []), (*base, "caller")))
-    agent = tuple(reader.agent_steps(data.get("agent", []), (*base, "agent")))
-    model = tuple(reader.texts(data.get("model", []), (*base, "model")))
+    caller = tuple(reader.caller_steps(data.get("caller") or [], (*base, "caller")))
+    agent = tuple(reader.agent_steps(data.get("agent") or [], (*base, "agent")))
+    replies = data.get("model") or []
     if errors:
         raise FlowError(errors)
-    return Script(caller=caller or DEFAULT.caller, agent=agent, model=model, source=doc.file)
+    return Script(caller=caller or DEFAULT.caller, agent=agent,
+                  model=tuple(str(r) for r in replies),
+                  model_at=tuple(reader.where((*base, "model", i)) for i in range(len(replies))),
+                  source=doc.file)  # fmt: skip
 
 
 class _Reader:
@@ -120,76 +126,39 @@ class _Reader:
         self.doc = doc
         self.errors = errors
 
-    def error(self, path: tuple[str | int, ...], message: str, key: bool = False) -> None:
-        span = self.doc.span(path, key=key) if path else Span.point(1, 1)
-        self.errors.append(Diagnostic.make("E-SCHEMA-VALUE", message, self.doc.file, span))
+    def error(self, path: Path, message: str, hint: str | None = None) -> None:
+        span = self.doc.span(path) if path else Span.point(1, 1)
+        self.errors.append(Diagnostic.make("E-SCHEMA-VALUE", message, self.doc.file, span, hint))
 
-    def where(self, path: tuple[str | int, ...]) -> str:
+    def where(self, path: Path) -> str:
         return f"{self.doc.file}:{self.doc.span(path).line}"
 
-    def items(self, raw: Any, path: tuple[str | int, ...]) -> list[tuple[str, Any, Path]]:
-        """Each list item as (action, argument, path)."""
-        if not isinstance(raw, list):
-            self.error(path, "expected a list of steps")
-            return []
-        out = []
+    def items(self, raw: list[Any], path: Path) -> Iterator[tuple[str, Any, Path]]:
+        """Each step as (action, argument, path): `- word` or `- action: argument`."""
         for i, item in enumerate(raw):
-            if isinstance(item, str):
-                out.append((item, None, (*path, i)))
-            elif isinstance(item, dict) and len(item) == 1:
+            if isinstance(item, dict):
                 ((action, arg),) = item.items()
-                out.append((str(action), arg, (*path, i)))
+                yield str(action), arg, (*path, i)
             else:
-                self.error((*path, i), "a step is a word (silence) or one `action: value`")
-        return out
+                yield str(item), None, (*path, i)
 
-    def caller_steps(self, raw: Any, path: tuple[str | int, ...]) -> list[Step]:
-        steps = []
+    def caller_steps(self, raw: list[Any], path: Path) -> Iterator[Step]:
         for i, (action, arg, at) in enumerate(self.items(raw, path)):
-            if action not in CALLER_ACTIONS:
-                self.error(at, f"'{action}' is not a caller step ({', '.join(CALLER_ACTIONS)})")
-                continue
             if action in OPENERS and i > 0:
-                self.error(at, f"{action} can only be the first step")
+                self.error(at, f"{action} can only be the first step",
+                           "the first step says how the call starts")  # fmt: skip
                 continue
-            value, after = self.value_and_delay(arg, at)
-            if action in _NEEDS_VALUE and not value:
-                self.error(at, f"{action} needs a value: `- {action}: …`")
-                continue
-            if action == "dial" and value not in DIAL_OUTCOMES:
-                self.error(at, f"dial outcome '{value}' is not one of {', '.join(DIAL_OUTCOMES)}")
-                continue
-            steps.append(Step(action=action, value=value, after_s=after, where=self.where(at)))
-        return steps
+            value, after = _value_and_delay(arg)
+            yield Step(action=action, value=value, after_s=after, where=self.where(at))
 
-    def value_and_delay(self, arg: Any, at: tuple[str | int, ...]) -> tuple[str, float]:
-        if arg is None:
-            return "", 0.0
-        if isinstance(arg, dict):
-            after = arg.get("after", "0s")
-            text = arg.get("text", arg.get("digits", arg.get("outcome", "")))
-            try:
-                delay = parse_duration(str(after)) / 1000
-            except ValueError:
-                self.error(at, f"after: {after!r} is not a duration such as 2s")
-                delay = 0.0
-            return str(text), delay
-        return str(arg), 0.0
-
-    def agent_steps(self, raw: Any, path: tuple[str | int, ...]) -> list[AgentStep]:
-        steps = []
+    def agent_steps(self, raw: list[Any], path: Path) -> Iterator[AgentStep]:
         for action, arg, at in self.items(raw, path):
-            if action not in AGENT_ACTIONS:
-                self.error(at, f"'{action}' is not an agent step ({', '.join(AGENT_ACTIONS)})")
-                continue
-            if action != "end" and not isinstance(arg, str):
-                self.error(at, f"{action} needs the words to say: `- {action}: …`")
-                continue
-            steps.append(AgentStep(action=action, text=arg or "", where=self.where(at)))
-        return steps
+            yield AgentStep(action=action, text=str(arg or ""), where=self.where(at))
 
-    def texts(self, raw: Any, path: tuple[str | int, ...]) -> list[str]:
-        if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
-            self.error(path, "model: is a list of replies (text)")
-            return []
-        return list(raw)
+
+def _value_and_delay(arg: Any) -> tuple[str, float]:
+    """A step's value (text, digits or outcome) and its delay in seconds."""
+    if isinstance(arg, dict):
+        value = arg.get("text", arg.get("digits", arg.get("outcome", "")))
+        return str(value), parse_duration(str(arg.get("after", "0s"))) / 1000
+    return ("" if arg is None else str(arg)), 0.0

@@ -12,20 +12,29 @@ import contextlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
+from voicecall.dsl.errors import FlowError
 from voicecall.dsl.validate import load_valid_flow
+from voicecall.dsl.values import zone
 from voicecall.runtime.app import Runtime, RuntimeConfig, ScriptedResponder, start_runtime
 from voicecall.runtime.clock import VirtualClock
-from voicecall.runtime.manager import CallError
+from voicecall.runtime.manager import CallError, CallManager
 from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.state import CallRecord
 
 CALLER = "+15550001111"  # the other party's number in simulations
-OWN = "+15550000000"
+OWN = "+15550000000"  # ours
+START = "2026-01-01T00:00:00+00:00"  # the virtual clock's default start
 NORMAL_ENDS = ("completed", "hangup-bot", "hangup-user")
+
+
+class SimulationError(Exception):
+    """A simulation that cannot start: no such flow, a flow with errors, a bad number or time."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -34,45 +43,104 @@ class Simulation:
 
     flow: str
     provider: str
-    record: CallRecord | None
+    record: CallRecord | None  # None: no call was created (a rejected caller)
     timeline: list[Any] = field(default_factory=list)  # the carrier's view
     error: str = ""
+    rejection: str | None = None  # why the runtime rejected an inbound caller
+    from_number: str = ""
+    to_number: str = ""
+    started: str = ""  # ISO 8601, in the flow's time zone
+    unused: list[str] = field(default_factory=list)  # script steps never used, with file:line
+    param_names: tuple[str, ...] = ()  # the flow's params: not shown among its variables
 
     @property
     def ok(self) -> bool:
-        return not self.error and self.record is not None and self.record.end_reason in NORMAL_ENDS
+        """The call ended normally, or the caller was rejected as the policy says."""
+        if self.error:
+            return False
+        if self.rejection is not None:
+            return True
+        return self.record is not None and self.record.end_reason in NORMAL_ENDS
+
+    @property
+    def outcome(self) -> str:
+        """rejected, completed (a normal end) or failed."""
+        if self.rejection is not None and not self.error:
+            return "rejected"
+        return "completed" if self.ok else "failed"
+
+    @property
+    def end_reason(self) -> str | None:
+        return "rejected" if self.rejection is not None else (
+            self.record.end_reason if self.record else None)  # fmt: skip
+
+    @property
+    def said(self) -> list[str]:
+        """What the flow said: the record's transcript, or what a rejected caller heard."""
+        if self.record is not None:
+            return [t.text for t in self.record.transcript if t.speaker == "bot"]
+        return [str(e.detail.get("text", "")) for e in self.timeline
+                if e.who == "bot" and e.what == "say"]  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         rec = self.record
+        transcript = (
+            [{"speaker": t.speaker, "text": t.text, "source": t.source} for t in rec.transcript]
+            if rec else [{"speaker": "bot", "text": text, "source": ""} for text in self.said]
+        )  # fmt: skip
         return {
             "flow": self.flow,
             "provider": self.provider,
             "ok": self.ok,
+            "outcome": self.outcome,
             "error": self.error,
+            "rejection": self.rejection,
             "call_id": rec.call_id if rec else None,
-            "direction": rec.direction if rec else None,
-            "end_reason": rec.end_reason if rec else None,
+            "direction": rec.direction if rec else ("inbound" if self.rejection else None),
+            "from": self.from_number,
+            "to": self.to_number,
+            "started": self.started,
+            "end_reason": self.end_reason,
             "visited": list(rec.visited) if rec else [],
-            "transcript": [
-                {"speaker": t.speaker, "text": t.text, "source": t.source}
-                for t in (rec.transcript if rec else [])
-            ],
-            "variables": _variables(rec),
-            "duration_s": _duration(rec),
+            "transcript": transcript,
+            "variables": _variables(rec, self.param_names),
+            "duration_s": _duration(rec, self.timeline),
+            "unused_steps": list(self.unused),
         }
 
 
-def _variables(rec: CallRecord | None) -> dict[str, Any]:
+def _variables(rec: CallRecord | None, params: tuple[str, ...]) -> dict[str, Any]:
     if rec is None:
         return {}
     top = dict(rec.scopes.get("", {}))
-    return {k: v for k, v in top.items() if k not in rec.params}
+    return {k: v for k, v in top.items() if k not in rec.params and k not in params}
 
 
-def _duration(rec: CallRecord | None) -> float | None:
-    if rec is None or rec.ended_at is None:
+def _duration(rec: CallRecord | None, timeline: list[Any]) -> float | None:
+    if rec is None:
+        return round(timeline[-1].t, 3) if timeline else None
+    if rec.ended_at is None:
         return None
     return round(rec.ended_at - rec.started_at, 3)
+
+
+def parse_now(text: str, zone_name: str) -> datetime:
+    """An ISO 8601 time (``2026-01-05T19:30:00``, with or without offset; a date alone is
+    midnight); without an offset it is read in ``zone_name``.
+
+    Raises:
+        ValueError: not such a time.
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time such as "
+                         "2026-01-05T19:30:00") from None  # fmt: skip
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=zone(zone_name))
+    if not 1971 <= when.year <= 9998:
+        raise ValueError(f"{text!r} is out of range (years 1971 to 9998)")
+    return when
 
 
 class Simulator:
@@ -84,16 +152,18 @@ class Simulator:
         config: plugin config keys on top of the simulation's defaults (inbound policy open,
             the store in a temporary folder).
         inbound_flow: the flow that answers inbound calls.
+        start: the virtual clock's start (seconds since the epoch).
     """
 
     def __init__(
         self, provider: str = "twilio", *, catalog: Catalog | None = None,
         config: Mapping[str, Any] | None = None, inbound_flow: str = "inbound",
-        store_dir: Path | None = None,
+        store_dir: Path | None = None, start: float | None = None,
     ):  # fmt: skip
         self.provider = provider
         self.catalog = catalog or Catalog()
-        self.clock = VirtualClock()
+        self.clock = VirtualClock(datetime.fromisoformat(START).timestamp() if start is None
+                                  else start)  # fmt: skip
         self.responder = ScriptedResponder([])
         self._stack = contextlib.ExitStack()
         folder = store_dir or Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
@@ -115,41 +185,97 @@ class Simulator:
 
     async def call(
         self, flow: str, *, script: Script = DEFAULT, params: Mapping[str, Any] | None = None,
-        caller: str = CALLER,
+        caller: str = CALLER, own: str | None = None,
     ) -> Simulation:  # fmt: skip
-        """Runs one call to its end: outbound to ``caller``, or inbound from ``caller`` when
-        the flow is an inbound one."""
+        """Runs one call to its end: outbound from ``own`` to ``caller``, or, when the flow is
+        an inbound one, inbound from ``caller`` to ``own`` (default: fromNumber)."""
         assert self.runtime is not None, "use `async with Simulator(...)`"
         runtime, carrier = self.runtime, self.runtime.carrier
+        manager = runtime.manager
         name = _flow_name(self.catalog, self.catalog.resolve(flow))
+        own = own or str(self.config["fromNumber"])
         carrier.script = script
         self.responder.replies = list(script.model)
         before = set(carrier.calls)
+        flow_model = manager.compiled(name).flow
+        inbound = flow_model.direction == "inbound"
+        numbers = (caller, own) if inbound else (own, caller)
+        result = Simulation(flow=name, provider=self.provider, record=None,
+                            from_number=numbers[0], to_number=numbers[1],
+                            param_names=tuple(p.name for p in flow_model.params))  # fmt: skip
         try:
-            if runtime.manager.compiled(name).flow.direction == "inbound":
-                runtime.manager.settings = replace(runtime.manager.settings, inbound_flow=name)
-                # The number's own callbacks, as configured at the carrier (DESIGN: see README).
-                await carrier.place_inbound(
-                    caller, OWN, runtime.webhook_url,
-                    status_callback=f"{runtime.webhook_url}?kind=status",
-                    hangup_url=f"{runtime.webhook_url}?kind=hangup",
-                )  # fmt: skip
-                record = None
-            else:
-                record = await runtime.manager.initiate(to=caller, flow=name, params=params or {})
+            record = await self._place(name, inbound, caller, own, params or {})
         except CallError as exc:
-            return Simulation(flow=name, provider=self.provider, record=None, error=str(exc))
+            result.error = str(exc)
+            return result
+        started = self.clock.now()
         turns = _Turns(len(script.agent))
         agent = asyncio.get_running_loop().create_task(_agent(runtime, script, turns))
-        error = await _drive(runtime, self.clock, turns)
+        result.error = await _drive(runtime, self.clock, turns)
         agent.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await agent
         new = [pid for pid in carrier.calls if pid not in before]
-        timeline = list(getattr(carrier.calls[new[-1]], "timeline", [])) if new else []
-        found = _the_call(runtime, record, new[-1] if new else None)
-        return Simulation(flow=name, provider=self.provider, record=found, timeline=timeline,
-                          error=error)  # fmt: skip
+        pid = new[-1] if new else None
+        result.timeline = list(getattr(carrier.calls[pid], "timeline", [])) if pid else []
+        result.record = _the_call(runtime, record, pid)
+        if inbound and result.record is None and not result.error:
+            result.rejection = _rejection(manager, name, caller)
+        result.started = _local(manager, name, started)
+        session = carrier.sessions.get(pid) if pid else None
+        result.unused = _unused(script, session, turns, self.responder.replies)
+        return result
+
+    async def _place(
+        self, name: str, inbound: bool, caller: str, own: str, params: Mapping[str, Any]
+    ) -> CallRecord | None:
+        """Starts the call: the runtime's record (outbound), or None (inbound: not yet known).
+
+        Raises:
+            CallError: the runtime refused the call.
+        """
+        assert self.runtime is not None
+        runtime, manager = self.runtime, self.runtime.manager
+        if not inbound:
+            manager.settings = replace(manager.settings, from_number=own)
+            return await manager.initiate(to=caller, flow=name, params=params)
+        manager.settings = replace(manager.settings, inbound_flow=name,
+                                   inbound_params=dict(params))  # fmt: skip
+        # The number's own callbacks, as configured at the carrier (see the README).
+        await runtime.carrier.place_inbound(
+            caller, own, runtime.webhook_url,
+            status_callback=f"{runtime.webhook_url}?kind=status",
+            hangup_url=f"{runtime.webhook_url}?kind=hangup",
+        )  # fmt: skip
+        return None
+
+
+def _rejection(manager: CallManager, name: str, caller: str) -> str:
+    """Why an inbound caller got no call: the admission's reason, else the concurrency cap."""
+    admitted, why = manager.admits(manager.compiled(name).flow, caller)
+    return why if not admitted else "maxConcurrentCalls reached"
+
+
+def _local(manager: CallManager, name: str, at: float) -> str:
+    flow = manager.compiled(name).flow
+    zone_name = flow.timezone or manager.settings.config_view.get("timezone") or "UTC"
+    return datetime.fromtimestamp(at, zone(str(zone_name))).isoformat()
+
+
+def _unused(script: Script, session: Any, turns: _Turns, replies: list[str]) -> list[str]:
+    """The script's own steps (not the defaults) the call never used, as `file:line: step`."""
+    out = []
+    caller = getattr(session, "caller", None)
+    for step in caller.left if caller is not None else script.turns:
+        if step.where:
+            out.append(f"{step.where}: {step.action}{': ' + step.value if step.value else ''}")
+    for step in script.agent[len(script.agent) - turns.left :] if turns.left else ():
+        if step.where:
+            out.append(f"{step.where}: agent {step.action}")
+    used = len(script.model) - len(replies)
+    for where, reply in zip(script.model_at[used:], script.model[used:], strict=False):
+        out.append(f"{where}: model reply {reply!r}")
+    return out
 
 
 async def simulate(
@@ -159,14 +285,56 @@ async def simulate(
     script: Script = DEFAULT,
     params: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
-    caller: str = CALLER,
     config: Mapping[str, Any] | None = None,
+    from_: str | None = None,
+    to: str | None = None,
+    now: str | None = None,
 ) -> Simulation:
-    """Runs one call of ``flow`` against the mock carrier speaking ``provider``'s protocol."""
-    catalog = catalog or Catalog()
-    name = _flow_name(catalog, catalog.resolve(flow))
-    async with Simulator(provider, catalog=catalog, config=config, inbound_flow=name) as sim:
-        return await sim.call(flow, script=script, params=params, caller=caller)
+    """Runs one call of ``flow`` (a name, or the path of a flow file) against the mock carrier
+    speaking ``provider``'s protocol.
+
+    Args:
+        from_, to: ``call.from`` and ``call.to`` (inbound: the caller, and our number;
+            outbound: our number, and the number called).
+        now: the simulated start time (see :func:`parse_now`), in the flow's time zone.
+
+    Raises:
+        SimulationError: no such flow, the flow has errors, or ``now`` is not a time.
+    """
+    catalog, checked = prepare(catalog or Catalog(), flow)
+    zone_name = checked.timezone or (config or {}).get("timezone") or "UTC"
+    try:
+        start = parse_now(now, str(zone_name)).timestamp() if now else None
+    except ValueError as exc:
+        raise SimulationError(str(exc)) from None
+    inbound = checked.direction == "inbound"
+    caller = (from_ if inbound else to) or CALLER
+    own = (to if inbound else from_) or OWN
+    async with Simulator(provider, catalog=catalog, config=config, inbound_flow=checked.name,
+                         start=start) as sim:  # fmt: skip
+        return await sim.call(checked.name, script=script, params=params, caller=caller, own=own)
+
+
+def prepare(catalog: Catalog, ref: str) -> tuple[Catalog, m.Flow]:
+    """The catalog to run ``ref`` (a name, or a flow file's path) with, and the checked flow.
+
+    Raises:
+        SimulationError: no such flow, or a flow with errors (the first one, with file:line:col).
+    """
+    try:
+        path = catalog.resolve(ref)
+    except LookupError as exc:
+        raise SimulationError(str(exc.args[0])) from None
+    if ref not in catalog.entries:
+        catalog = catalog.with_flow_file(path)
+    try:
+        return catalog, load_valid_flow(path, catalog.infos())
+    except FlowError as exc:
+        first = exc.diagnostics[0] if exc.diagnostics else None
+        where = (
+            f": {first.file}:{first.span.line}:{first.span.col}: {first.message}" if first else ""
+        )
+        raise SimulationError(f"{path}: the flow has errors{where}") from None
 
 
 def _flow_name(catalog: Catalog, path: Path) -> str:
@@ -270,7 +438,7 @@ async def _agent(runtime: Runtime, script: Script, turns: _Turns) -> None:
             elif step.action == "speak":
                 await manager.speak(call.call_id, step.text)
             else:
-                await manager.end_call(call.call_id)
+                await manager.end_call(call.call_id, step.text)
         except CallError:
             return
         finally:

@@ -4,6 +4,7 @@ XML documents parse and nest only allowed elements, and values never become mark
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -32,6 +33,9 @@ SAMPLE = {
     "request": {"number": "5551234567", "entry": {"text": "", "digits": "5551234567"}},
     "entry": {"text": "", "digits": "5551234567", "confidence": 1.0},
     "again": {"text": "", "digits": "9", "confidence": 1.0},
+    "clinic": "Riverside Clinic", "opens": 9, "closes": 17, "front_desk": "+15550100300",
+    "nurse": "+15550100400",
+    "now": datetime.datetime(2026, 1, 5, 19, 30, tzinfo=datetime.UTC),
 }  # fmt: skip
 
 # Which elements TwiML allows inside which (twilio.com/docs/voice/twiml, for the verbs we emit).

@@ -36,4 +36,8 @@ def test_a_broken_test_file_is_a_collection_error(pytester: pytest.Pytester) -> 
     pytester.makefile(".test.yaml", broken="cases: []\n")
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*a flow test names its flow*"])
+    result.stdout.fnmatch_lines([
+        "*broken.test.yaml:1:1: error[[]E-SCHEMA-MISSING-KEY[]]: the flow test is missing the "
+        "required key 'flow'",
+        "*broken.test.yaml:1:8: error[[]E-SCHEMA-VALUE[]]: cases is an empty list",
+    ])  # fmt: skip

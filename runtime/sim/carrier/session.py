@@ -116,6 +116,11 @@ class Caller:
     def peek(self) -> Step | None:
         return None if self.machine or not self._steps else self._steps[0]
 
+    @property
+    def left(self) -> tuple[Step, ...]:
+        """The steps not taken yet (an answering machine takes none)."""
+        return tuple(self._steps)
+
     async def take(self) -> Step:
         """The next step, once its delay has passed; ``hangup`` when there is none left."""
         if self.machine:

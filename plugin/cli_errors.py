@@ -1,0 +1,60 @@
+"""No command shows a Python traceback: errors are one line (or ``{"error": …}`` for scripts).
+
+Expected errors are click exceptions with their exit codes (1: the input has errors, 2: the
+command was used wrongly). Anything else is a bug: it is reported as one line naming the
+exception, with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+EXIT_UNEXPECTED = 2
+_ARGV = "voicecall.argv"
+
+
+class SafeGroup(click.Group):
+    """The `voicecall` group: its commands' unexpected exceptions become one clear line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV] = list(args)  # to know, if a command fails, whether it wanted JSON
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except click.ClickException as exc:
+            if not wants_json(ctx.meta.get(_ARGV, ())):
+                raise
+            _echo_json(exc.format_message())
+            ctx.exit(exc.exit_code)
+        except Exception as exc:  # the one place every bug is caught
+            message = f"unexpected {type(exc).__name__}: {exc}".rstrip(": ")
+            if wants_json(ctx.meta.get(_ARGV, ())):
+                _echo_json(message)
+            else:
+                click.echo(f"Error: {message} (a bug in voicecall; please report it)", err=True)
+            ctx.exit(EXIT_UNEXPECTED)
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for machine output (``--json`` or ``--format json``)."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in {"--json", "--format=json"}:
+            return True
+        if arg == "--format" and i + 1 < len(args) and args[i + 1] == "json":
+            return True
+    return False
+
+
+def _echo_json(message: str) -> None:
+    click.echo(json.dumps({"error": " ".join(message.split())}, ensure_ascii=False))
