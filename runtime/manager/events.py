@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from voicecall.runtime.manager.admission import Admission
 from voicecall.runtime.manager.core import Calls, Outcome
@@ -97,6 +98,9 @@ class Events:
             renamed = call.provider_call_id is None or (
                 event.previous_provider_call_id == call.provider_call_id)  # fmt: skip
             if not renamed:
+                failed = _failed_transfer(call, event)
+                if failed is not None:
+                    return await self.on_dial(call, failed, outcome)
                 log.info("call %s: %s for another leg (%s): ignored", call.call_id, event.kind,
                          event.provider_call_id)  # fmt: skip
                 return self.calls.ack(call, outcome)
@@ -243,3 +247,24 @@ def _remap(call: CallRecord, event: Event) -> None:
         if call.provider_call_id not in previous:
             previous.append(call.provider_call_id)
     call.provider_call_id = event.provider_call_id
+
+
+_DIAL_FAILURES = frozenset({"busy", "no-answer", "failed"})
+
+
+def _failed_transfer(call: CallRecord, event: Event) -> Event | None:
+    """Telnyx: the hang-up of a transfer's new leg, while the call waits on that transfer.
+
+    Telnyx reports a transfer that did not connect only as ``call.hangup`` of the other leg
+    (carrying the transfer's client_state); the original call stays up (TransferCallRequest in
+    the Call Control API). Seen as the transfer's outcome, it is handled at once rather than
+    when the transfer's safety timer expires.
+    """
+    waiting = call.waiting
+    if event.kind is not EventKind.ENDED or waiting is None or waiting.kind != "dial":
+        return None
+    if event.call_id != call.call_id or event.block != waiting.block:
+        return None
+    status = event.status if event.status in _DIAL_FAILURES else "failed"
+    return replace(event, kind=EventKind.DIAL_ENDED, status=status,
+                   provider_call_id=call.provider_call_id)  # fmt: skip

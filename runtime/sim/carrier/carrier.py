@@ -124,7 +124,9 @@ class MockCarrier:
         self.reaction_s = 0.5  # Telnyx: how long the caller waits before answering a prompt
         self.inbound_ring_timeout_s = 60.0  # Telnyx: an unanswered inbound caller gives up
         self.reorder_telnyx = False  # send Telnyx events pairwise swapped
-        self.report_failed_transfer = False  # Telnyx: send call.hangup for a failed transfer leg
+        # Telnyx: call.hangup of the new leg for a transfer that did not connect, as Telnyx
+        # sends it; off only to test the runtime's safety timer for a report that never comes.
+        self.report_failed_transfer = True
         self.sender = WebhookSender(provider, self.credentials, self.signing_key, clock=self.clock,
                                     timeout_s=15.0, in_flight=self._count_flight)  # fmt: skip
         self._in_flight = 0
