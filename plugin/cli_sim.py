@@ -146,6 +146,9 @@ def _print_simulation(sim: Simulation) -> None:
         click.secho(f"  rejected:  {sim.rejection} (before the flow started)", fg="yellow")
     else:
         click.echo(f"  nodes:     {' -> '.join(data['visited']) or '(none)'}")
+    for transfer in data["transfers"]:
+        outcome = transfer["outcome"] or "no answer before the call ended"
+        click.echo(f"  transfer:  to {', '.join(transfer['to'])} at {transfer['at_s']}s: {outcome}")
     if data["variables"]:
         click.echo(f"  variables: {json.dumps(data['variables'], ensure_ascii=False)}")
     for step in sim.unused:

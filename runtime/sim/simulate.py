@@ -70,6 +70,19 @@ class Simulation:
         return "completed" if self.ok else "failed"
 
     @property
+    def transfers(self) -> list[dict[str, Any]]:
+        """Each transfer the flow made, with what the callee did: answered, busy, no-answer or
+        failed (None: the call ended before any answer)."""
+        out: list[dict[str, Any]] = []
+        for e in self.timeline:
+            if e.who == "bot" and e.what == "dial":
+                out.append({"to": list(e.detail.get("to", [])), "outcome": None,
+                            "at_s": round(e.t, 3)})  # fmt: skip
+            elif e.who == "caller" and e.what == "dial" and out and out[-1]["outcome"] is None:
+                out[-1]["outcome"] = e.detail.get("outcome")
+        return out
+
+    @property
     def end_reason(self) -> str | None:
         return "rejected" if self.rejection is not None else (
             self.record.end_reason if self.record else None)  # fmt: skip
@@ -102,6 +115,7 @@ class Simulation:
             "started": self.started,
             "end_reason": self.end_reason,
             "visited": list(rec.visited) if rec else [],
+            "transfers": self.transfers,
             "transcript": transcript,
             "variables": _variables(rec, self.param_names),
             "duration_s": _duration(rec, self.timeline),

@@ -239,3 +239,14 @@ def test_no_color_is_honoured_for_diagnostics_on_a_terminal(
     assert use_color(Terminal())
     monkeypatch.setenv("NO_COLOR", "yes")
     assert not use_color(Terminal())
+
+
+def test_simulate_prints_the_transfer_and_its_outcome(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = 'caller: [answer, {press: "1"}, {dial: busy}, {press: "5551234567"}]\n'
+    caller = write(tmp_path / "busy.caller.yaml", script)
+    result = runner.invoke(cli, ["simulate", "ivr-menu", "--provider", "telnyx",
+                                 "--caller", str(caller)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "  transfer:  to +15550100200 at 0.0s: busy\n" in result.output

@@ -20,3 +20,14 @@ async def test_a_busy_transfer_goes_to_on_fail_at_once(provider: str) -> None:
     # Telnyx reports the busy leg with call.hangup of that leg: no waiting for the
     # transfer's 30 s timeout (the virtual clock would have moved 35 s).
     assert sim.to_json()["duration_s"] == 0.0
+
+
+@pytest.mark.parametrize("provider", ["twilio", "plivo", "telnyx"])
+async def test_a_simulation_shows_each_transfer_and_its_outcome(provider: str) -> None:
+    busy = (await simulate("ivr-menu", provider=provider, script=BUSY)).to_json()
+    assert busy["transfers"] == [{"to": ["+15550100200"], "outcome": "busy", "at_s": 0.0}]
+    answered = Script(caller=(Step(action="answer"), Step(action="press", value="1"),
+                              Step(action="dial", value="answered"),
+                              Step(action="hangup")))  # fmt: skip
+    sim = (await simulate("ivr-menu", provider=provider, script=answered)).to_json()
+    assert [t["outcome"] for t in sim["transfers"]] == ["answered"]
