@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from voicecall.plugin.output import no_color
 from voicecall.runtime.sim.script import AgentStep, Script, Step
 from voicecall.runtime.sim.simulate import Simulation, Simulator
 
@@ -74,6 +75,12 @@ def show(result: Simulation) -> None:
 
 def main() -> int:
     """Runs the demo; returns the process exit code."""
+    # click colours a terminal unless a context says otherwise: NO_COLOR says otherwise.
+    with click.Context(click.Command("demo"), color=False if no_color() else None):
+        return _demo()
+
+
+def _demo() -> int:
     click.secho("voicecall demo: the mock carrier (Twilio protocol), SQLite, no keys", bold=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
