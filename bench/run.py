@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import webhooks
+from bench import longrun, webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
@@ -195,6 +195,7 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[[dict[str, An
     "dsl": (bench_dsl, report_dsl),
     "compiler": (bench_compiler, report_compiler),
     "webhooks": (webhooks.run, webhooks.report),
+    "longrun": (longrun.run, longrun.report),
 }
 
 

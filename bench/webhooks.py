@@ -101,8 +101,12 @@ def pin(cpu: int) -> int:
 # --- the servers ----------------------------------------------------------------------------------
 
 
-async def serve(mode: str, port: int, store: Path | None) -> None:
-    """Serves until SIGTERM or SIGINT; prints ``ready <port>`` on stdout once listening."""
+async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0) -> None:
+    """Serves until SIGTERM or SIGINT; prints ``ready <port>`` on stdout once listening.
+
+    ``retention_h`` (runtime): a short eventRetentionHours, pruned every quarter of it, so a
+    long run shows the events table bounded (bench.longrun).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -142,9 +146,13 @@ async def serve(mode: str, port: int, store: Path | None) -> None:
             "serve": {"port": port, "bind": "127.0.0.1", "path": PATH},
             "twilio": {"accountSid": ACCOUNT, "authToken": "x"},
         }
+        if retention_h:
+            config["eventRetentionHours"] = retention_h
         runtime = await start_runtime(
             RuntimeConfig(raw=config), port=port, catalog=Catalog([Path(flows)])
         )
+        if retention_h:
+            runtime.manager.retention.start(every_s=max(1.0, retention_h * 3600 / 4))
         bound = int(runtime.runner.addresses[0][1])
         print(f"ready {bound}", flush=True)
         await stop.wait()
@@ -162,7 +170,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    asyncio.run(serve(args.mode, args.port, Path(args.store) if args.store else None))
+    store = Path(args.store) if args.store else None
+    asyncio.run(serve(args.mode, args.port, store, args.retention_hours))
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -448,9 +457,11 @@ def _module(command: str) -> list[str]:
 
 
 def _server(
-    mode: str, store: Path | None, profile: str | None, log_file: Any
+    mode: str, store: Path | None, profile: str | None, log_file: Any, retention_h: float = 0
 ) -> tuple[subprocess.Popen[str], int]:
     cmd = [*_module("serve"), "--mode", mode, "--port", "0", "--cpu", "0"]
+    if retention_h:
+        cmd += ["--retention-hours", str(retention_h)]
     if store is not None:
         cmd += ["--store", str(store)]
     if profile:
@@ -650,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--cpu", type=int, default=0)
     p_serve.add_argument("--store", help="the runtime's store folder (default: a temp folder)")
     p_serve.add_argument("--profile", help="write cProfile stats here on exit")
+    p_serve.add_argument("--retention-hours", type=float, default=0,
+                         help="a short eventRetentionHours, pruned as the run goes")  # fmt: skip
     p_load = sub.add_parser("load", help="load a running server, print the result as JSON")
     p_load.add_argument("--mode", choices=MODES, required=True)
     p_load.add_argument("--port", type=int, required=True)

@@ -141,7 +141,7 @@ class Runtime:
     carrier: Any = None  # the MockCarrier, with provider: mock
 
     async def stop(self) -> None:
-        self.manager.stop_reaper()
+        await self.manager.stop_background()
         await self.manager.drain()
         await self.runner.cleanup()
         await self.manager.adapter.aclose()
@@ -190,7 +190,7 @@ async def start_runtime(
             allow_v2_signatures=config.allow_plivo_v2(),
         )
     )
-    store = SQLiteStore(config.store_dir() / "calls.sqlite")
+    store = SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
     placeholder = ManagerSettings(provider=provider, from_number="", webhook_base="")
     manager = CallManager(placeholder, store, adapter, CatalogFlows(catalog or Catalog()), clock,
                           responder)  # fmt: skip
@@ -211,7 +211,7 @@ async def start_runtime(
         kept = await manager.restore()
         if kept:
             log.info("restored %d call(s) after restart", len(kept))
-    manager.start_reaper()
+    manager.start_background()
     return runtime
 
 
@@ -229,6 +229,7 @@ def _manager_settings(
         ring_timeout_s=float(config.get("ringTimeoutMs", 30_000)) / 1000,
         transcript_timeout_s=float(config.get("transcriptTimeoutMs", 180_000)) / 1000,
         stale_reaper_s=float(config.get("staleCallReaperSeconds", 0)),
+        event_retention_s=float(config.get("eventRetentionHours", 72)) * 3600,
         inbound_policy=str(config.get("inboundPolicy", "disabled")),
         allow_from=tuple(config.get("allowFrom", []) or ()),
         inbound_flow=str(config.get("inboundFlow", "inbound")),

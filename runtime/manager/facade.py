@@ -11,6 +11,7 @@ over collaborators with one job each.
 ``events``      :class:`~.events.Events`: carrier events applied exactly once
 ``outbound``    :class:`~.outbound.Outbound`: placing calls
 ``restorer``    :class:`~.restore.Restorer`: picking calls up after a restart
+``retention``   :class:`~.retention.Retention`: pruning expired processed-event keys
 ==============  ===========================================================================
 """
 
@@ -29,6 +30,7 @@ from voicecall.runtime.manager.delivery import Delivery
 from voicecall.runtime.manager.events import Events
 from voicecall.runtime.manager.outbound import Outbound
 from voicecall.runtime.manager.restore import Restorer
+from voicecall.runtime.manager.retention import Retention
 from voicecall.runtime.manager.timers import Timeouts
 from voicecall.runtime.manager.turns import AgentTurns
 from voicecall.runtime.providers.base import Adapter, Event, Reply
@@ -52,6 +54,7 @@ class CallManager:
                              self.timeouts)  # fmt: skip
         self.outbound = Outbound(self.calls)
         self.restorer = Restorer(self.calls, self.delivery, self.timeouts)
+        self.retention = Retention(self.calls)
 
     # --- what the services are (settings may be replaced once the server has its URL) -------
 
@@ -148,6 +151,21 @@ class CallManager:
 
     def reap(self) -> None:
         self.timeouts.reap()
+
+    def start_background(self) -> None:
+        """Starts the periodic work of a serving process: the reaper and event pruning."""
+        self.timeouts.start_reaper()
+        self.retention.start()
+
+    async def stop_background(self) -> None:
+        self.timeouts.stop_reaper()
+        self.retention.stop()
+        await self.retention.wait()
+
+    def held(self) -> dict[str, int]:
+        """Per-call state held in memory, by table (all 0 when no call is live and idle)."""
+        return {"locks": len(self.calls.locks), "timers": len(self.calls.timers),
+                "sends": len(self.delivery), "turns": len(self.turns)}  # fmt: skip
 
     async def drain(self) -> None:
         """Waits until every queued REST side effect and background reply has run."""
