@@ -252,7 +252,9 @@ def _kind(value: Any) -> str:
         return f"text {_show(value)}"
     if isinstance(value, int | float):
         return f"the number {value}"
-    return {dict: "an object", list: "a list"}.get(type(value), "null")
+    if isinstance(value, dict):
+        return "an object"
+    return "a list" if isinstance(value, list) else "null"
 
 
 def _show(value: Any) -> str:
