@@ -41,3 +41,29 @@ def test_a_broken_test_file_is_a_collection_error(pytester: pytest.Pytester) -> 
         "required key 'flow'",
         "*broken.test.yaml:1:8: error[[]E-SCHEMA-VALUE[]]: cases is an empty list",
     ])  # fmt: skip
+
+
+FLOW = """\
+version: 1
+name: hello-there
+description: Says hello.
+start: a
+nodes:
+  a: [{say: Hello there.}, hangup]
+"""
+
+
+def test_a_flow_beside_its_test_needs_no_option(pytester: pytest.Pytester) -> None:
+    # Not plivo: its SDK's cookie jar does not survive pytester's in-process module reset.
+    folder = pytester.mkdir("myflows")
+    (folder / "hello.yaml").write_text(FLOW)
+    (folder / "hello.caller.yaml").write_text("caller: [answer]\n")  # not a flow, not a test
+    (folder / "hello.test.yaml").write_text(
+        "flow: hello-there\nproviders: [twilio]\ncases:\n"
+        "  - {name: by name, expect: {said: [Hello there]}}\n"
+    )
+    (folder / "path.test.yaml").write_text(
+        "flow: hello.yaml\nproviders: [telnyx]\nexpect: {said: [Hello there]}\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)
