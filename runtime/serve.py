@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
 from voicecall.dsl.validate import load_valid_flow
@@ -31,9 +29,9 @@ from voicecall.plugin.config import ConfigError, flow_dirs, load_plugin_config
 from voicecall.plugin.params import ParamError, parse_params
 from voicecall.runtime.app import RuntimeConfig, start_runtime
 from voicecall.runtime.manager import CallError
+from voicecall.runtime.manager.outbound import outbound_problem
 
 EXIT_USAGE = 2
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class ServeError(Exception):
@@ -48,16 +46,6 @@ class CallRequest:
     to: str
     pairs: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def outbound_problem(flow: m.Flow, to: str) -> str | None:
-    """Why ``flow`` cannot call ``to``, or None: TO must be E.164, the flow not inbound-only."""
-    if not E164.fullmatch(to):
-        return f"{to!r} is not an E.164 number (+ then country code and number, digits only)"
-    if flow.direction == "inbound":
-        return (f"flow {flow.name} only answers calls (direction: inbound); it cannot place "
-                "an outbound call")  # fmt: skip
-    return None
 
 
 def check_calls(requests: Sequence[CallRequest], catalog: Catalog) -> None:
@@ -90,6 +78,25 @@ def check_calls(requests: Sequence[CallRequest], catalog: Catalog) -> None:
         raise ServeError("\n".join(problems))
 
 
+def check_inbound_flow(name: str, catalog: Catalog) -> None:
+    """The flow that answers inbound calls (`inboundFlow`) must exist, be valid and not be
+    outbound-only.
+
+    Raises:
+        ServeError: naming the config key.
+    """
+    where = f"inboundFlow: flow {name}"
+    try:
+        flow = load_valid_flow(catalog.resolve(name), catalog.infos())
+    except LookupError as exc:
+        raise ServeError(f"inboundFlow: {exc.args[0] if exc.args else exc}") from None
+    except FlowError:
+        raise ServeError(f"{where} has errors; `voicecall validate` lists them") from None
+    if flow.direction == "outbound":
+        raise ServeError(f"{where} only places calls (direction: outbound); it cannot answer "
+                         "inbound calls")  # fmt: skip
+
+
 async def serve(config_path: Path, requests: Sequence[CallRequest]) -> int:
     try:
         raw = load_plugin_config(config_path, must_exist=True, section_file=True)
@@ -97,6 +104,7 @@ async def serve(config_path: Path, requests: Sequence[CallRequest]) -> int:
         raise ServeError(str(exc)) from exc
     config = RuntimeConfig(raw=raw, base_dir=config_path.parent)
     catalog = Catalog(flow_dirs(raw, config.base_dir))
+    check_inbound_flow(str(raw.get("inboundFlow") or "inbound"), catalog)
     check_calls(requests, catalog)
     try:
         runtime = await start_runtime(config, catalog=catalog)

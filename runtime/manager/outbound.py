@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicecall.dsl import model as m
+from voicecall.dsl.values import is_e164
 from voicecall.runtime.manager.core import CallError, Calls, mask
 from voicecall.runtime.state import CallRecord
 
@@ -37,6 +38,9 @@ class Outbound:
             raise CallError(f"{live} call(s) in progress; maxConcurrentCalls is "
                             f"{settings.max_concurrent}")  # fmt: skip
         compiled = calls.compiled_or_error(flow)
+        problem = outbound_problem(compiled.flow, target)
+        if problem:
+            raise CallError(problem)
         values = _params(compiled.flow, params or {})
         call = CallRecord.new(provider=settings.provider, direction="outbound",
                               from_number=settings.from_number, to_number=target,
@@ -61,6 +65,16 @@ class Outbound:
         log.info("call %s: placed to %s with flow %s (%s)", call.call_id, mask(target),
                  call.flow, provider_id)  # fmt: skip
         return fresh
+
+
+def outbound_problem(flow: m.Flow, to: str) -> str | None:
+    """Why ``flow`` cannot call ``to``, or None: TO must be E.164, the flow not inbound-only."""
+    if not is_e164(to):
+        return f"{to!r} is not an E.164 number (+ then country code and number, digits only)"
+    if flow.direction == "inbound":
+        return (f"flow {flow.name} only answers calls (direction: inbound); it cannot place "
+                "an outbound call")  # fmt: skip
+    return None
 
 
 def _params(flow: m.Flow, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -93,3 +93,19 @@ def test_bad_calls_stop_the_process_before_it_serves(
     assert "--call inbound +15550001001: flow inbound only answers calls" in err
     assert "--call notify 5550001: '5550001' is not an E.164 number" in err
     assert not (tmp_path / "store").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("flow", "error"),
+    [("notify", "error: inboundFlow: flow notify only places calls (direction: outbound); it "
+                "cannot answer inbound calls\n"),
+     ("inbund", "did you mean 'inbound'")],
+)  # fmt: skip
+def test_the_inbound_flow_must_exist_and_answer_calls(
+    flow: str, error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(f'{{"provider": "mock", "store": "store", "inboundFlow": "{flow}"}}')
+    code, err = run_main(["--config", str(config)], capsys)
+    assert code == 2 and error in err
+    assert err.startswith("error: inboundFlow: ")
