@@ -72,9 +72,19 @@ class Admission:
         if block.xml is not None:
             body = block.xml.render({"message": message}, {"callback_url": ""})
             return Outcome(reply=self.calls.adapter.document([body]), record=None)
+        return self._reject_command(event, outcome)
+
+    def _reject_command(self, event: Event, outcome: Outcome) -> Outcome:
+        """Telnyx: one ``reject`` per carrier call, however often its first event comes (a
+        replay, or a redelivery under a new event id): the id is committed with the event."""
         pid = event.provider_call_id
-        if pid:
-            adapter = self.calls.adapter
-            sends: list[Send] = [lambda: adapter.command(pid, "reject", {"cause": "CALL_REJECTED"})]
-            self.delivery.queue_sends(f"reject:{pid}", sends)
-        return outcome
+        if not pid:
+            return outcome
+        if self.calls.store.was_rejected(self.calls.settings.provider, pid):
+            log.info("inbound call %s: rejected already; acknowledged", pid)
+            return outcome
+        adapter = self.calls.adapter
+        # The command_id makes a resend after a crash harmless (Telnyx ignores a repeat).
+        body = {"cause": "CALL_REJECTED", "command_id": f"reject-{pid}"}
+        sends: list[Send] = [*outcome.sends, lambda: adapter.command(pid, "reject", body)]
+        return Outcome(reply=outcome.reply, record=None, sends=sends, rejected=pid)

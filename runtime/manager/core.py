@@ -78,6 +78,7 @@ class Outcome:
     reply: Reply
     record: CallRecord | None
     sends: list[Send] = field(default_factory=list)
+    rejected: str | None = None  # the carrier call id of an inbound call rejected now
 
 
 class Calls:

@@ -66,7 +66,8 @@ class Events:
                 # would get the same reply. No processed-event row, no write.
                 return outcome.reply
             reply = StoredReply(outcome.reply.body, outcome.reply.content_type)
-            if not await calls.store.commit_event(key, outcome.record, reply):
+            rejected = (calls.settings.provider, outcome.rejected) if outcome.rejected else None
+            if not await calls.store.commit_event(key, outcome.record, reply, rejected):
                 # A duplicate that raced past the server's check: its work is dropped.
                 stored = calls.store.seen(key)
                 assert stored is not None
@@ -74,6 +75,8 @@ class Events:
         if outcome.record is not None:
             self.timeouts.after_commit(outcome.record)
             self.delivery.queue_sends(outcome.record.call_id, outcome.sends)
+        elif outcome.rejected:
+            self.delivery.queue_sends(f"rejected:{outcome.rejected}", outcome.sends)
         return outcome.reply
 
     def _changes_nothing(self, outcome: Outcome) -> bool:

@@ -28,10 +28,16 @@ class Store(Protocol):
         ...
 
     async def commit_event(
-        self, key: str, record: CallRecord | None, reply: StoredReply | None
-    ) -> bool:
-        """Marks ``key`` processed and saves ``record``, durably, before returning; False
-        (and nothing saved) if ``key`` was processed before."""
+        self, key: str, record: CallRecord | None, reply: StoredReply | None,
+        rejected: tuple[str, str] | None = None,
+    ) -> bool:  # fmt: skip
+        """Marks ``key`` processed and saves ``record`` (and a rejected ``(provider, carrier
+        call id)``), durably, before returning; False (and nothing saved) if ``key`` was
+        processed before."""
+        ...
+
+    def was_rejected(self, provider: str, provider_call_id: str) -> bool:
+        """Whether an inbound call was rejected (committed with :meth:`commit_event`)."""
         ...
 
     def forget(self, call_id: str) -> None:

@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS events (
     reply BLOB,
     content_type TEXT
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejected (
+    provider TEXT NOT NULL,
+    provider_call_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (provider, provider_call_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS aliases (
     provider TEXT NOT NULL,
     provider_call_id TEXT NOT NULL,
@@ -188,6 +194,13 @@ class SQLiteStore:
             return None
         return StoredReply(body=bytes(row[0] or b""), content_type=row[1] or "text/plain")
 
+    def was_rejected(self, provider: str, provider_call_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM rejected WHERE provider = ? AND provider_call_id = ?",
+            (provider, provider_call_id),
+        ).fetchone()
+        return row is not None
+
     def live(self) -> list[CallRecord]:
         rows = self.db.execute(
             f"SELECT call_id FROM calls WHERE {_NOT_ENDED} ORDER BY started_at", _TERMINAL
@@ -214,8 +227,9 @@ class SQLiteStore:
         self._settle(record)
 
     async def commit_event(
-        self, key: str, record: CallRecord | None, reply: StoredReply | None
-    ) -> bool:
+        self, key: str, record: CallRecord | None, reply: StoredReply | None,
+        rejected: tuple[str, str] | None = None,
+    ) -> bool:  # fmt: skip
         batch = self._open_batch()
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO events (key, call_id, received_at, reply, content_type) "
@@ -229,6 +243,9 @@ class SQLiteStore:
             await asyncio.shield(batch.done)
             return False
         batch.keys.add(key)
+        if rejected is not None:
+            self.db.execute("INSERT OR IGNORE INTO rejected VALUES (?, ?, ?)",
+                            (*rejected, self.now()))  # fmt: skip
         if record is not None:
             batch.settles.append((record, self._write(self.db, record)))
         await asyncio.shield(batch.done)
@@ -353,6 +370,9 @@ class SQLiteStore:
         if old:
             with self._tx() as db:
                 db.executemany("DELETE FROM events WHERE key = ?", old)
+        if self._sweep == "":  # a sweep is complete: rejected call ids too (a small table)
+            with self._tx() as db:
+                db.execute("DELETE FROM rejected WHERE at < ?", (before,))
         return len(old), self._sweep == ""
 
     def count_events(self) -> int:

@@ -2,7 +2,8 @@
 
 Every attempt is recorded as a :class:`Delivery`. Fault injection for tests: a webhook can be
 sent twice (``duplicate_next()`` or ``duplicate_rate``), the second copy identical (same body,
-signature, Telnyx event id, Twilio idempotency token), as a carrier's retry would be.
+signature, Telnyx event id, Twilio idempotency token), as a carrier's retry would be; a Telnyx
+event can be redelivered (``redeliver_next()``): the same event under a new event id.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,7 @@ class WebhookSender:
         self.duplicate_rate = 0.0
         self.random = random.Random(0)
         self._duplicate_next = 0
+        self._redeliver_next = 0
         self._in_flight = in_flight
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -64,6 +67,10 @@ class WebhookSender:
     def duplicate_next(self, count: int = 1) -> None:
         """Sends each of the next ``count`` webhooks twice."""
         self._duplicate_next += count
+
+    def redeliver_next(self, count: int = 1) -> None:
+        """Sends each of the next ``count`` Telnyx events again under a new event id."""
+        self._redeliver_next += count
 
     def _twice(self) -> bool:
         if self._duplicate_next > 0:
@@ -100,6 +107,14 @@ class WebhookSender:
 
     async def event(self, call: MockCall, url: str, payload: Mapping[str, Any]) -> Delivery:
         """Sends a Telnyx webhook (a JSON envelope)."""
+        first = await self._event_once(call, url, payload)
+        if self._redeliver_next > 0:
+            self._redeliver_next -= 1
+            data = {**payload.get("data", {}), "id": str(uuid.uuid4())}
+            await self._event_once(call, url, {**payload, "data": data})
+        return first
+
+    async def _event_once(self, call: MockCall, url: str, payload: Mapping[str, Any]) -> Delivery:
         assert self.signing_key is not None
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {
