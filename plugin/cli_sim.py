@@ -136,8 +136,9 @@ def _print_simulation(sim: Simulation) -> None:
     data = sim.to_json()
     click.secho(f"{data['flow']} on {data['provider']} (mock carrier)", bold=True)
     click.echo(f"  call:      from {data['from']} to {data['to']}, {data['started']}")
-    if sim.error:
-        click.secho(f"  error: {sim.error}", fg="red")
+    for error in (sim.error, sim.call_error):
+        if error:
+            click.secho(f"  error:     {error}", fg="red")
     for line in data["transcript"]:
         who = "bot   " if line["speaker"] == "bot" else "caller"
         where = f"   ({line['source']})" if line["source"] else ""

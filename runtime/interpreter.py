@@ -60,6 +60,26 @@ def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
         raise RenderError(f"{where}: {expr.source!r}: {exc}") from exc
 
 
+def _storable(assignment: m.Assignment, value: Any) -> Any:
+    """A value `set:` may keep: what the store can write (JSON), else a RenderError."""
+    if _is_plain(value):
+        return value
+    kind = type(value).__name__
+    hint = " (save now.isoformat(), now.hour, …)" if hasattr(value, "isoformat") else ""
+    raise RenderError(f"set {assignment.name}: a {kind} cannot be kept between turns; save "
+                      f"text, numbers, lists or mappings{hint}")  # fmt: skip
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
 class Interpreter:
     """One compiled flow, run against call records.
 
@@ -324,7 +344,7 @@ class Interpreter:
     def s_assign(self, call: CallRecord, end: b.Assign) -> str:
         scope = self.block(end.next).scope
         values = self.values(call, scope)
-        results = {a.name: _eval(a.value, values) for a in end.assignments}
+        results = {a.name: _storable(a, _eval(a.value, values)) for a in end.assignments}
         call.scopes.setdefault(scope, {}).update(results)
         return end.next
 

@@ -179,7 +179,8 @@ def check(case: Case, sim: Simulation) -> Iterator[str]:
     if "visited" in expect and visited != list(expect["visited"]):
         yield f"visited {visited}, expected {list(expect['visited'])}"
     if "end" in expect and sim.end_reason != expect["end"]:
-        yield f"ended {sim.end_reason}, expected {expect['end']}"
+        why = f" ({sim.call_error})" if sim.call_error else ""
+        yield f"ended {sim.end_reason}{why}, expected {expect['end']}"
     yield from _phrases(sim.said, [str(p) for p in expect.get("said", [])])
     variables = record.scopes.get("", {}) if record is not None else {}
     for dotted, wanted in (expect.get("saved") or {}).items():

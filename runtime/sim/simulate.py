@@ -88,6 +88,11 @@ class Simulation:
             self.record.end_reason if self.record else None)  # fmt: skip
 
     @property
+    def call_error(self) -> str:
+        """What went wrong inside the call (a template that failed), if anything."""
+        return str(self.record.metadata.get("error") or "") if self.record else ""
+
+    @property
     def said(self) -> list[str]:
         """What the flow said: the record's transcript, or what a rejected caller heard."""
         if self.record is not None:
@@ -107,6 +112,7 @@ class Simulation:
             "ok": self.ok,
             "outcome": self.outcome,
             "error": self.error,
+            "call_error": self.call_error,
             "rejection": self.rejection,
             "call_id": rec.call_id if rec else None,
             "direction": rec.direction if rec else ("inbound" if self.rejection else None),

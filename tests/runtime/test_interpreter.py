@@ -191,3 +191,38 @@ def test_now_is_the_clock_in_the_flows_or_the_configs_time_zone(
                           flow="t", flow_digest="x")  # fmt: skip
     interp.start(call)
     assert said(call) == [("bot", said_text)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "kept"),
+    [
+        ("now.hour", 23),
+        ("now.isoformat()", "2026-01-05T23:30:00+00:00"),
+        ("[now.day, 'x']", [5, "x"]),
+    ],
+)
+def test_set_keeps_plain_values_of_now(expression: str, kept: Any) -> None:
+    text = ("version: 1\nname: t\ndescription: t\nstart: a\nnodes:\n"
+            f'  a: [{{set: {{v: "{expression}"}}}}, {{say: "{{{{ v }}}}"}}, hangup]\n')  # fmt: skip
+    flow = validate_text(text, "t.yaml").flow
+    assert flow is not None
+    interp = Interpreter(compile_flow(flow, "twilio", {}), BASE, {}, lambda: 1_767_655_800.0)
+    call = CallRecord.new(provider="twilio", direction="outbound", from_number="", to_number="",
+                          flow="t", flow_digest="x")  # fmt: skip
+    interp.start(call)
+    assert call.scopes[""]["v"] == kept
+
+
+@pytest.mark.parametrize("expression", ["now", "now.date()", "range(3)"])
+def test_set_refuses_a_value_the_store_cannot_keep(expression: str) -> None:
+    text = ("version: 1\nname: t\ndescription: t\nstart: a\nnodes:\n"
+            f'  a: [{{set: {{v: "{expression}"}}}}, {{say: "{{{{ v }}}}"}}, hangup]\n')  # fmt: skip
+    flow = validate_text(text, "t.yaml").flow
+    assert flow is not None
+    interp = Interpreter(compile_flow(flow, "twilio", {}), BASE, {}, lambda: 1_767_655_800.0)
+    call = CallRecord.new(provider="twilio", direction="outbound", from_number="", to_number="",
+                          flow="t", flow_digest="x")  # fmt: skip
+    run = interp.start(call)
+    assert run.hangup and call.ending == "error"
+    assert "set v: a " in call.metadata["error"] and "cannot be kept" in call.metadata["error"]
+    assert "v" not in call.scopes[""]
