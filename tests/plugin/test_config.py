@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,21 @@ def test_positions_follow_json5_syntax() -> None:
     assert where.values[("a", "b", 1)].line == 2 and where.values[("a", "b", 1)].col == 23
     assert (where.keys[("a", "c")].line, where.keys[("a", "c")].col) == (2, 32)
     assert (where.keys[('d"e',)].line, where.keys[('d"e',)].col) == (3, 3)
+
+
+def _property_names(schema: Any) -> set[str]:
+    if isinstance(schema, list):
+        return {n for item in schema for n in _property_names(item)}
+    if not isinstance(schema, dict):
+        return set()
+    names = set(schema.get("properties", {})) if schema.get("type") == "object" else set()
+    return names | {n for value in schema.values() for n in _property_names(value)}
+
+
+def test_every_key_runtime_config_reads_is_in_the_schema() -> None:
+    """A key added to RuntimeConfig without the schema would be refused in every config."""
+    source = (Path(__file__).resolve().parents[2] / "runtime" / "app.py").read_text("utf-8")
+    read = set(re.findall(r'\.get\("([a-z][A-Za-z0-9]*)"', source))
+    read |= set(re.findall(r'"([a-z][A-Za-z0-9]*)": \("', source))  # the serve.* limits table
+    assert {"fromNumber", "maxInFlightPerIp", "maxBodyBytes", "apiBaseUrl"} <= read
+    assert read <= _property_names(config_schema())
