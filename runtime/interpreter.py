@@ -61,12 +61,13 @@ def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
 
 
 def _storable(assignment: m.Assignment, value: Any) -> Any:
-    """A value `set:` may keep: what the store can write (JSON), else a RenderError."""
+    """A value `set:` (or a call_flow param) may keep: what the store can write (JSON), else a
+    RenderError."""
     if _is_plain(value):
         return value
     kind = type(value).__name__
     hint = " (save now.isoformat(), now.hour, …)" if hasattr(value, "isoformat") else ""
-    raise RenderError(f"set {assignment.name}: a {kind} cannot be kept between turns; save "
+    raise RenderError(f"{assignment.name}: a {kind} cannot be kept between turns; save "
                       f"text, numbers, lists or mappings{hint}")  # fmt: skip
 
 
@@ -359,7 +360,7 @@ class Interpreter:
         # The caller's scope: the subflow's scope id without its last part.
         values = self.values(call, end.scope.rpartition("~")[0])
         scope = dict(end.defaults)
-        scope.update({a.name: _eval(a.value, values) for a in end.params})
+        scope.update({a.name: _storable(a, _eval(a.value, values)) for a in end.params})
         call.scopes[end.scope] = scope
         return end.next
 

@@ -224,5 +224,6 @@ def test_set_refuses_a_value_the_store_cannot_keep(expression: str) -> None:
                           flow="t", flow_digest="x")  # fmt: skip
     run = interp.start(call)
     assert run.hangup and call.ending == "error"
-    assert "set v: a " in call.metadata["error"] and "cannot be kept" in call.metadata["error"]
+    assert "t.yaml:6:7: v: a " in call.metadata["error"]
+    assert "cannot be kept between turns" in call.metadata["error"]
     assert "v" not in call.scopes[""]
