@@ -24,21 +24,26 @@ class Restorer:
     async def restore(self) -> list[str]:
         """Picks up unfinished calls after a restart; returns the ids of the calls kept.
 
-        Calls with no carrier id, or older than the maximum duration, are ended; the carrier is
-        asked about the others: ended ones are closed, live and unknown ones kept (timers
-        restarted, Telnyx commands in flight sent again under the same command_id).
+        Calls with no carrier id are ended (``error``); the carrier is asked about the others:
+        ended ones are closed; live and unknown ones older than the maximum duration are hung
+        up at the carrier (``timeout``: left alone, they would go on costing money); the rest
+        are kept (timers restarted, Telnyx commands in flight sent again under the same
+        command_id).
         """
         kept = []
         for call in self.calls.store.live():
             age = self.calls.clock.now() - call.started_at
-            if not call.provider_call_id or age > self.calls.max_duration(call):
+            if not call.provider_call_id:
                 await self.calls.finalize_now(call.call_id, "error", "not restorable after "
-                                              "restart")  # fmt: skip
+                                              "restart: the carrier never took it")  # fmt: skip
                 continue
             status = await self._status(call.provider_call_id)
             if status is CallStatus.ENDED:
                 await self.calls.finalize_now(call.call_id, call.ending or "completed",
                                               "ended while the runtime was down")  # fmt: skip
+                continue
+            if age > self.calls.max_duration(call):
+                await self._time_out(call.call_id)
                 continue
             kept.append(call.call_id)
             self.timeouts.after_commit(call)
@@ -47,6 +52,17 @@ class Restorer:
                                       self.calls.settings.ring_timeout_s - age)  # fmt: skip
             self._resend(call)
         return kept
+
+    async def _time_out(self, call_id: str) -> None:
+        """Ends a call that outlived its maximum duration while the runtime was down."""
+        async with self.calls.lock(call_id):
+            call = self.calls.store.get(call_id)
+            if call is None or call.ended:
+                return
+            log.info("call %s: past its maximum duration after a restart: hung up", call_id)
+            self.calls.finalize(call, "timeout")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, [self.delivery.hangup_send(call)])
 
     async def _status(self, provider_call_id: str) -> CallStatus:
         try:

@@ -78,11 +78,30 @@ async def test_restore_keeps_live_calls_and_ends_the_others(tmp_path: Path) -> N
     assert restarted.store.get(gone.call_id).end_reason == "completed"  # type: ignore[union-attr]
 
 
-async def test_restore_ends_calls_older_than_the_maximum_duration(tmp_path: Path) -> None:
+async def test_restore_hangs_up_live_calls_older_than_the_maximum_duration(
+    tmp_path: Path,
+) -> None:
     mgr, clock, _ = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
     old = await mgr.initiate(to="+15551112222", flow="notify", params={"message": "a"})
     clock.advance(301)
-    restarted, _, _ = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
-    restarted.clock = clock
+    restarted, _, adapter = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
+    restarted.clock = clock  # the carrier says the call is still live (StandIn: ACTIVE)
     assert await restarted.restore() == []
-    assert restarted.store.get(old.call_id).end_reason == "error"  # type: ignore[union-attr]
+    await settle(restarted)
+    assert restarted.store.get(old.call_id).end_reason == "timeout"  # type: ignore[union-attr]
+    assert adapter.hangups == ["P1"]  # hung up at the carrier, not only closed here
+
+
+async def test_restore_closes_an_old_call_the_carrier_ended_without_hanging_up(
+    tmp_path: Path,
+) -> None:
+    mgr, clock, _ = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
+    old = await mgr.initiate(to="+15551112222", flow="notify", params={"message": "a"})
+    clock.advance(301)
+    restarted, _, adapter = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
+    restarted.clock = clock
+    adapter.status = CallStatus.ENDED
+    assert await restarted.restore() == []
+    await settle(restarted)
+    assert restarted.store.get(old.call_id).end_reason == "completed"  # type: ignore[union-attr]
+    assert adapter.hangups == []
