@@ -73,6 +73,11 @@ def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     help="call.to: our number (inbound flows), or the number called (outbound).",
 )
 @click.option(
+    "--direction",
+    type=click.Choice(["inbound", "outbound"]),
+    help="Inbound (they call) or outbound (we call). Default: inbound for an inbound flow.",
+)
+@click.option(
     "--now",
     metavar="TIME",
     help="The simulated time the call starts at, ISO 8601 "
@@ -82,7 +87,8 @@ def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.pass_obj
 def simulate_cmd(  # noqa: PLR0917 - click passes every option
     state: Any, flow_ref: str, provider: str, caller_file: Path | None,
-    params: tuple[str, ...], from_: str | None, to: str | None, now: str | None, as_json: bool,
+    params: tuple[str, ...], from_: str | None, to: str | None, direction: str | None,
+    now: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Run one call of FLOW (a name, or a flow file's path) on the mock carrier and print what
     happened.
@@ -108,10 +114,10 @@ def simulate_cmd(  # noqa: PLR0917 - click passes every option
     try:
         run = simulate(str(path), provider=provider, script=script, params=values,
                        catalog=catalog, config=_sim_config(state.config), from_=from_, to=to,
-                       now=now)  # fmt: skip
+                       now=now, direction=direction)  # fmt: skip
         result = asyncio.run(run)
     except SimulationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--now") from None
+        raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:

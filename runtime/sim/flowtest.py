@@ -7,6 +7,7 @@
     cases:
       - name: confirms by keypad
         params: {patient: Ann, when: tomorrow at 3 PM}
+        direction: outbound                    # default: inbound for an inbound flow
         from: "+15550000000"                   # call.from, call.to (see below)
         to: "+15550001111"
         now: 2026-01-05T19:30:00               # the simulated time (the flow's time zone)
@@ -41,7 +42,8 @@ from voicecall.runtime.sim.simulate import Simulation, SimulationError, parse_no
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
 SUFFIXES = (".test.yaml", ".test.yml")
-CASE_KEYS = ("name", "params", "from", "to", "now", "caller", "agent", "model", "expect")
+CASE_KEYS = ("name", "params", "direction", "from", "to", "now", "caller", "agent", "model",
+             "expect")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +59,7 @@ class Case:
     from_number: str | None = None
     to_number: str | None = None
     now: str | None = None  # ISO 8601, read in the flow's time zone when it has no offset
+    direction: str | None = None  # inbound | outbound; default: the flow's
 
 
 @dataclass(slots=True, kw_only=True)
@@ -138,7 +141,8 @@ def _case(
     return Case(name=name, file=path, flow=flow, providers=providers,
                 params=dict(item.get("params") or {}), script=script, expect=expect,
                 where=f"{path}:{doc.span(at).line}", from_number=item.get("from"),
-                to_number=item.get("to"), now=now)  # fmt: skip
+                to_number=item.get("to"), now=now,
+                direction=item.get("direction"))  # fmt: skip
 
 
 def _diag(doc: Document, at: tuple[str | int, ...], message: str, key: bool = False) -> Diagnostic:
@@ -159,7 +163,7 @@ async def run_case(case: Case, provider: str, catalog: Catalog | None = None) ->
         sim = await simulate(case.flow, provider=provider, script=case.script,
                              params=case.params, catalog=case_catalog(case, catalog),
                              from_=case.from_number, to=case.to_number,
-                             now=case.now)  # fmt: skip
+                             now=case.now, direction=case.direction)  # fmt: skip
     except SimulationError as exc:
         return Outcome(case=case, provider=provider, failures=[str(exc)])
     return Outcome(case=case, provider=provider, failures=list(check(case, sim)), simulation=sim)

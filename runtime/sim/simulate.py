@@ -205,10 +205,11 @@ class Simulator:
 
     async def call(
         self, flow: str, *, script: Script = DEFAULT, params: Mapping[str, Any] | None = None,
-        caller: str = CALLER, own: str | None = None,
+        caller: str = CALLER, own: str | None = None, inbound: bool | None = None,
     ) -> Simulation:  # fmt: skip
-        """Runs one call to its end: outbound from ``own`` to ``caller``, or, when the flow is
-        an inbound one, inbound from ``caller`` to ``own`` (default: fromNumber)."""
+        """Runs one call to its end: outbound from ``own`` to ``caller``, or inbound from
+        ``caller`` to ``own`` (default: fromNumber); inbound when the flow is an inbound one,
+        unless ``inbound`` says."""
         assert self.runtime is not None, "use `async with Simulator(...)`"
         runtime, carrier = self.runtime, self.runtime.carrier
         manager = runtime.manager
@@ -218,7 +219,7 @@ class Simulator:
         self.responder.replies = list(script.model)
         before = set(carrier.calls)
         flow_model = manager.compiled(name).flow
-        inbound = flow_model.direction == "inbound"
+        inbound = flow_model.direction == "inbound" if inbound is None else inbound
         numbers = (caller, own) if inbound else (own, caller)
         result = Simulation(flow=name, provider=self.provider, record=None,
                             from_number=numbers[0], to_number=numbers[1],
@@ -309,6 +310,7 @@ async def simulate(
     from_: str | None = None,
     to: str | None = None,
     now: str | None = None,
+    direction: str | None = None,
 ) -> Simulation:
     """Runs one call of ``flow`` (a name, or the path of a flow file) against the mock carrier
     speaking ``provider``'s protocol.
@@ -317,9 +319,11 @@ async def simulate(
         from_, to: ``call.from`` and ``call.to`` (inbound: the caller, and our number;
             outbound: our number, and the number called).
         now: the simulated start time (see :func:`parse_now`), in the flow's time zone.
+        direction: inbound or outbound; default: inbound for an inbound flow, else outbound.
 
     Raises:
-        SimulationError: no such flow, the flow has errors, or ``now`` is not a time.
+        SimulationError: no such flow, the flow has errors, ``now`` is not a time, or the
+            flow does not serve ``direction``.
     """
     catalog, checked = prepare(catalog or Catalog(), flow)
     zone_name = checked.timezone or (config or {}).get("timezone") or "UTC"
@@ -327,12 +331,22 @@ async def simulate(
         start = parse_now(now, str(zone_name)).timestamp() if now else None
     except ValueError as exc:
         raise SimulationError(str(exc)) from None
-    inbound = checked.direction == "inbound"
+    inbound = _is_inbound(checked, direction)
     caller = (from_ if inbound else to) or CALLER
     own = (to if inbound else from_) or OWN
     async with Simulator(provider, catalog=catalog, config=config, inbound_flow=checked.name,
                          start=start) as sim:  # fmt: skip
-        return await sim.call(checked.name, script=script, params=params, caller=caller, own=own)
+        return await sim.call(checked.name, script=script, params=params, caller=caller, own=own,
+                              inbound=inbound)  # fmt: skip
+
+
+def _is_inbound(flow: m.Flow, direction: str | None) -> bool:
+    if direction is None:
+        return flow.direction == "inbound"
+    if flow.direction not in ("any", direction):
+        raise SimulationError(f"flow '{flow.name}' serves {flow.direction} calls only, "
+                              f"not {direction} ones")  # fmt: skip
+    return direction == "inbound"
 
 
 def prepare(catalog: Catalog, ref: str) -> tuple[Catalog, m.Flow]:

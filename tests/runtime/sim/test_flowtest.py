@@ -160,3 +160,27 @@ async def test_a_rejected_caller_is_reported_and_can_be_expected(
     assert await outcome(admitted, provider) == [
         "expected the caller to be rejected, but the call was admitted"
     ]
+
+
+async def test_a_flow_for_any_direction_is_tested_both_ways(tmp_path: Path) -> None:
+    folder = flows(tmp_path, direction="any", admit="")
+    both = write(folder / "a.test.yaml", """\
+flow: greeter
+cases:
+  - name: outbound by default
+    caller: [answer, silence]
+    expect: {said: [from +15550000000 to +15550001111]}
+  - name: inbound when asked
+    direction: inbound
+    caller: [answer, silence]
+    expect: {said: [from +15550001111 to +15550000000]}
+""")  # fmt: skip
+    for case in load_cases(both):
+        assert (await run_case(case, "telnyx")).failures == [], case.name
+    inbound_only = flows(tmp_path / "in")
+    (case,) = load_cases(
+        write(inbound_only / "c.test.yaml", "flow: greeter\ndirection: outbound\n")
+    )
+    assert (await run_case(case, "twilio")).failures == [
+        "flow 'greeter' serves inbound calls only, not outbound ones"
+    ]
