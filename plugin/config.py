@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -72,7 +72,7 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_plugin_config(
-    path: Path, *, must_exist: bool = False, section_file: bool = False
+    path: Path, *, must_exist: bool = False, section_file: bool = False, to_run: bool = False
 ) -> dict[str, Any]:
     """Reads and validates the plugin's section of a config file.
 
@@ -81,6 +81,8 @@ def load_plugin_config(
         must_exist: the user named this file, so a missing file is an error (else ``{}``).
         section_file: the file may also be the section alone (``runtime.serve``), recognised
             by having no ``plugins`` key.
+        to_run: the runtime will run with it: the provider's credentials (from the config or
+            the environment) and ``fromNumber`` must be there too.
 
     Returns:
         The section, valid against the config schema; {} when there is none.
@@ -103,6 +105,8 @@ def load_plugin_config(
     prefix: KeyPath = () if section_file and _is_section(data) else SECTION
     section, problems = _section(data, prefix)
     problems += check_section(section, prefix)
+    if to_run and not problems:
+        problems += runtime_problems(section, prefix)
     if problems:
         raise ConfigError(format_problems(problems, path, find_positions(text)))
     return section
@@ -133,6 +137,34 @@ def check_section(section: dict[str, Any], prefix: KeyPath = SECTION) -> list[Pr
         msg = f"{zone!r} is not an IANA time zone"
         problems.append(Problem(path=(*prefix, "timezone"), message=msg, hint=hint))
     return list({(p.path, p.message): p for p in problems}.values())
+
+
+def runtime_problems(
+    section: dict[str, Any], prefix: KeyPath = SECTION, env: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """What a real carrier needs that a schema cannot say: credentials and a caller ID.
+
+    Each credential may come from the config or from its environment variable; the webhook
+    public key may be left out only with skipSignatureVerification.
+    """
+    from voicecall.runtime.app import ENV_CREDENTIALS
+
+    provider = str(section.get("provider", "mock"))
+    if provider == "mock":
+        return []
+    env = os.environ if env is None else env
+    problems = []
+    if not section.get("fromNumber"):
+        msg = f"required with provider {provider}: the caller ID of outbound calls (E.164)"
+        problems.append(Problem(path=(*prefix, "fromNumber"), message=msg))
+    given = section.get(provider) or {}
+    skip = bool(section.get("skipSignatureVerification"))
+    for key, var in ENV_CREDENTIALS.get(provider, {}).items():
+        if given.get(key) or env.get(var) or (key == "publicKey" and skip):
+            continue
+        msg = f"required with provider {provider} (or set ${var})"
+        problems.append(Problem(path=(*prefix, provider, key), message=msg))
+    return problems
 
 
 def _is_zone(name: str) -> bool:

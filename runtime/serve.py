@@ -99,7 +99,7 @@ def check_inbound_flow(name: str, catalog: Catalog) -> None:
 
 async def serve(config_path: Path, requests: Sequence[CallRequest]) -> int:
     try:
-        raw = load_plugin_config(config_path, must_exist=True, section_file=True)
+        raw = load_plugin_config(config_path, must_exist=True, section_file=True, to_run=True)
     except ConfigError as exc:
         raise ServeError(str(exc)) from exc
     config = RuntimeConfig(raw=raw, base_dir=config_path.parent)

@@ -109,3 +109,23 @@ def test_the_inbound_flow_must_exist_and_answer_calls(
     code, err = run_main(["--config", str(config)], capsys)
     assert code == 2 and error in err
     assert err.startswith("error: inboundFlow: ")
+
+
+def test_a_real_carrier_needs_its_credentials_and_a_caller_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("TELNYX_API_KEY", "TELNYX_CONNECTION_ID", "TELNYX_PUBLIC_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TELNYX_CONNECTION_ID", "123")  # from the environment is fine
+    config = tmp_path / "config.json"
+    config.write_text('{\n  "provider": "telnyx",\n  "telnyx": {}\n}\n')
+    code, err = run_main(["--config", str(config)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"error: {config}:1:1: fromNumber: required with provider telnyx: the caller ID of "
+        "outbound calls (E.164)",
+        f"error: {config}:3:13: telnyx.apiKey: required with provider telnyx (or set "
+        "$TELNYX_API_KEY)",
+        f"error: {config}:3:13: telnyx.publicKey: required with provider telnyx (or set "
+        "$TELNYX_PUBLIC_KEY)",
+    ]
