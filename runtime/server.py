@@ -337,6 +337,10 @@ class _GuardedProtocol(web.RequestHandler):
         elif waiting and self._head_timer is None and self.transport is not None:
             timeout = self._connections.settings.header_timeout_s
             self._head_timer = self._loop.call_later(timeout, self._head_timed_out)
+            # A head on its way is the head timer's to judge: aiohttp's keep-alive timer
+            # (which reschedules itself to this time) would close it without an answer.
+            deadline = self._loop.time() + timeout + 1.0
+            self._next_keepalive_close_time = max(self._next_keepalive_close_time, deadline)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

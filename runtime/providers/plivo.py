@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse, urlsplit, urlunsplit
 
 from multidict import MultiDict
 
@@ -263,8 +263,6 @@ class PlivoAdapter(Adapter):
         return Verification(False, f"missing {V3} and {V3_NONCE} headers")
 
     def _verify_v3(self, request: WebhookRequest, token: str) -> Verification:
-        from plivo.utils.signature_v3 import construct_get_url, construct_post_url
-
         nonce = request.headers.get(V3_NONCE, "")
         candidates = _signatures(request.headers.get(V3, ""), request.headers.get(V3_MA, ""))
         if not nonce or not candidates:
@@ -275,13 +273,11 @@ class PlivoAdapter(Adapter):
         problem = url_problem(request.url)
         if problem:
             return Verification(False, problem)
-        # The SDK's own helpers build the signed string (every value of a repeated field);
-        # the comparison is ours: its validator splits the header on "," without trimming.
-        params = _lists(request.signed_fields()) if method == "POST" else {}
+        # Built and compared here: the SDK's validator splits the header on "," without
+        # trimming, and its URL helper cannot decode a non-ASCII query value.
+        fields = request.signed_fields() if method == "POST" else MultiDict[str]()
         try:
-            built = (construct_post_url(request.url, params) if method == "POST"
-                     else construct_get_url(request.url, {}))  # fmt: skip
-            signed = bytes(built).decode("utf-8")
+            signed = _v3_signed(request.url, fields)
             digest = _hmac(token, f"{signed}.{nonce}")
         except ValueError:  # odd bytes in the URL, fields or nonce
             return Verification(False, f"malformed {V3} request")
@@ -454,13 +450,20 @@ def _hmac(token: str, data: str) -> bytes:
     return hmac.new(token.encode(), data.encode("utf-8"), hashlib.sha256).digest()
 
 
-def _lists(fields: MultiDict[str]) -> dict[str, Any]:
-    """Form fields as the SDK's signer reads them: a list for a name that repeats."""
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(fields):
-        values = fields.getall(name)
-        out[name] = values if len(values) > 1 else values[0]
-    return out
+def _v3_signed(url: str, fields: MultiDict[str]) -> str:
+    """What V3 signs before the nonce (docs.plivo.com/docs/voice/xml/request/validation, as
+    the SDK's construct_post_url): scheme://netloc/path, "?" and the query sorted by name then
+    value, then for a POST with fields "." (if there was a query) and each name + value,
+    sorted; every value of a repeated name counts."""
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    text = "&".join(f"{name}={value}" for name in sorted(query) for value in sorted(query[name]))
+    if not fields:
+        return f"{base}?{text}" if text else base
+    body = "".join(name + value for name in sorted(set(fields))
+                   for value in sorted(fields.getall(name)))  # fmt: skip
+    return f"{base}?{text}{'.' if text else ''}{body}"
 
 
 ADAPTER = PlivoAdapter

@@ -206,6 +206,12 @@ def test_v3_signatures_separated_by_comma_and_space() -> None:
     assert adapter().verify(form_request(URL, FORM, headers)).ok
 
 
+def test_v3_with_a_non_ascii_query_value() -> None:
+    # The SDK's URL helper cannot decode one (UnicodeEncodeError); the adapter builds its own.
+    url = f"{BASE}?call=c1&kind=input&block=caf%C3%A9&step=1"
+    assert adapter().verify(signed(url)).ok
+
+
 def test_v3_over_a_form_repeating_a_field() -> None:
     # Plivo signs every value of a repeated field (sorted), as the SDK's signer does.
     pairs = (("CallUUID", "uuid-1"), ("Digits", "7"), ("Digits", "1"))
