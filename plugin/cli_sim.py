@@ -13,7 +13,14 @@ import click
 from voicecall.dsl.errors import FlowError, render_text
 from voicecall.dsl.values import is_e164
 from voicecall.plugin.output import json_option
-from voicecall.runtime.sim.flowtest import Case, Outcome, find_tests, load_cases, run_case
+from voicecall.runtime.sim.flowtest import (
+    Case,
+    Outcome,
+    case_catalog,
+    find_tests,
+    load_cases,
+    run_case,
+)
 from voicecall.runtime.sim.script import DEFAULT, Script, load_script
 from voicecall.runtime.sim.simulate import Simulation, SimulationError, simulate
 
@@ -225,9 +232,12 @@ def _load_all(files: list[Path], as_json: bool) -> tuple[list[Case], list[dict[s
 
 async def _run_all(cases: list[Case], only: tuple[str, ...], catalog: Any) -> list[Outcome]:
     outcomes = []
+    folders: dict[Path, Any] = {}  # each test folder's flows, loaded once
     for case in cases:
+        if case.file.parent not in folders:
+            folders[case.file.parent] = case_catalog(case, catalog)
         for provider in only or case.providers:
-            outcomes.append(await run_case(case, provider, catalog))
+            outcomes.append(await run_case(case, provider, folders[case.file.parent]))
     return outcomes
 
 

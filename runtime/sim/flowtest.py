@@ -152,8 +152,11 @@ def _diag(doc: Document, at: tuple[str | int, ...], message: str, key: bool = Fa
 
 def case_catalog(case: Case, base: Catalog | None = None) -> Catalog:
     """The flows a case may name: ``base`` (default: the bundled flows) and, winning over it,
-    the flows in the test file's folder."""
+    the flows in the test file's folder (``base`` itself when it has that folder already)."""
     base = base or Catalog()
+    folder = case.file.parent.resolve()
+    if any(d.resolve() == folder for d in base.dirs):
+        return base
     return Catalog([*base.dirs[1:], case.file.parent], base.files)
 
 
