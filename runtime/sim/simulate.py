@@ -240,6 +240,8 @@ class Simulator:
         pid = new[-1] if new else None
         result.timeline = list(getattr(carrier.calls[pid], "timeline", [])) if pid else []
         result.record = _the_call(runtime, record, pid)
+        if inbound and result.record is not None and result.record.metadata.get("rejected"):
+            result.record = None  # Telnyx: answered only for the caller to hear reject_message
         if inbound and result.record is None and not result.error:
             result.rejection = _rejection(manager, name, caller)
         result.started = _local(manager, name, started)
@@ -260,6 +262,11 @@ class Simulator:
         if not inbound:
             manager.settings = replace(manager.settings, from_number=own)
             return await manager.initiate(to=caller, flow=name, params=params)
+        flow = manager.compiled(name).flow
+        unknown = [k for k in params if flow.param(k) is None]
+        if unknown:  # outbound calls get this check from the manager
+            names = ", ".join(p.name for p in flow.params) or "none"
+            raise CallError(f"flow {name} has no param {', '.join(unknown)} (its params: {names})")
         manager.settings = replace(manager.settings, inbound_flow=name,
                                    inbound_params=dict(params))  # fmt: skip
         # The number's own callbacks, as configured at the carrier (see the README).

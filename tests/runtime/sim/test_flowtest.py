@@ -184,3 +184,8 @@ cases:
     assert (await run_case(case, "twilio")).failures == [
         "flow 'greeter' serves inbound calls only, not outbound ones"
     ]
+
+
+async def test_an_unknown_param_of_an_inbound_flow_fails_the_case(tmp_path: Path) -> None:
+    path = write(flows(tmp_path) / "a.test.yaml", "flow: greeter\nparams: {whom: Ann}\n")
+    assert (await outcome(path))[0] == "flow greeter has no param whom (its params: who)"
