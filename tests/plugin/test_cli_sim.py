@@ -147,3 +147,19 @@ def test_usage_errors_are_json_when_json_is_asked_for(runner: CliRunner) -> None
     assert result.exit_code == 2
     error = json.loads(result.stdout)["error"]
     assert error.startswith("no flow named 'nowhere'; known flows: ")
+
+
+def test_caller_scripts_and_flow_tests_in_a_flow_folder_are_not_flows(runner: CliRunner) -> None:
+    write(Path("myflows/x.yaml"), FLOW)
+    write(Path("myflows/y.caller.yaml"), FLOW.replace("name: x", "name: y"))  # looks like one
+    write(Path("myflows/z.test.yaml"), FLOW.replace("name: x", "name: z"))
+    write(
+        Path("openclaw.json"),
+        '{plugins: {entries: {"voice-call": {config: {flows: ["myflows"]}}}}}',
+    )
+    listed = runner.invoke(cli, ["--config", "openclaw.json", "flows", "--json"])
+    assert listed.exit_code == 0, listed.output
+    names = {f["name"] for f in json.loads(listed.stdout)}
+    assert "x" in names and not {"y", "z"} & names
+    checked = runner.invoke(cli, ["validate", "myflows"])
+    assert checked.output.endswith("1 file checked: 0 errors, 0 warnings\n")
