@@ -32,6 +32,7 @@ from typing import Any
 from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, Path, load_bytes
 from voicecall.dsl.values import parse_duration
+from voicecall.runtime.sim.schemas import check_caller
 
 OPENERS = ("answer", "no-answer", "busy", "voicemail")
 
@@ -85,8 +86,6 @@ DEFAULT = Script(
 
 def load_script(path: FilePath) -> Script:
     """Reads a caller script file. Raises :class:`FlowError` with positioned diagnostics."""
-    from voicecall.runtime.sim.schemas import check_caller
-
     result = load_bytes(path.read_bytes(), str(path))
     if result.document is None:
         raise FlowError(result.diagnostics)
