@@ -59,11 +59,6 @@ def _adhoc(provider: str, settings: m.Settings, start: str) -> CompiledFlow:
 
 
 def agent_flow(compiled: CompiledFlow, kind: str) -> CompiledFlow:
-    """An agent-turn flow (TURN, FINAL, LISTEN) for a call's compiled flow: same provider and
-    settings; its blocks start at ``kind``."""
+    """An agent-turn flow (TURN, FINAL, LISTEN; REJECT, HANGUP for a rejected caller) for a
+    call's compiled flow: same provider and settings; its blocks start at ``kind``."""
     return _adhoc(compiled.provider, compiled.flow.settings, kind)
-
-
-def reject_flow(provider: str, with_message: bool) -> CompiledFlow:
-    """What a rejected caller hears (the message, if there is one), then a hang-up."""
-    return _adhoc(provider, m.Settings(), REJECT if with_message else HANGUP)

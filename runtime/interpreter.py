@@ -228,6 +228,24 @@ class Interpreter:
         call.scopes.setdefault(f"{adhoc.PREFIX}{kind}", {})["message"] = message
         return self.advance(call, f"{adhoc.PREFIX}{kind}/{flow.start}")
 
+    def reject(self, call: CallRecord, message: str) -> Run:
+        """A rejected caller hears ``message`` (if any), then the call is hung up.
+
+        Telnyx: answered first (its ``reject`` command cannot speak), so the message is
+        spoken, then hung up; without a message, the runtime sends ``reject`` instead.
+        """
+        run = Run()
+        if message and not self.xml and self.compiled.answer:
+            answer = self.block(self.compiled.answer)
+            self.enter(call, answer)
+            self.emit(call, answer, 0, run)
+        kind = adhoc.REJECT if message else adhoc.HANGUP
+        rest = self.agent_turn(call, kind, message)
+        run.fragments += rest.fragments
+        run.commands += rest.commands
+        run.hangup = rest.hangup
+        return run
+
     # --- one block -------------------------------------------------------------------------------
 
     def enter(self, call: CallRecord, block: CompiledBlock) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import re
 
+from voicecall.compiler.render import RenderError, template_slot
 from voicecall.dsl import model as m
-from voicecall.runtime import adhoc
 from voicecall.runtime.manager.core import Calls, Outcome, Send, mask
 from voicecall.runtime.manager.delivery import Delivery
 from voicecall.runtime.providers.base import Event
@@ -44,40 +44,69 @@ class Admission:
         """A first event of an unknown inbound call: the call starts, or is rejected."""
         calls = self.calls
         flow = calls.compiled_or_error(calls.settings.inbound_flow)
+        call = self._new_call(event, flow.flow)
         admitted, why = self.admits(flow.flow, event.from_number)
+        if admitted and calls.store.count_live() >= calls.settings.max_concurrent:
+            admitted, why = False, "maxConcurrentCalls reached"
         if not admitted:
             log.info("inbound call from %s rejected: %s", mask(event.from_number or ""), why)
-            return self.reject(event, flow.flow, outcome)
-        if calls.store.count_live() >= calls.settings.max_concurrent:
-            log.info("inbound call rejected: maxConcurrentCalls reached")
-            return self.reject(event, flow.flow, outcome)
-        call = CallRecord.new(provider=calls.settings.provider, direction="inbound",
-                              from_number=event.from_number or "", to_number=event.to_number or "",
-                              flow=flow.flow.name, flow_digest=flow.flow.digest,
-                              provider_call_id=event.provider_call_id,
-                              params=dict(calls.settings.inbound_params),
-                              started_at=calls.clock.now())  # fmt: skip
-        call.move("ringing")
+            return self.reject(call, why, outcome)
         if flow.kind == "xml":
             calls.answered(call)
         run = calls.interpreter(call).start(call)
         return self.delivery.deliver(call, run, outcome)
 
-    def reject(self, event: Event, flow: m.Flow, outcome: Outcome) -> Outcome:
-        message = (
-            flow.admit.reject_message.source if flow.admit and flow.admit.reject_message else ""
-        )
-        rejection = adhoc.reject_flow(self.calls.settings.provider, bool(message))
-        block = rejection.block(rejection.start)
-        if block.xml is not None:
-            body = block.xml.render({"message": message}, {"callback_url": ""})
-            return Outcome(reply=self.calls.adapter.document([body]), record=None)
-        return self._reject_command(event, outcome)
+    def _new_call(self, event: Event, flow: m.Flow) -> CallRecord:
+        settings = self.calls.settings
+        call = CallRecord.new(provider=settings.provider, direction="inbound",
+                              from_number=event.from_number or "", to_number=event.to_number or "",
+                              flow=flow.name, flow_digest=flow.digest,
+                              provider_call_id=event.provider_call_id,
+                              params=dict(settings.inbound_params),
+                              started_at=self.calls.clock.now())  # fmt: skip
+        call.move("ringing")
+        return call
 
-    def _reject_command(self, event: Event, outcome: Outcome) -> Outcome:
+    def reject(self, call: CallRecord, why: str, outcome: Outcome) -> Outcome:
+        """What a rejected caller gets: the flow's ``admit.reject_message`` (rendered for this
+        call), then a hang-up; without a message, a plain hang-up (Telnyx: ``reject``).
+
+        Twilio and Plivo answer the webhook with the document, and no call record is kept.
+        Telnyx cannot speak in a ``reject``: the call is answered, hears the message and is
+        hung up, like on the others; that takes a record, marked ``rejected``, so that its
+        events find it. Answering costs the same as on Twilio and Plivo, where speaking also
+        answers the call; without a message, nothing is answered.
+        """
+        interp = self.calls.interpreter(call)
+        message = self._message(call)
+        if not interp.xml and not message:
+            return self._reject_command(call.provider_call_id, outcome)
+        run = interp.reject(call, message)
+        if interp.xml:
+            return Outcome(reply=self.calls.adapter.document(run.fragments), record=None,
+                           sends=outcome.sends)  # fmt: skip
+        call.metadata["rejected"] = why
+        return self.delivery.deliver(call, run, outcome)
+
+    def _message(self, call: CallRecord) -> str:
+        """The flow's reject message rendered with the call's values ('' if none, or if it
+        fails: the caller is then rejected without it)."""
+        interp = self.calls.interpreter(call)
+        admit = interp.compiled.flow.admit
+        if admit is None or admit.reject_message is None:
+            return ""
+        text = admit.reject_message
+        where = f"{interp.compiled.flow.file}:{text.span.line}:{text.span.col}"
+        call.scopes.setdefault("", interp.initial_scope(call.params))
+        try:
+            return template_slot(text.source, where).value(interp.values(call, ""), {})
+        except RenderError as exc:
+            log.warning("inbound call %s: reject_message failed: %s", call.provider_call_id, exc)
+            return ""
+
+    def _reject_command(self, pid: str | None, outcome: Outcome) -> Outcome:
         """Telnyx: one ``reject`` per carrier call, however often its first event comes (a
         replay, or a redelivery under a new event id): the id is committed with the event."""
-        pid = event.provider_call_id
         if not pid:
             return outcome
         if self.calls.store.was_rejected(self.calls.settings.provider, pid):
