@@ -28,6 +28,7 @@ from voicecall.plugin.cli_errors import SafeGroup
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
 from voicecall.plugin.output import format_option, json_option, no_color, use_color
 from voicecall.plugin.params import ParamError, parse_params
+from voicecall.runtime.sim.validate import with_scripts_and_tests
 
 EXIT_INVALID = 1  # the input has errors; wrong usage exits 2 (click's UsageError)
 
@@ -121,6 +122,7 @@ def validate(
         raise click.UsageError("no flows to check: pass files or folders, or configure `flows`")
     catalog = state.catalog()
     report = validate_paths(targets, catalog.infos())
+    report = with_scripts_and_tests(report, targets)  # named on the command line: not flows
     if providers:
         report = with_provider_notes(report, providers, catalog)
     if fmt == "json":

@@ -163,3 +163,18 @@ def test_caller_scripts_and_flow_tests_in_a_flow_folder_are_not_flows(runner: Cl
     assert "x" in names and not {"y", "z"} & names
     checked = runner.invoke(cli, ["validate", "myflows"])
     assert checked.output.endswith("1 file checked: 0 errors, 0 warnings\n")
+
+
+def test_validate_checks_named_scripts_and_tests_as_what_they_are(runner: CliRunner) -> None:
+    write(Path("myflows/x.yaml"), FLOW)
+    good = write(Path("myflows/x.test.yaml"), "flow: x\nexpect: {said: [hi]}\n")
+    caller = write(Path("myflows/x.caller.yaml"), "caller: [answer, {say: hi}]\n")
+    result = runner.invoke(cli, ["validate", str(good), str(caller), "myflows/x.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "3 files checked: 0 errors, 0 warnings\n"
+    write(Path("myflows/x.test.yaml"), "flow: x\ntests: []\n")
+    result = runner.invoke(cli, ["validate", "--format", "json", str(good)])
+    assert result.exit_code == 1
+    ((diag),) = json.loads(result.stdout)
+    assert (diag["file"], diag["line"], diag["col"], diag["code"]) == (
+        "myflows/x.test.yaml", 2, 1, "E-SCHEMA-UNKNOWN-KEY")  # fmt: skip
