@@ -241,8 +241,10 @@ class Simulator:
         result.timeline = list(getattr(carrier.calls[pid], "timeline", [])) if pid else []
         result.record = _the_call(runtime, record, pid)
         if inbound and result.record is not None and result.record.metadata.get("rejected"):
-            result.record = None  # Telnyx: answered only for the caller to hear reject_message
-        if inbound and result.record is None and not result.error:
+            # Telnyx: answered only for the caller to hear reject_message.
+            result.rejection = str(result.record.metadata["rejected"])
+            result.record = None
+        elif inbound and result.record is None and not result.error:
             result.rejection = _rejection(manager, name, caller)
         result.started = _local(manager, name, started)
         session = carrier.sessions.get(pid) if pid else None
