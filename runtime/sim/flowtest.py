@@ -129,7 +129,7 @@ def _case(
     script = parse_script(doc, at)
     now = item.get("now")
     if now is not None:
-        now = now.isoformat() if isinstance(now, datetime.datetime) else str(now)
+        now = now.isoformat() if isinstance(now, datetime.date) else str(now)
         try:
             parse_now(now, "UTC")
         except ValueError as exc:

@@ -58,10 +58,10 @@ def _rebase(node: Any) -> Any:
     return out
 
 
-# YAML reads an unquoted 2026-01-05T19:30:00 as a timestamp: it is the date-time text the
-# schema asks for, so `now:` need not be quoted.
+# YAML reads an unquoted 2026-01-05T19:30:00 (or 2026-01-05) as a timestamp: it is the
+# date-time text the schema asks for, so `now:` need not be quoted.
 _TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
-    "string", lambda _checker, value: isinstance(value, str | datetime.datetime)
+    "string", lambda _checker, value: isinstance(value, str | datetime.date)
 )
 _YamlValidator = validators.extend(Draft202012Validator, type_checker=_TYPES)  # type: ignore[no-untyped-call]
 

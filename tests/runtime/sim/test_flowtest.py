@@ -189,3 +189,15 @@ cases:
 async def test_an_unknown_param_of_an_inbound_flow_fails_the_case(tmp_path: Path) -> None:
     path = write(flows(tmp_path) / "a.test.yaml", "flow: greeter\nparams: {whom: Ann}\n")
     assert (await outcome(path))[0] == "flow greeter has no param whom (its params: who)"
+
+
+def test_now_may_be_a_date_or_a_time_quoted_or_not(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.test.yaml", """\
+flow: greeter
+cases:
+  - {now: 2026-07-01}
+  - {now: 2026-07-01T09:15:00}
+  - {now: "2026-07-01T09:15:00+02:00"}
+""")  # fmt: skip
+    assert [c.now for c in load_cases(path)] == [
+        "2026-07-01", "2026-07-01T09:15:00", "2026-07-01T09:15:00+02:00"]  # fmt: skip
