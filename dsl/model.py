@@ -15,8 +15,9 @@ BUILTIN_NAMES = frozenset({"call", "settings", "config", "now"})
 CALL_FIELDS = ("id", "from", "to", "direction", "provider")
 # `now` is a timezone-aware datetime: what a flow may read or call on it.
 NOW_FIELDS = ("year", "month", "day", "hour", "minute", "second", "microsecond", "tzinfo",
-              "weekday", "isoweekday", "date", "time", "strftime", "isoformat", "timestamp",
-              "tzname", "utcoffset")  # fmt: skip
+              "fold", "weekday", "isoweekday", "isocalendar", "date", "time", "timetz",
+              "strftime", "isoformat", "ctime", "timestamp", "timetuple", "toordinal", "tzname",
+              "utcoffset", "dst", "replace")  # fmt: skip
 ANSWER_FIELDS = ("text", "digits", "confidence")
 
 
