@@ -13,6 +13,12 @@ over collaborators with one job each.
 ``restorer``    :class:`~.restore.Restorer`: picking calls up after a restart
 ``retention``   :class:`~.retention.Retention`: pruning expired processed-event keys
 ==============  ===========================================================================
+
+Each is built once here and handed what it uses; none inherits from another. Where the next
+capabilities plug in: the Gateway calls this facade's public methods; a media stream attaches
+to a call through ``calls.end_hooks`` (closed when the call ends) and sends through
+``delivery``; a responder is ``turns.responder``; Redis routing is a :class:`Store` plus a
+check in :meth:`Events.handle` that forwards a call's events to the process that owns it.
 """
 
 from __future__ import annotations
