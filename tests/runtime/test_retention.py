@@ -3,6 +3,7 @@ across restarts, and pruned in small batches after that (issue 7, section 3)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -77,3 +78,23 @@ async def test_the_window_is_read_from_the_config() -> None:
     async with Simulator("twilio", config={"eventRetentionHours": 1.5}) as sim:
         assert sim.runtime is not None
         assert sim.runtime.manager.settings.event_retention_s == 1.5 * HOUR
+
+
+async def test_the_background_task_prunes_on_its_own(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    store = SQLiteStore(tmp_path / "c.sqlite", now=clock.now)
+    settings = ManagerSettings(provider="twilio", from_number="+15550000000",
+                               webhook_base="http://t/voice/webhook",
+                               event_retention_s=HOUR)  # fmt: skip
+    manager = CallManager(settings, store, StandIn(), Flows(), clock)
+    assert await store.commit_event("old", None, StoredReply(b"", "text/xml"))
+    clock.advance(2 * HOUR)
+    manager.retention.start(every_s=0.001)
+    try:
+        for _ in range(5000):  # a safety net against a hang, not a speed check
+            if store.count_events() == 0:
+                break
+            await asyncio.sleep(0.001)
+    finally:
+        await manager.stop_background()
+    assert store.count_events() == 0
