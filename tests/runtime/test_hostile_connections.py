@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.runtime.support import Flows, StandIn
+from voicecall.runtime.app import RuntimeConfig
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.manager import CallManager, ManagerSettings
 from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
@@ -199,3 +200,15 @@ async def test_bad_chunked_framing_is_answered_without_a_traceback(
     assert answer.split(b"\r\n")[0].split()[1] == b"400"
     assert len(await wait_for_records(caplog, "malformed HTTP", 1)) == 1
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+
+
+def test_the_serve_limits_come_from_the_config() -> None:
+    serve = {"maxConnections": 3, "headerTimeoutMs": 1500, "keepAliveTimeoutMs": 2500,
+             "bodyTimeoutMs": 700, "maxBodyBytes": 1024, "port": 1}  # fmt: skip
+    limits = RuntimeConfig(raw={"serve": serve}).webhook_limits()
+    assert ServerSettings(**limits) == ServerSettings(
+        max_connections=3, header_timeout_s=1.5, keepalive_timeout_s=2.5, read_timeout_s=0.7,
+        max_body=1024)  # fmt: skip
+    assert RuntimeConfig(raw={}).webhook_limits() == {}  # ServerSettings' defaults
+    assert RuntimeConfig(raw={"plivo": {"allowV2Signatures": True}}).allow_plivo_v2()
+    assert not RuntimeConfig(raw={}).allow_plivo_v2()
