@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import zoneinfo
 from functools import lru_cache
@@ -38,18 +39,22 @@ def format_duration(ms: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def zone(name: str) -> zoneinfo.ZoneInfo:
+def zone(name: str) -> datetime.tzinfo:
     """The IANA time zone called ``name`` (``Europe/Paris``, ``UTC``).
 
     Raises:
         ValueError: when there is no such zone.
     """
+    if name == "UTC":  # the default needs no time zone database (Windows has none)
+        return datetime.UTC
     if not name or name.startswith(("/", ".")) or ".." in name:
         raise ValueError(f"not a time zone: {name!r}")
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+        missing = "" if zoneinfo.available_timezones() else (
+            " (this system has no time zone database: pip install tzdata)")  # fmt: skip
+        raise ValueError(f"unknown time zone {name!r}{missing}") from exc
 
 
 def is_e164(text: str) -> bool:
