@@ -228,7 +228,7 @@ def _manager_settings(
         max_duration_s=float(config.get("maxDurationSeconds", 300)),
         ring_timeout_s=float(config.get("ringTimeoutMs", 30_000)) / 1000,
         transcript_timeout_s=float(config.get("transcriptTimeoutMs", 180_000)) / 1000,
-        stale_reaper_s=float(config.get("staleCallReaperSeconds", 0)),
+        stale_reaper_s=float(config.get("staleCallReaperSeconds", 120)),
         event_retention_s=float(config.get("eventRetentionHours", 72)) * 3600,
         inbound_policy=str(config.get("inboundPolicy", "disabled")),
         allow_from=tuple(config.get("allowFrom", []) or ()),
