@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from voicecall.compiler import blocks as b
 from voicecall.runtime.manager.admission import Admission
 from voicecall.runtime.manager.core import Calls, Outcome
 from voicecall.runtime.manager.delivery import Delivery
@@ -195,9 +196,16 @@ class Events:
         text: str = "", confidence: float | None = None, invalid: bool = False,
     ) -> Outcome:  # fmt: skip
         interp = self.calls.interpreter(call)
+        conversing = self.turns.conversing(call, waiting)
+        if not conversing and not isinstance(interp.block(waiting.block).end, b.Gather):
+            # Input for a block that asks nothing (its greeting still being spoken, say): an
+            # early, late or forged event; the call goes on waiting for what it waits for.
+            log.info("call %s: input while %s asks nothing: ignored", call.call_id,
+                     waiting.block)  # fmt: skip
+            return self.delivery.hold(call, out)
         self.calls.timers.cancel(call.call_id, "listen")
         prefix = interp.after_input(call, waiting.block, waiting.step) if not interp.xml else []
-        if self.turns.conversing(call, waiting):
+        if conversing:
             run = await self.turns.converse(call, waiting, text or digits)
         else:
             run = interp.answer_input(call, waiting.block, waiting.step, digits=digits,

@@ -405,6 +405,18 @@ TABLE: dict[str, tuple[tuple[str, ...], tuple[Step, ...]]] = {
         ("telnyx",), (Step(lambda t: signed_json(t, ('{"data": ' + nested(1500) + "}").encode()),
                            400),)),
     "signed client_state nested 3,000 deep": (("telnyx",), (Step(_deep_client_state, 400),)),
+    # Validly signed events a call is not waiting for (its greeting is being spoken).
+    "speech result while nothing asks": (
+        ("telnyx",), (Step(valid, 200, changes=True),
+                      Step(lambda t: signed_json(t, json.dumps(telnyx_event(
+                          "call.transcription", transcription_data={
+                              "transcript": "hello", "is_final": True})).encode()), 200,
+                           changes=True))),
+    "gather result while nothing asks": (
+        ("telnyx",), (Step(valid, 200, changes=True),
+                      Step(lambda t: signed_json(t, json.dumps(telnyx_event(
+                          "call.gather.ended", digits="1", status="valid")).encode()), 200,
+                           changes=True))),
     "signed body that is not JSON": (("telnyx",), (Step(lambda t: signed_json(t, b"\xff{"), 400),)),
 }  # fmt: skip
 
