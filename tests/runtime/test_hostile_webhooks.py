@@ -32,6 +32,7 @@ from voicecall.runtime.sim.carrier.signing import (
     telnyx_headers,
     twilio_signature,
 )
+from voicecall.runtime.urls import encode_state
 
 T = TypeVar("T")
 GENEROUS_S = 30.0  # how long an answer may take on a loaded machine (not a speed limit)
@@ -62,6 +63,13 @@ class Target:
 
     def now(self) -> int:
         return int(self.runtime.manager.clock.now())
+
+    async def places(self) -> list[tuple[str, str, int, str]]:
+        """(call id, block, step, carrier id) of the calls in the store, to aim events at."""
+        records = self.runtime.store.recent(20)
+        return [(r.call_id, r.waiting.block if r.waiting else "start",
+                 r.waiting.step if r.waiting else 0, r.provider_call_id or "")
+                for r in records]  # fmt: skip
 
     async def snapshot(self) -> str:
         """Everything the store holds, once the manager's background work is done."""
@@ -566,6 +574,19 @@ timestamps = st.just("") | st.text("0123456789\u00b2\u0663-+ ", max_size=20) | s
     10**4, 10**5).map(lambda n: "9" * n)  # fmt: skip
 
 
+def aim_telnyx(body: bytes, call_id: str, block: str, step: int, carrier_id: str) -> bytes:
+    """A Telnyx event body aimed at a stored call: its client_state and call_control_id."""
+    try:
+        event = json.loads(body)
+        payload = event["data"]["payload"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return body
+    if not isinstance(payload, dict):
+        return body
+    payload.update(client_state=encode_state(call_id, block, step), call_control_id=carrier_id)
+    return json.dumps(event).encode()
+
+
 def sign_random(
     t: Target, target: str, body: bytes, content_type: str, *, host: str, timestamp: str
 ) -> list[Header]:
@@ -596,8 +617,23 @@ def test_random_input_at_a_signed_request_is_never_a_5xx(
 ) -> None:
     loop, t = fuzzed
     query = data.draw(queries)
+    # Half the time aimed at a call in the store, where it waits (drawn whatever the store
+    # holds, so that hypothesis can replay the draws).
+    aim, pick = data.draw(st.booleans()), data.draw(st.integers(0, 19))
+    kind = data.draw(st.sampled_from(["input", "status", "dial", "hangup", "live", "answer"]))
+    places = loop.run(t.places())
+    aimed = aim and bool(places)
+    if aimed:
+        call_id, block, step, carrier_id = places[pick % len(places)]
+        query.update(call=call_id, block=block, step=str(step))
+        query.setdefault("kind", "event" if t.provider == "telnyx" else kind)
     target = PATH + (f"?{urlencode(query)}" if query else "")
     body, content_type = random_body(t, data)
+    if aimed and t.provider == "telnyx" and content_type == "application/json":
+        body = aim_telnyx(body, call_id, block, step, carrier_id)
+    elif aimed:
+        body = body.replace(b"CallSid=CA", b"CallSid=" + carrier_id.encode() + b"&x=", 1)
+        body = body.replace(b"CallUUID=", b"CallUUID=" + carrier_id.encode() + b"&x=", 1)
     host, timestamp = data.draw(hosts), data.draw(timestamps)
     extra = data.draw(st.lists(st.tuples(header_names, header_values), max_size=4))
     signature = sign_random(t, target, body, content_type, host=host, timestamp=timestamp)
