@@ -176,7 +176,7 @@ class Interpreter:
             return Run()
         if status == "completed" or end.on_fail is None:
             call.ending = call.ending or ("completed" if status == "completed" else "hangup-bot")
-            return Run(hangup=True)
+            return self.hang_up(call, Run())
         return self.advance(call, end.on_fail)
 
     def after_input(self, call: CallRecord, block_id: str, step: int) -> list[Command]:
@@ -402,7 +402,15 @@ class Interpreter:
                 return handled
         call.ending = "error"
         call.waiting = None
-        return Run(fragments=run.fragments, commands=run.commands, hangup=True)
+        return self.hang_up(call, run)
+
+    def hang_up(self, call: CallRecord, run: Run) -> Run:
+        """``run``, then the end of the call. An XML reply that ends hangs up by itself; Telnyx
+        needs the hangup command, else the call stays up until its maximum duration."""
+        if self.xml:
+            return Run(fragments=run.fragments, commands=run.commands, hangup=True)
+        end = self.agent_turn(call, adhoc.HANGUP, "")
+        return Run(fragments=run.fragments, commands=[*run.commands, *end.commands], hangup=True)
 
     def hand_over(self, call: CallRecord, block_id: str, run: Run) -> None:
         """Ends a long chain with a redirect; the next request goes on at ``block_id``."""

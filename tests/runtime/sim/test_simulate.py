@@ -99,3 +99,45 @@ def test_every_bundled_flow_test_matches_the_schema(path: Path) -> None:
     doc = load_bytes(path.read_bytes(), str(path)).document
     assert doc is not None
     assert check_test(doc) == []
+
+
+ENDS_BY_ITSELF = """\
+version: 1
+name: ends-by-itself
+description: A transfer without on_fail, or a runtime error, ends the call on every provider.
+params:
+  n: {type: integer, default: 1}
+start: a
+nodes:
+  a:
+    - ask: {prompt: Press 1 or 2., input: dtmf, save_as: choice}
+    - branch:
+        - when: "choice.digits == '1'"
+          goto: human
+        - else: broken
+  human: [{transfer: {to: "+15551230000"}}]
+  broken: [{say: "Result {{ 10 // n }}"}, hangup]
+"""
+
+
+@pytest.mark.parametrize("provider", ["twilio", "plivo", "telnyx"])
+@pytest.mark.parametrize(
+    ("press", "dial", "ended"),
+    [("1", "busy", ("completed", "hangup-bot")), ("2", "answered", ("error",))],
+)
+async def test_a_call_the_flow_ends_is_hung_up_at_once(
+    tmp_path: Path, provider: str, press: str, dial: str, ended: tuple[str, ...]
+) -> None:
+    """A busy transfer without on_fail, or a template error, hangs up at once: on Telnyx the
+    call used to stay up until the maximum duration (300 s of call time, reason timeout)."""
+    path = tmp_path / "ends.yaml"
+    path.write_text(ENDS_BY_ITSELF)
+    script = tmp_path / "c.caller.yaml"
+    script.write_text(f'caller: [answer, {{press: "{press}"}}, {{dial: {dial}}}]\n')
+    from voicecall.runtime.sim.script import load_script
+
+    sim = await simulate(str(path), provider=provider, script=load_script(script),
+                         params={"n": 0})  # fmt: skip
+    data = sim.to_json()
+    assert data["duration_s"] == 0.0, data
+    assert data["end_reason"] in ended, data
