@@ -121,6 +121,9 @@ def validate(
     if not targets:
         raise click.UsageError("no flows to check: pass files or folders, or configure `flows`")
     catalog = state.catalog()
+    for path in paths:
+        if path.is_file():  # a flow named by path finds the flows beside it, as in simulate
+            catalog = catalog.with_flow_file(path)
     report = validate_paths(targets, catalog.infos())
     report = with_scripts_and_tests(report, targets)  # named on the command line: not flows
     if providers:
@@ -229,7 +232,7 @@ def compile_cmd(
 
     Values known only during a call are shown as {{ templates }}.
     """
-    catalog = state.catalog()
+    catalog = _catalog_for(state, flow_ref)
     flow = _valid_flow(catalog, flow_ref)
     values = _param_values(flow, params)
     missing = [p.name for p in flow.params if p.required and p.name not in values]
@@ -256,8 +259,16 @@ def compile_cmd(
 @click.pass_obj
 def graph(state: State, flow_ref: str, fmt: str) -> None:
     """Print the node graph of FLOW with its jumps (Mermaid or Graphviz dot)."""
-    flow = _valid_flow(state.catalog(), flow_ref)
+    flow = _valid_flow(_catalog_for(state, flow_ref), flow_ref)
     click.echo(to_mermaid(flow) if fmt == "mermaid" else to_dot(flow), nl=False)
+
+
+def _catalog_for(state: State, ref: str) -> Catalog:
+    """The named flows, plus, for a flow given by path, the flows beside it (its subflows)."""
+    catalog = state.catalog()
+    if ref in catalog.entries or not Path(ref).is_file():
+        return catalog
+    return catalog.with_flow_file(Path(ref))
 
 
 def _valid_flow(catalog: Catalog, ref: str) -> m.Flow:

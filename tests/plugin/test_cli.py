@@ -250,3 +250,29 @@ def test_simulate_prints_the_transfer_and_its_outcome(
                                  "--caller", str(caller)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "  transfer:  to +15550100200 at 0.0s: busy\n" in result.output
+
+
+CALLER = GOOD.replace("name: good", "name: caller").replace(
+    "  a: [{say: hi}, hangup]", "  a: [{call_flow: {flow: helper}}, hangup]"
+)
+HELPER = GOOD.replace("name: good", "name: helper").replace("[{say: hi}, hangup]", "[{say: hi}]")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["validate"],
+        ["compile", "--provider", "telnyx"],
+        ["graph"],
+        ["validate", "--provider", "plivo"],
+    ],
+)
+def test_a_flow_file_finds_the_flows_beside_it(
+    runner: CliRunner, tmp_path: Path, command: list[str]
+) -> None:
+    """As simulate does: call_flow in a file named by path finds its sibling flows."""
+    path = write(tmp_path / "mine" / "caller.yaml", CALLER)
+    write(tmp_path / "mine" / "helper.yaml", HELPER)
+    result = runner.invoke(cli, [*command, str(path)])
+    assert result.exit_code == 0, result.output
+    assert "E-FLOW-UNKNOWN" not in result.output
