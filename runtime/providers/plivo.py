@@ -245,8 +245,9 @@ class PlivoAdapter(Adapter):
 
         V3: HMAC-SHA256 over the URL with its sorted query, the sorted POST fields and the
         nonce; V2: over the URL without query, and the nonce. A request carrying V3 headers is
-        judged on them only (no downgrade to V2). Replay keys: sha256(V3 signed string \\n
-        nonce); for V2 a key of the (nonce, signature) pair, claimed once (``once_key``).
+        judged on them only (no downgrade to V2). Replay keys: sha256 of exactly what V3's HMAC
+        covers (``signed.nonce``: text moved between fields and nonce across a dot is the same
+        event); for V2 a key of the (nonce, signature) pair, claimed once (``once_key``).
         """
         if self.settings.skip_signature:
             return Verification(True, "signature check skipped", skip_key(request))
@@ -277,13 +278,13 @@ class PlivoAdapter(Adapter):
         # trimming, and its URL helper cannot decode a non-ASCII query value.
         fields = request.signed_fields() if method == "POST" else MultiDict[str]()
         try:
-            signed = _v3_signed(request.url, fields)
-            digest = _hmac(token, f"{signed}.{nonce}")
+            material = f"{_v3_signed(request.url, fields)}.{nonce}"
+            digest = _hmac(token, material)
         except ValueError:  # odd bytes in the URL, fields or nonce
             return Verification(False, f"malformed {V3} request")
         if not any(hmac.compare_digest(digest, c) for c in candidates):
             return Verification(False, f"bad {V3} signature for {_without_query(request.url)}")
-        return Verification(True, "", _sha(signed, nonce))
+        return Verification(True, "", hashlib.sha256(material.encode()).hexdigest())
 
     def _verify_v2(self, request: WebhookRequest, token: str) -> Verification:
         signature = request.headers.get(V2, "")

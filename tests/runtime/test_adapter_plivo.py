@@ -519,3 +519,20 @@ async def test_two_adapters_do_not_share_a_base(aiohttp_server: AiohttpServer) -
     assert [r.path[-2] for r in fakes[0].requests] == ["a", "c"]
     assert [r.path[-2] for r in fakes[1].requests] == ["b"]
     assert constants == (plivo.rest.client.PLIVO_API_BASE_URI, plivo.rest.client.API_VOICE_BASE_URI)
+
+
+def test_a_signature_moved_between_fields_and_nonce_is_the_same_event() -> None:
+    # V3 signs "<url>.<fields>.<nonce>": the same signature holds when the text after a dot
+    # in a field moves into the nonce header. Speech "yes. cancel it" becomes "yes": the
+    # replay key must be the signed string's, or the cut-down request is a new event.
+    said = {**FORM, "InputType": "speech", "Speech": "yes. cancel it"}
+    del said["Digits"]
+    original = signed(form=said)
+    cut = {k: v for k, v in said.items() if k != "To"} | {"Speech": "yes"}
+    headers = dict(original.headers)
+    headers["X-Plivo-Signature-V3-Nonce"] = f" cancel itTo{said['To']}.{NONCE}"
+    forged = form_request(URL, cut, headers)
+    plivo_ = adapter()
+    first, second = plivo_.verify(original), plivo_.verify(forged)
+    assert first.ok
+    assert not second.ok or second.key == first.key
