@@ -51,6 +51,13 @@ def _compiled_expression(source: str) -> Callable[..., Any]:
     return environment().compile_expression(source)
 
 
+def _located(source: object, exc: RenderError) -> str:
+    """The error with its flow location, once: a template's error already names its own."""
+    text = str(exc)
+    file = str(source).rsplit(":", 2)[0]
+    return text if text.startswith(f"{file}:") else f"{source}: {text}"
+
+
 def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
     """Evaluates a flow expression; any failure is a RenderError naming where it is."""
     try:
@@ -130,7 +137,7 @@ class Interpreter:
                 self.emit(call, block, step, run)
                 following = self.server_step(call, block)
             except RenderError as exc:
-                return self.fail(call, run, f"{block.source}: {exc}")
+                return self.fail(call, run, _located(block.source, exc))
             if following is None:
                 return run
             current, step = following, 0
@@ -152,7 +159,7 @@ class Interpreter:
         try:
             outcome = self.judge(call, block, end, answer, invalid)
         except RenderError as exc:
-            return self.fail(call, Run(), f"{block.source}: {exc}")
+            return self.fail(call, Run(), _located(block.source, exc))
         if outcome == "ok":
             self.save(call, block.scope, ask.save_as, answer)
             return self.advance(call, end.on_input)

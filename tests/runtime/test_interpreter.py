@@ -122,6 +122,9 @@ def test_a_failing_template_ends_the_call_with_error() -> None:
     run = interp.start(call)
     assert run.hangup and call.ending == "error"
     assert "t.yaml:6" in call.metadata["error"]
+    assert (
+        call.metadata["error"].count("t.yaml:6:") == 1
+    )  # named once, not "t.yaml:6:7: t.yaml:6:7:"
 
 
 def test_a_loop_without_waits_hands_over_with_a_redirect() -> None:
