@@ -24,6 +24,7 @@ from voicecall.dsl.checks import CONFIG_KEYS
 from voicecall.dsl.validate import load_valid_flow
 from voicecall.dsl.values import zone
 from voicecall.runtime.clock import Clock, RealClock
+from voicecall.runtime.forwarding import ForwardingTrust, is_loopback
 from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
 from voicecall.runtime.providers.base import AdapterSettings
 from voicecall.runtime.providers.registry import get_adapter
@@ -123,6 +124,23 @@ class RuntimeConfig:
         return {field: (int(serve[key]) if unit == 1 else float(serve[key]) / unit)
                 for key, (field, unit) in keys.items() if serve.get(key) is not None}  # fmt: skip
 
+    def forwarding(self) -> ForwardingTrust:
+        """`webhookSecurity`, and the ngrok free-tier rule where it is effective: tunnel.provider
+        ngrok and a loopback serve.bind (it only widens how the signed URL is rebuilt)."""
+        security = dict(self.get("webhookSecurity", {}) or {})
+        tunnel = dict(self.get("tunnel", {}) or {})
+        ngrok_loopback = (
+            bool(tunnel.get("allowNgrokFreeTierLoopbackBypass", False))
+            and tunnel.get("provider") == "ngrok"
+            and (self.serve()["bind"] == "localhost" or is_loopback(self.serve()["bind"]))
+        )
+        return ForwardingTrust.of(
+            allowed_hosts=[str(h) for h in security.get("allowedHosts", []) or []],
+            trust_forwarding_headers=bool(security.get("trustForwardingHeaders", False)),
+            trusted_proxy_ips=[str(ip) for ip in security.get("trustedProxyIPs", []) or []],
+            ngrok_loopback=ngrok_loopback,
+        )
+
     def allow_plivo_v2(self) -> bool:
         """`plivo.allowV2Signatures` (unsafe: V2 signs neither the body nor the query)."""
         return bool((self.get("plivo", {}) or {}).get("allowV2Signatures", False))
@@ -197,6 +215,7 @@ async def start_runtime(
     server = ServerSettings(path=serve["path"], public_url=config.get("publicUrl"),
                             skip_signature=skip,
                             max_in_flight_per_ip=serve["max_in_flight"],
+                            forwarding=config.forwarding(),
                             **config.webhook_limits())  # fmt: skip
     runner = web.AppRunner(make_app(manager, server), access_log=None)
     await runner.setup()

@@ -17,19 +17,21 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from voicecall.runtime.forwarding import ForwardingTrust, signed_url
 from voicecall.runtime.manager import CallManager
 from voicecall.runtime.providers.base import Adapter, BadRequest, Reply, WebhookRequest
 
 log = logging.getLogger("voicecall.webhook")
 
 MANAGER = web.AppKey("manager", CallManager)
+GATE: web.AppKey[_Gate] = web.AppKey("gate")
 
 FormPairs = tuple[tuple[str, str], ...]
 
@@ -48,6 +50,8 @@ class ServerSettings:
     header_timeout_s: float = 10.0  # from a request's first byte to the end of its head
     keepalive_timeout_s: float = 15.0  # an open connection with no request
     max_connections: int = 512  # beyond: 503 and closed (each is a file descriptor)
+    # webhookSecurity: which forwarded headers may shape the signed URL (without public_url).
+    forwarding: ForwardingTrust = field(default_factory=ForwardingTrust)
 
 
 def make_app(manager: CallManager, settings: ServerSettings) -> web.Application:
@@ -55,8 +59,16 @@ def make_app(manager: CallManager, settings: ServerSettings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body + 1)
     app[MANAGER] = manager
     gate = _Gate(manager.adapter, settings)
+    app[GATE] = gate
     app.router.add_route("*", settings.path, gate.handle, expect_handler=gate.expect)
     return app
+
+
+def set_public_url(app: web.Application, public_url: str | None) -> None:
+    """The webhook's public URL once known (a tunnel opens after the server has bound its
+    port): signatures are checked against it from the next request on."""
+    gate = app[GATE]
+    gate.settings = replace(gate.settings, public_url=public_url)
 
 
 class _Gate:
@@ -161,7 +173,10 @@ class _Gate:
             url = self.settings.public_url + (f"?{raw_query}" if raw_query else "")
         else:
             # The adapter checks that this makes a URL (the Host header is the client's).
-            url = f"{request.scheme}://{request.host}{request.raw_path}"
+            url = signed_url(scheme=request.scheme, host=request.host, raw_path=request.raw_path,
+                             headers=request.headers, remote=request.remote or "",
+                             provider=self.adapter.name,
+                             trust=self.settings.forwarding)  # fmt: skip
         pairs: FormPairs = ()
         malformed = ""
         if request.content_type == "application/x-www-form-urlencoded":
