@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,27 +23,24 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from voicecall.dsl.errors import did_you_mean
+from voicecall.plugin.config_effective import effective
+from voicecall.plugin.config_problems import KeyPath, Problem, dotted
+from voicecall.plugin.config_rules import (
+    GatewaySettings,
+    gateway_settings,
+    mode_problems,
+    provider_problems,
+    section_problems,
+)
 from voicecall.plugin.json5pos import Positions, find_positions
 
 SECTION = ("plugins", "entries", "voice-call", "config")
 DEFAULT_PATH = Path("~/.openclaw/openclaw.json")
 MAX_PROBLEMS = 20  # a file that is wrong everywhere still gets a readable answer
 
-KeyPath = tuple[str | int, ...]
-
 
 class ConfigError(Exception):
     """The config cannot be used; the message says why and where (one line per problem)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Problem:
-    """One thing wrong in the config, at a key path of the file."""
-
-    path: KeyPath  # from the top of the file
-    message: str
-    hint: str = ""
-    key: bool = False  # the problem is the key itself (unknown), not its value
 
 
 @cache
@@ -65,24 +62,149 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(config_schema())
 
 
+def find_config(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """The config file as OpenClaw finds it, and whether the user named it (``--config``).
+
+    ``explicit``, else $OPENCLAW_CONFIG_PATH (or our older $VOICECALL_CONFIG), else
+    $OPENCLAW_STATE_DIR/openclaw.json, else ~/.openclaw/openclaw.json. A file found this way
+    that does not exist means the built-in defaults; a named one must exist.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit).expanduser(), True
+    for var in ("OPENCLAW_CONFIG_PATH", "VOICECALL_CONFIG"):
+        if env.get(var):
+            return Path(env[var]).expanduser(), False
+    if env.get("OPENCLAW_STATE_DIR"):
+        return Path(env["OPENCLAW_STATE_DIR"]).expanduser() / "openclaw.json", False
+    return DEFAULT_PATH.expanduser(), False
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The config file: ``explicit``, else $VOICECALL_CONFIG, else ~/.openclaw/openclaw.json."""
-    chosen = explicit or os.environ.get("VOICECALL_CONFIG") or DEFAULT_PATH
-    return Path(chosen).expanduser()
+    """The config file (see :func:`find_config`)."""
+    return find_config(explicit)[0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostConfig:
+    """A loaded, valid host config: what the Gateway and the plugin run with."""
+
+    path: Path  # the file read, or the one that would have been (defaults)
+    found: bool  # False: no file, built-in defaults
+    data: dict[str, Any]  # the whole host config as written
+    plugin: dict[str, Any]  # the plugin's effective config (defaults, env, tts merged)
+    gateway: GatewaySettings
+    from_env: dict[KeyPath, str] = field(default_factory=dict)  # section key -> env var
+
+    @property
+    def base_dir(self) -> Path:
+        """What relative paths in the config are relative to: the config file's folder."""
+        return self.path.parent if self.found else Path.cwd()
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    to_run: bool = False,
+) -> HostConfig:
+    """Finds, reads and validates the host config; the plugin section made effective.
+
+    Args:
+        explicit: the file the user named (``--config``), if any.
+        env: the environment (default ``os.environ``): discovery, credentials, Gateway auth.
+        to_run: the Gateway will run with it: the original's provider rules (caller ID,
+            credentials) and the Gateway's auth secret must hold too.
+
+    Raises:
+        ConfigError: one line per problem, ``file:line:col: key.path: message``.
+    """
+    env = os.environ if env is None else env
+    path, named = find_config(explicit, env)
+    text = _read(path, must_exist=named)
+    data = _parse(path, text)
+    where = find_positions(text) if text else Positions(values={}, keys={})
+    section, problems = _section(data, SECTION)
+    problems += check_section(section)
+    entry_enabled = _entry_enabled(data, problems)
+    gateway, more = gateway_settings(data, env, to_run=to_run)
+    problems += more + _messages_tts(data)
+    plugin: dict[str, Any] = {}
+    from_env: dict[KeyPath, str] = {}
+    if not problems:
+        plugin, from_env = effective(config_schema(), section, host=data, env=env,
+                                     entry_enabled=entry_enabled)  # fmt: skip
+        problems += _env_problems(plugin, from_env)
+        problems += (provider_problems if to_run else mode_problems)(plugin, SECTION)
+    if problems:
+        raise ConfigError(format_problems(problems, path, where))
+    return HostConfig(path=path, found=text is not None, data=data, plugin=plugin,
+                      gateway=gateway, from_env=from_env)  # fmt: skip
+
+
+def _read(path: Path, *, must_exist: bool) -> str | None:
+    try:
+        return path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        if must_exist:
+            raise ConfigError(f"{path}: no such config file") from exc
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def _parse(path: Path, text: str | None) -> Any:
+    if text is None:
+        return {}
+    try:
+        return json5.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid JSON5: {exc}") from exc
+
+
+def _entry_enabled(data: Any, problems: list[Problem]) -> bool:
+    """``plugins.entries.voice-call.enabled``: OpenClaw's switch for the whole plugin."""
+    entry, _ = _section(data, SECTION[:-1])
+    value = entry.get("enabled", True)
+    if not isinstance(value, bool):
+        path = (*SECTION[:-1], "enabled")
+        problems.append(Problem(path=path, message=f"expected true or false, got {_kind(value)}"))
+        return True
+    return value
+
+
+def _messages_tts(data: Any) -> list[Problem]:
+    messages = data.get("messages") if isinstance(data, dict) else None
+    tts = messages.get("tts") if isinstance(messages, dict) else None
+    if tts is None or isinstance(tts, dict):
+        return []
+    return [Problem(path=("messages", "tts"), message=f"expected an object, got {_kind(tts)}")]
+
+
+def _env_problems(plugin: dict[str, Any], from_env: Mapping[KeyPath, str]) -> list[Problem]:
+    """A value taken from the environment must be as valid as one written in the file."""
+    problems = []
+    for problem in check_section(plugin, ()):
+        var = from_env.get(tuple(str(p) for p in problem.path))
+        if var:
+            problems.append(Problem(path=(), message=problem.message, where=f"${var}"))
+    return problems
 
 
 def load_plugin_config(
     path: Path, *, must_exist: bool = False, section_file: bool = False, to_run: bool = False
 ) -> dict[str, Any]:
-    """Reads and validates the plugin's section of a config file.
+    """Reads and validates the plugin's section of a config file, as written.
 
     Args:
         path: the host config (JSON5), whose section is ``plugins.entries.voice-call.config``.
         must_exist: the user named this file, so a missing file is an error (else ``{}``).
         section_file: the file may also be the section alone (``runtime.serve``), recognised
             by having no ``plugins`` key.
-        to_run: the runtime will run with it: the provider's credentials (from the config or
-            the environment) and ``fromNumber`` must be there too.
+        to_run: the runtime will run with it: the original's provider rules (credentials
+            from the config or the environment, ``fromNumber``) must hold too.
 
     Returns:
         The section, valid against the config schema; {} when there is none.
@@ -90,23 +212,17 @@ def load_plugin_config(
     Raises:
         ConfigError: the file cannot be read, is not JSON5, or the section is not valid.
     """
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError as exc:
-        if must_exist:
-            raise ConfigError(f"{path}: no such config file") from exc
+    text = _read(path, must_exist=must_exist)
+    if text is None:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-    try:
-        data: Any = json5.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid JSON5: {exc}") from exc
+    data = _parse(path, text)
     prefix: KeyPath = () if section_file and _is_section(data) else SECTION
     section, problems = _section(data, prefix)
     problems += check_section(section, prefix)
-    if to_run and not problems:
-        problems += runtime_problems(section, prefix)
+    if not problems:
+        plugin, _ = effective(config_schema(), section, host=data if prefix else {},
+                              env=os.environ)  # fmt: skip
+        problems += (provider_problems if to_run else mode_problems)(plugin, prefix)
     if problems:
         raise ConfigError(format_problems(problems, path, find_positions(text)))
     return section
@@ -131,40 +247,13 @@ def check_section(section: dict[str, Any], prefix: KeyPath = SECTION) -> list[Pr
     problems: list[Problem] = []
     for error in _validator().iter_errors(section):
         problems += _problems(error, prefix)
+    problems += section_problems(section, prefix)
     zone = section.get("timezone")
     if isinstance(zone, str) and zone and not _is_zone(zone):
         hint = did_you_mean(zone, sorted(available_timezones()))
         msg = f"{zone!r} is not an IANA time zone"
         problems.append(Problem(path=(*prefix, "timezone"), message=msg, hint=hint))
     return list({(p.path, p.message): p for p in problems}.values())
-
-
-def runtime_problems(
-    section: dict[str, Any], prefix: KeyPath = SECTION, env: Mapping[str, str] | None = None
-) -> list[Problem]:
-    """What a real carrier needs that a schema cannot say: credentials and a caller ID.
-
-    Each credential may come from the config or from its environment variable; the webhook
-    public key may be left out only with skipSignatureVerification.
-    """
-    from voicecall.runtime.app import ENV_CREDENTIALS
-
-    provider = str(section.get("provider", "mock"))
-    if provider == "mock":
-        return []
-    env = os.environ if env is None else env
-    problems = []
-    if not section.get("fromNumber"):
-        msg = f"required with provider {provider}: the caller ID of outbound calls (E.164)"
-        problems.append(Problem(path=(*prefix, "fromNumber"), message=msg))
-    given = section.get(provider) or {}
-    skip = bool(section.get("skipSignatureVerification"))
-    for key, var in ENV_CREDENTIALS.get(provider, {}).items():
-        if given.get(key) or env.get(var) or (key == "publicKey" and skip):
-            continue
-        msg = f"required with provider {provider} (or set ${var})"
-        problems.append(Problem(path=(*prefix, provider, key), message=msg))
-    return problems
 
 
 def _is_zone(name: str) -> bool:
@@ -177,24 +266,21 @@ def _is_zone(name: str) -> bool:
 
 def format_problems(problems: Iterable[Problem], file: Path, where: Positions) -> str:
     """One line per problem: ``file:line:col: key.path: message (hint)``."""
-    located = [(where.of(p.path, key=p.key), p) for p in problems]
+    located = [(None if p.where else where.of(p.path, key=p.key), p) for p in problems]
     located.sort(key=lambda item: (item[0].line, item[0].col) if item[0] else (0, 0))
     lines = []
     for pos, problem in located[:MAX_PROBLEMS]:
         at = f"{file}:{pos.line}:{pos.col}" if pos else str(file)
         hint = f"; {problem.hint}" if problem.hint else ""
-        lines.append(f"{at}: {dotted(problem.path)}: {problem.message}{hint}")
+        if problem.where:
+            lines.append(f"{problem.where}: {problem.message}{hint}")
+        elif problem.full:
+            lines.append(f"{at}: {problem.message}{hint}")
+        else:
+            lines.append(f"{at}: {dotted(problem.path)}: {problem.message}{hint}")
     if len(located) > MAX_PROBLEMS:
         lines.append(f"{file}: … and {len(located) - MAX_PROBLEMS} more")
     return "\n".join(lines)
-
-
-def dotted(path: KeyPath) -> str:
-    """A key path as written in docs: ``plugins.entries.voice-call.config.allowFrom[1]``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out or "(the file)"
 
 
 # --- jsonschema errors as problems -----------------------------------------------------------
