@@ -24,7 +24,7 @@ from voicecall.dsl.errors import Diagnostic, FlowError, Severity, render_text
 from voicecall.dsl.graph import to_dot, to_mermaid
 from voicecall.dsl.schema import flow_schema
 from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
-from voicecall.plugin.cli_errors import SafeGroup
+from voicecall.plugin.cli_errors import InvalidInput, SafeGroup
 from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
 from voicecall.plugin.output import format_option, json_option, no_color, use_color
 from voicecall.plugin.params import ParamError, parse_params
@@ -280,9 +280,9 @@ def _valid_flow(catalog: Catalog, ref: str) -> m.Flow:
         return load_valid_flow(path, catalog.infos())
     except FlowError as exc:
         _print_diagnostics(exc.diagnostics, err=True)
-        click.echo(f"{path}: the flow has errors; `voicecall validate {path}` lists them",
-                   err=True)  # fmt: skip
-        sys.exit(EXIT_INVALID)
+        raise InvalidInput(
+            f"{path}: the flow has errors; `voicecall validate {path}` lists them", exc.diagnostics
+        ) from None
 
 
 def _print_diagnostics(diags: Sequence[Diagnostic], err: bool) -> None:

@@ -17,6 +17,17 @@ EXIT_UNEXPECTED = 2
 _ARGV = "voicecall.argv"
 
 
+class InvalidInput(click.ClickException):
+    """A file the command needs has errors (exit 1); their diagnostics, already printed to
+    stderr for people, go into the ``{"error": …, "diagnostics": […]}`` of ``--json``."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, diagnostics: Sequence[Any] = ()):
+        super().__init__(message)
+        self.diagnostics = [d.to_json() for d in diagnostics]
+
+
 class SafeGroup(click.Group):
     """The `voicecall` group: its commands' unexpected exceptions become one clear line."""
 
@@ -32,7 +43,7 @@ class SafeGroup(click.Group):
         except click.ClickException as exc:
             if not wants_json(ctx.meta.get(_ARGV, ())):
                 raise
-            _echo_json(exc.format_message())
+            _echo_json(exc.format_message(), getattr(exc, "diagnostics", None))
             ctx.exit(exc.exit_code)
         except Exception as exc:  # the one place every bug is caught
             message = f"unexpected {type(exc).__name__}: {exc}".rstrip(": ")
@@ -56,5 +67,8 @@ def wants_json(argv: Sequence[str]) -> bool:
     return False
 
 
-def _echo_json(message: str) -> None:
-    click.echo(json.dumps({"error": " ".join(message.split())}, ensure_ascii=False))
+def _echo_json(message: str, diagnostics: list[Any] | None = None) -> None:
+    data: dict[str, Any] = {"error": " ".join(message.split())}
+    if diagnostics:
+        data["diagnostics"] = diagnostics
+    click.echo(json.dumps(data, ensure_ascii=False))

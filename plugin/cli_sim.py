@@ -12,6 +12,7 @@ import click
 
 from voicecall.dsl.errors import FlowError, render_text
 from voicecall.dsl.values import is_e164
+from voicecall.plugin.cli_errors import InvalidInput
 from voicecall.plugin.output import json_option
 from voicecall.runtime.sim.flowtest import (
     Case,
@@ -141,8 +142,7 @@ def _script(path: Path | None) -> Script:
         lines = path.read_text("utf-8", errors="replace").splitlines()
         for diag in exc.diagnostics:
             click.echo(render_text(diag, lines), err=True)
-        click.echo(f"{path}: not a valid caller script", err=True)
-        sys.exit(EXIT_FAILED)
+        raise InvalidInput(f"{path}: not a valid caller script", exc.diagnostics) from None
 
 
 def _print_simulation(sim: Simulation) -> None:

@@ -178,3 +178,33 @@ def test_validate_checks_named_scripts_and_tests_as_what_they_are(runner: CliRun
     ((diag),) = json.loads(result.stdout)
     assert (diag["file"], diag["line"], diag["col"], diag["code"]) == (
         "myflows/x.test.yaml", 2, 1, "E-SCHEMA-UNKNOWN-KEY")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["simulate", "bad.yaml"], "bad.yaml:4:8"),
+        (["compile", "bad.yaml", "--provider", "plivo"], "bad.yaml:4:8"),
+        (["graph", "bad.yaml"], "bad.yaml:4:8"),
+        (["simulate", "x.yaml", "--caller", "bad.caller.yaml"], "bad.caller.yaml:1:19"),
+    ],
+)
+def test_an_invalid_flow_or_caller_script_is_json_when_json_is_asked_for(
+    runner: CliRunner, args: list[str], where: str
+) -> None:
+    """--json used to print nothing on stdout: the diagnostics went to stderr only."""
+    write(Path("x.yaml"), FLOW)
+    write(Path("bad.yaml"), FLOW.replace("name: x", "name: bad").replace("start: a", "start: b"))
+    write(Path("bad.caller.yaml"), "caller: [answer, {sya: hi}]\n")
+    text = runner.invoke(cli, args)
+    assert text.exit_code == 1
+    assert f"{where}: error[E-" in text.stderr
+    assert "Traceback" not in text.output
+    if args[0] == "graph":
+        return  # no machine output
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert "has errors" in data["error"] or "not a valid caller script" in data["error"]
+    first = data["diagnostics"][0]
+    assert f"{first['file']}:{first['line']}:{first['col']}" == where
