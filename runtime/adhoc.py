@@ -18,7 +18,8 @@ from voicecall.dsl.validate import validate_text
 
 PREFIX = "@"
 TURN, FINAL, LISTEN, REJECT, HANGUP = "turn", "final", "listen", "reject", "hangup"
-KINDS = (TURN, FINAL, LISTEN)
+DTMF = "dtmf"  # keypad tones sent to a live call, then listening again
+KINDS = (TURN, FINAL, LISTEN, DTMF)
 
 
 def _settings(settings: m.Settings) -> dict[str, object]:
@@ -50,6 +51,7 @@ def _adhoc(provider: str, settings: m.Settings, start: str) -> CompiledFlow:
             LISTEN: [{"converse": {"driver": "agent"}}],
             REJECT: [{"say": "{{ message }}"}, "hangup"],
             HANGUP: ["hangup"],
+            DTMF: [{"send_digits": "{{ message }}"}, {"converse": {"driver": "agent"}}],
         },
     }
     checked = validate_text(yaml.safe_dump(flow, sort_keys=False), "<agent-turn>")
@@ -59,6 +61,6 @@ def _adhoc(provider: str, settings: m.Settings, start: str) -> CompiledFlow:
 
 
 def agent_flow(compiled: CompiledFlow, kind: str) -> CompiledFlow:
-    """An agent-turn flow (TURN, FINAL, LISTEN; REJECT, HANGUP for a rejected caller) for a
+    """An agent-turn flow (TURN, FINAL, LISTEN, DTMF; REJECT, HANGUP for a rejected caller) for a
     call's compiled flow: same provider and settings; its blocks start at ``kind``."""
     return _adhoc(compiled.provider, compiled.flow.settings, kind)

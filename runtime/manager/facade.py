@@ -23,7 +23,7 @@ check in :meth:`Events.handle` that forwards a call's events to the process that
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -136,8 +136,16 @@ class CallManager:
     async def speak(self, call_id: str, message: str) -> None:
         await self.turns.speak(call_id, message)
 
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        await self.turns.send_dtmf(call_id, digits)
+
     async def end_call(self, call_id: str, message: str = "") -> None:
         await self.turns.end_call(call_id, message)
+
+    def watch(self, listener: Callable[[CallRecord], None]) -> None:
+        """Calls ``listener`` with every call record once its change is committed: each
+        state change and each new transcript line (the Gateway's events)."""
+        self.calls.store.watchers.append(listener)
 
     def get(self, call_id: str) -> CallRecord | None:
         store = self.calls.store

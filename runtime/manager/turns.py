@@ -64,6 +64,12 @@ class AgentTurns:
         """Says ``message`` and goes on listening, without waiting for an answer."""
         await self._agent(call_id, adhoc.TURN, message)
 
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        """Sends keypad tones (``w``: wait half a second) to the call, then listens again:
+        Twilio and Plivo get a document with <Play digits> / <DTMF> through a live update,
+        Telnyx a send_dtmf command."""
+        await self._agent(call_id, adhoc.DTMF, digits)
+
     async def end_call(self, call_id: str, message: str = "") -> None:
         """Ends the call (saying ``message`` first, if any)."""
         if message:

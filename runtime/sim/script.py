@@ -25,9 +25,11 @@ When a call needs a caller step and none is left, the caller hangs up. Any step 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
 from typing import Any
+
+import yaml
 
 from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, Path, load_bytes
@@ -59,6 +61,9 @@ class Script:
     model: tuple[str, ...] = ()
     model_at: tuple[str, ...] = ()  # file:line of each model reply
     source: str = "<default>"
+    # Once its steps are used up, the caller answers every prompt with a short sentence
+    # (silence when nothing was said since its last answer) instead of hanging up.
+    patient: bool = False
 
     @property
     def opener(self) -> Step:
@@ -84,6 +89,16 @@ DEFAULT = Script(
 )
 
 
+# The Gateway's mock callee: answers, then replies to every prompt and agent turn until the
+# agent or the flow ends the call.
+PATIENT = Script(caller=(Step(action="answer"),), source="<patient>", patient=True)
+PATIENT_REPLIES = (
+    "Yes, that works for me.", "Could you say that again?", "Okay, thanks.",
+    "I'm not sure, let me think.", "Sounds good.", "Tomorrow would be better.",
+    "No, I don't think so.", "Sure, go ahead.",
+)  # fmt: skip
+
+
 def load_script(path: FilePath) -> Script:
     """Reads a caller script file. Raises :class:`FlowError` with positioned diagnostics."""
     result = load_bytes(path.read_bytes(), str(path))
@@ -94,6 +109,36 @@ def load_script(path: FilePath) -> Script:
     if errors:
         raise FlowError(errors)
     return parse_script(result.document)
+
+
+def script_from_config(mock: Any) -> Script:
+    """The mock callee the Gateway plays (config ``mock: {caller: …}``).
+
+    ``caller`` is a caller script's steps (a list) or a whole caller script (a mapping with
+    ``caller``, ``agent``, ``model``); once its steps are used up the callee stays patient.
+    Without it: :data:`PATIENT`.
+
+    Raises:
+        ValueError: naming ``mock.caller`` and what is wrong with it.
+    """
+    raw = mock.get("caller") if isinstance(mock, dict) else None
+    if raw is None:
+        return PATIENT
+    data = raw if isinstance(raw, dict) else {"caller": raw}
+    text = yaml.safe_dump(data, sort_keys=False)
+    result = load_bytes(text.encode(), "mock.caller")
+    problems = list(result.diagnostics)
+    if result.document is not None:
+        problems += check_caller(result.document)
+    errors = [d for d in problems if d.severity is Severity.ERROR]
+    if result.document is None or errors:
+        first = errors[0].message if errors else "cannot be read"
+        raise ValueError(f"mock.caller: {first}")
+    try:
+        script = parse_script(result.document)
+    except FlowError as exc:
+        raise ValueError(f"mock.caller: {exc.diagnostics[0].message}") from None
+    return replace(script, patient=True, source="mock.caller")
 
 
 def parse_script(doc: Document, base: Path = ()) -> Script:

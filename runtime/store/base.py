@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +18,9 @@ class StoredReply:
 
 
 class Store(Protocol):
+    # Called with each call record once its change is committed (Gateway events).
+    watchers: list[Callable[[CallRecord], None]]
+
     def get(self, call_id: str) -> CallRecord | None: ...
 
     def find(self, provider: str, provider_call_id: str) -> CallRecord | None: ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ from typing import Any
 
 from voicecall.runtime.state import TERMINAL, CallRecord, TranscriptLine
 from voicecall.runtime.store.base import StoredReply
+
+log = logging.getLogger("voicecall.runtime")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -133,6 +136,8 @@ class SQLiteStore:
         self.group_window_s = GROUP_WINDOW_S
         self.batches = 0  # commits of batches, and the webhooks in them (for `make bench`)
         self.batched = 0
+        # Called with each call record once its change is committed (Gateway events).
+        self.watchers: list[Callable[[CallRecord], None]] = []
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -324,6 +329,11 @@ class SQLiteStore:
             self._drop(record)
         else:
             self._remember(record)
+        for watcher in list(self.watchers):
+            try:
+                watcher(record)
+            except Exception:  # a listener failing must not undo a commit
+                log.exception("call %s: a store watcher failed", record.call_id)
 
     def _drop(self, record: CallRecord) -> None:
         """Forgets an ended call: it is read from the file if it is ever needed again."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from voicecall.runtime.clock import Clock
-from voicecall.runtime.sim.script import Step
+from voicecall.runtime.sim.script import PATIENT_REPLIES, Step
 
 from .model import Entry, MockCall
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .carrier import MockCarrier
 
 T = TypeVar("T")
+PATIENT_PAUSE_S = 0.3  # how long a patient callee thinks before it answers
 
 
 class Work:
@@ -189,11 +190,31 @@ class CallSession:
     async def take_turn(self) -> Step:
         """The caller's next step, recorded; a ``hangup`` ends the call."""
         await self.before_wait()
-        step = await self.caller.take()
+        if self.call.script.patient and self.caller.peek() is None and not self.caller.machine:
+            step = await self._patient_step()
+        else:
+            step = await self.caller.take()
         self.record("caller", step.action, **_step_detail(step))
         if step.action == "hangup":
             self.end("hangup-user", "remote")
         return step
+
+    async def _patient_step(self) -> Step:
+        """A patient callee: a short reply when the bot said something since its last turn,
+        else silence (a prompt repeated without words gets no answer)."""
+        if not self._prompted():
+            return Step(action="silence")
+        said = sum(1 for e in self.call.timeline if e.who == "caller" and e.what == "say")
+        await self.work.sleep(PATIENT_PAUSE_S)
+        return Step(action="say", value=PATIENT_REPLIES[said % len(PATIENT_REPLIES)])
+
+    def _prompted(self) -> bool:
+        for entry in reversed(self.call.timeline):
+            if entry.who == "caller" and entry.what in ("say", "press", "silence"):
+                return False
+            if entry.who == "bot" and entry.what in ("say", "play", "dtmf"):
+                return True
+        return False
 
     # --- the call's life -----------------------------------------------------------------------
 
