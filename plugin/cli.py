@@ -336,6 +336,9 @@ def _register() -> None:
 
     cli.add_command(simulate_cmd)
     cli.add_command(test_cmd)
+    from voicecall.plugin.cli_config import config_group
+
+    cli.add_command(config_group)
 
 
 _register()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from voicecall.dsl.errors import did_you_mean
-from voicecall.plugin.config_effective import effective
+from voicecall.plugin.config_effective import REDACTED, effective, redacted
 from voicecall.plugin.config_problems import KeyPath, Problem, dotted
 from voicecall.plugin.config_rules import (
     GatewaySettings,
@@ -253,7 +253,48 @@ def check_section(section: dict[str, Any], prefix: KeyPath = SECTION) -> list[Pr
         hint = did_you_mean(zone, sorted(available_timezones()))
         msg = f"{zone!r} is not an IANA time zone"
         problems.append(Problem(path=(*prefix, "timezone"), message=msg, hint=hint))
-    return list({(p.path, p.message): p for p in problems}.values())
+    unique = {(p.path, p.message): p for p in problems}.values()
+    return [_hide_secret(p, len(prefix)) for p in unique]
+
+
+def _hide_secret(problem: Problem, depth: int) -> Problem:
+    """A problem at a secret's path must not quote the secret (it may be a mistyped one)."""
+    if problem.key or not is_secret_path(problem.path[depth:]):
+        return problem
+    return replace(problem, message="not valid here (the value is a secret and not shown)",
+                   hint="")  # fmt: skip
+
+
+def sensitive_paths() -> tuple[str, ...]:
+    """The manifest's ``sensitive`` uiHints: dotted paths in the section, ``*`` for one key."""
+    hints = manifest().get("uiHints", {})
+    return tuple(path for path, hint in hints.items() if hint.get("sensitive"))
+
+
+def is_secret_path(path: KeyPath) -> bool:
+    """Whether a section key path holds a secret (manifest hint, or a secret's key name)."""
+    return bool(path) and redacted("x", sensitive_paths(), path) == REDACTED
+
+
+def redacted_view(host: HostConfig) -> dict[str, Any]:
+    """The effective config as ``voicecall config show`` prints it: no secret in it.
+
+    Shaped like the host file (``gateway``, ``plugins.entries.voice-call.config``), with where
+    it came from and which keys the environment filled.
+    """
+    auth = host.gateway.auth
+    shown_auth: dict[str, Any] = {"mode": auth.mode}
+    for key, value in (("token", auth.token), ("password", auth.password)):
+        if value:
+            shown_auth[key] = REDACTED
+    return {
+        "configPath": str(host.path),
+        "found": host.found,
+        "fromEnv": {dotted(path): f"${var}" for path, var in sorted(host.from_env.items())},
+        "gateway": {"port": host.gateway.port, "auth": shown_auth},
+        "plugins": {"entries": {"voice-call": {
+            "config": redacted(host.plugin, sensitive_paths())}}},
+    }  # fmt: skip
 
 
 def _is_zone(name: str) -> bool:
@@ -383,8 +424,11 @@ def _known(allowed: list[str]) -> str:
     return "known keys: " + ", ".join(allowed) if len(allowed) <= 12 else ""
 
 
-def flow_dirs(config: dict[str, Any], base: Path) -> list[Path]:
-    """The configured flow folders (key ``flows``: a path or a list), relative to ``base``."""
+def flow_dirs(config: Mapping[str, Any], base: Path) -> list[Path]:
+    """The configured flow folders (``flows``, or ``flows.paths``: a path or a list),
+    relative to ``base``."""
     raw = config.get("flows")
+    if isinstance(raw, dict):
+        raw = raw.get("paths")
     items = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     return [(base / Path(str(p)).expanduser()).resolve() for p in items]

@@ -123,6 +123,9 @@ def effective(
     realtime = out.get("realtime")
     if isinstance(realtime, dict) and not realtime.get("streamPath"):
         realtime["streamPath"] = realtime_stream_path(str(out["serve"]["path"]))
+    flows = out.get("flows")
+    if isinstance(flows, dict) and flows.get("inbound") and not out.get("inboundFlow"):
+        out["inboundFlow"] = flows["inbound"]
     if not out.get("store"):
         out["store"] = f"{env.get('OPENCLAW_STATE_DIR') or DEFAULT_STATE_DIR}/voice-calls"
     messages = host.get("messages")
@@ -130,6 +133,16 @@ def effective(
     if core_tts is not None or "tts" in section:
         out["tts"] = deep_merge(core_tts or {}, section.get("tts") or {})
     return out, from_env
+
+
+def mode_flow(config: Mapping[str, Any], mode: str) -> str | None:
+    """The flow for calls of ``mode`` (notify, conversation, inbound) placed without one:
+    ``flows.<mode>`` (and ``inboundFlow`` for inbound), else None."""
+    flows = config.get("flows")
+    named = flows.get(mode) if isinstance(flows, dict) else None
+    if mode == "inbound":
+        named = config.get("inboundFlow") or named
+    return str(named) if named else None
 
 
 def _env_fallbacks(out: dict[str, Any], env: Mapping[str, str]) -> dict[KeyPath, str]:
