@@ -197,6 +197,12 @@ def _envelope(body: bytes) -> Mapping[str, Any]:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("body is not JSON") from None
+    try:
+        # "\ud800" escapes half a UTF-16 pair: json reads it into a str that no UTF-8 codec
+        # (SQLite's, the logs') accepts, so it would fail wherever it goes next.
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("body has a lone UTF-16 surrogate escape (\\ud800-\\udfff)") from None
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, dict):
         raise BadRequest("body has no data object")

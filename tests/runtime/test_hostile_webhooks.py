@@ -272,3 +272,14 @@ async def test_hostile_request(targets: Any, kind: str, provider: str) -> None:
     assert [status for status, _ in got] == [s.status for s in steps]
     for step, (_, changed) in zip(steps, got, strict=True):
         assert step.changes or not changed, f"{kind}: a rejected or replayed request changed it"
+
+
+@pytest.mark.parametrize("field", ["call_control_id", "from", "client_state"])
+async def test_a_lone_surrogate_in_signed_json_is_400(targets: Any, field: str) -> None:
+    # JSON may escape half a UTF-16 pair ("\ud800"): Python reads it into a str that no
+    # UTF-8 codec (SQLite's) accepts. Validly signed, it is malformed input, not a 500.
+    t = await targets("telnyx")
+    body = json.dumps(telnyx_event(**{field: "\ud800"})).encode()
+    assert b"\\ud800" in body
+    got = await run_steps(t, [Step(lambda t: signed_json(t, body), 400)])
+    assert got == [(400, False)]
