@@ -1,0 +1,274 @@
+"""The call commands: against no Gateway (one line, exit 1; the store for status, tail,
+latency), and against a real `voicecall gateway` on the mock carrier (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from voicecall.plugin.call_log import CallLog, latency_report, summarize
+from voicecall.plugin.cli import cli
+from voicecall.runtime.state import CallRecord, TranscriptLine
+from voicecall.runtime.store import SQLiteStore
+
+TOKEN = "cli-test-token-5f2a"
+CLI = [sys.executable, "-m", "voicecall.plugin.cli_main"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_config(folder: Path, **plugin: Any) -> Path:
+    config = {
+        "gateway": {"port": free_port(), "auth": {"mode": "token", "token": TOKEN}},
+        "plugins": {"entries": {"voice-call": {"config": {
+            "provider": "mock", "store": str(folder / "store"),
+            "serve": {"port": free_port()}, **plugin}}}},
+    }  # fmt: skip
+    path = folder / "openclaw.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """No OpenClaw variable of the machine running the tests leaks in."""
+    for name in list(os.environ):
+        if name.startswith(("OPENCLAW_", "VOICECALL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return dict(os.environ)
+
+
+@pytest.fixture
+def config(tmp_path: Path, clean_env: dict[str, str]) -> Path:
+    return write_config(tmp_path)
+
+
+def invoke(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+
+def record(state: str, *, started: float, **metadata: Any) -> CallRecord:
+    call = CallRecord.new(provider="twilio", direction="outbound", from_number="+15550000000",
+                          to_number="+15550001234", flow="notify", flow_digest="x",
+                          state=state, started_at=started, metadata=dict(metadata))  # fmt: skip
+    if state not in ("initiated", "ringing", "active", "speaking", "listening"):
+        call.ended_at, call.end_reason = started + 5, state
+    return call
+
+
+def fill_store(config: Path, *calls: CallRecord) -> SQLiteStore:
+    store = SQLiteStore(config.parent / "store" / "calls.sqlite")
+    for call in calls:
+        store.save(call)
+    return store
+
+
+# --- no Gateway -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["call", "-m", "hello", "--to", "+15550001234"],
+        ["start", "--to", "+15550001234"],
+        ["continue", "--call-id", "c1", "--message", "hi"],
+        ["speak", "--call-id", "c1", "--message", "hi"],
+        ["dtmf", "--call-id", "c1", "--digits", "12"],
+        ["end", "--call-id", "c1"],
+    ],
+)
+def test_no_gateway_is_one_line_saying_how_to_start_it(config: Path, args: list[str]) -> None:
+    result = invoke(config, *args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "voicecall gateway" in lines[0], result.output
+    assert "Traceback" not in result.output
+    as_json = invoke(config, *args, "--json")
+    assert as_json.exit_code == 1
+    error = json.loads(as_json.stdout)["error"]
+    assert error["type"] == "gateway_unavailable" and "voicecall gateway" in error["message"]
+
+
+def test_no_credentials_fails_before_connecting(tmp_path: Path, clean_env: Any) -> None:
+    path = write_config(tmp_path)
+    data = json.loads(path.read_text())
+    del data["gateway"]["auth"]
+    path.write_text(json.dumps(data))
+    result = invoke(path, "end", "--call-id", "c1")
+    assert result.exit_code == 1
+    assert "requires credentials before opening a websocket" in result.output
+
+
+def test_status_without_gateway_reads_the_store(config: Path) -> None:
+    live, done = record("active", started=1000.0), record("completed", started=900.0)
+    fill_store(config, live, done).close()
+    result = invoke(config, "status", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["found"] is True
+    assert [c["callId"] for c in payload["calls"]] == [live.call_id]
+    assert payload["calls"][0] == {"callId": live.call_id, "provider": "mock",
+                                   "direction": "outbound", "state": "active",
+                                   "startedAt": 1_000_000}  # fmt: skip
+    one = json.loads(invoke(config, "status", "--call-id", done.call_id, "--json").stdout)
+    assert one["state"] == "completed" and one["endReason"] == "completed"
+    assert "to" not in one and "transcript" not in one  # the redacted view
+    missing = invoke(config, "status", "--call-id", "nope", "--json")
+    assert json.loads(missing.stdout) == {"found": False}
+    people = invoke(config, "status")
+    assert live.call_id in people.stdout and "active" in people.stdout
+    assert "reading the call store" in people.stderr
+
+
+def test_latency_reports_the_originals_payload_from_the_store(config: Path) -> None:
+    calls = [record("completed", started=float(i), lastTurnLatencyMs=100 * (i + 1),
+                    lastTurnListenWaitMs=10 * (i + 1)) for i in range(20)]  # fmt: skip
+    calls.append(record("completed", started=50.0))  # no turn: scanned, not counted
+    fill_store(config, *calls).close()
+    payload = json.loads(invoke(config, "latency", "--json").stdout)
+    assert payload == {
+        "recordsScanned": 21,
+        "turnLatency": {"count": 20, "minMs": 100, "maxMs": 2000, "avgMs": 1050,
+                        "p50Ms": 1000, "p95Ms": 1900},
+        "listenWait": {"count": 20, "minMs": 10, "maxMs": 200, "avgMs": 105,
+                       "p50Ms": 100, "p95Ms": 190},
+    }  # fmt: skip
+    last = json.loads(invoke(config, "latency", "--json", "--last", "2").stdout)
+    assert last["recordsScanned"] == 2 and last["turnLatency"]["count"] == 1
+    assert invoke(config, "latency", "--last", "0").exit_code == 2  # min 1, as the original
+    table = invoke(config, "latency")
+    assert "turn latency" in table.stdout and "1900" in table.stdout
+
+
+def test_latency_counts_every_turn_a_call_kept() -> None:
+    call = record("completed", started=1.0, lastTurnLatencyMs=300,
+                  turnMetrics=[{"latencyMs": 100, "listenWaitMs": 5},
+                               {"latencyMs": 300, "listenWaitMs": 7}])  # fmt: skip
+    report = latency_report([call])
+    assert report["turnLatency"]["count"] == 2 and report["turnLatency"]["avgMs"] == 200
+
+
+def test_summarize_nearest_rank() -> None:
+    assert summarize([]) == {"count": 0, "minMs": 0, "maxMs": 0, "avgMs": 0, "p50Ms": 0,
+                             "p95Ms": 0}  # fmt: skip
+    assert summarize([5.0])["p95Ms"] == 5
+    assert summarize([1.0, 2.0, 3.0, 4.0])["p50Ms"] == 2
+
+
+def test_a_missing_store_is_empty_and_never_created(config: Path) -> None:
+    assert json.loads(invoke(config, "latency", "--json").stdout)["recordsScanned"] == 0
+    assert not (config.parent / "store").exists()
+    assert CallLog(config.parent / "store").recent(5) == []
+
+
+def test_setup_and_smoke_without_keys(config: Path) -> None:
+    setup = json.loads(invoke(config, "setup", "--json").stdout)
+    assert setup["ok"] is True
+    assert {"plugin-enabled", "provider", "provider-config", "webhook-exposure", "mode"} <= {
+        c["id"] for c in setup["checks"]}  # fmt: skip
+    smoke = json.loads(invoke(config, "smoke", "--json").stdout)
+    assert smoke == {"ok": True, "setup": setup, "liveCall": False}
+    dry = json.loads(invoke(config, "smoke", "--to", "+15550001234", "--json").stdout)
+    assert dry["wouldCall"] == "+15550001234" and dry["liveCall"] is False
+    people = invoke(config, "smoke", "--to", "+15550001234")
+    assert "dry run for +15550001234 (add --yes to place it)" in people.stdout
+
+
+def test_setup_that_needs_attention_exits_1(tmp_path: Path, clean_env: Any) -> None:
+    path = write_config(tmp_path, enabled=False)
+    result = invoke(path, "setup")
+    assert result.exit_code == 1 and "needs attention" in result.stdout
+    smoke = invoke(path, "smoke", "--json")
+    assert smoke.exit_code == 1 and json.loads(smoke.stdout)["ok"] is False
+
+
+def test_param_needs_a_flow_and_k_equals_v(config: Path) -> None:
+    result = invoke(config, "call", "-m", "hi", "--param", "a=1")
+    assert result.exit_code == 2 and "needs --flow" in result.output
+    result = invoke(config, "call", "-m", "hi", "--flow", "x", "--param", "novalue")
+    assert result.exit_code == 2 and "expected K=V" in result.output
+
+
+def test_tail_without_gateway_follows_the_store(config: Path, clean_env: dict[str, str]) -> None:
+    first = record("completed", started=10.0)
+    store = fill_store(config, first)
+    args = [*CLI, "--config", str(config), "tail", "--json", "--since", "5", "--poll", "50"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=clean_env) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            seen = json.loads(proc.stdout.readline())
+            assert seen["event"] == "voicecall.call"
+            assert seen["payload"]["callId"] == first.call_id
+            time.sleep(0.01)  # a later updated_at than the first save (the store's clock)
+            live = record("active", started=time.time())
+            live.transcript.append(TranscriptLine(at=time.time(), speaker="bot", text="Hello"))
+            store.save(live)
+            events = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    store.close()
+    assert [e["event"] for e in events] == ["voicecall.call", "voicecall.transcript"]
+    assert events[0]["payload"]["state"] == "active"
+    assert events[1]["payload"]["text"] == "Hello"
+    assert events[1]["payload"]["callId"] == live.call_id
+
+
+def test_no_gateway_in_a_subprocess_has_no_traceback(config: Path, clean_env: Any) -> None:
+    result = subprocess.run([*CLI, "--config", str(config), "call", "-m", "hi", "-t", "+1555"],
+                            check=False, capture_output=True, text=True, env=clean_env,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    assert "`voicecall gateway`" in result.stderr
+
+
+# --- a real Gateway on the mock carrier -----------------------------------------------------------
+
+
+def gateway_available() -> bool:
+    try:
+        import voicecall.plugin.entry
+        import voicecall.plugin.gateway.runner  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def gateway(config: Path, clean_env: dict[str, str]) -> Iterator[Path]:
+    """`voicecall gateway --config F` on the mock carrier, until the test ends."""
+    args = [*CLI, "--config", str(config), "gateway"]
+    proc = subprocess.Popen([*CLI, "gateway", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env)  # fmt: skip
+    del args
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the gateway says it is ready with one JSON line
+        assert line, proc.stderr.read() if proc.stderr else "the gateway exited"
+        yield config
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
