@@ -203,7 +203,10 @@ def flows(state: State, as_json: bool) -> None:
             source += " (has errors)"
         table.add_row(e.name, e.flow.direction, e.flow.description, params or "-", source)
     # Wide when piped, so that names and params are never folded mid-word.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    # NO_COLOR: no styles at all (rich alone drops colours but keeps bold).
+    console = Console(width=None if sys.stdout.isatty() else 200,
+                      color_system=None if no_color() else "auto")  # fmt: skip
+    console.print(table)
     click.echo("* required")
 
 

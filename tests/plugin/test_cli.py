@@ -225,6 +225,18 @@ def test_no_color_turns_colour_off_in_every_command(
     assert "\x1b[" not in runner.invoke(cli, args, color=True).output
 
 
+def test_no_color_is_honoured_by_the_flows_table(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich dropped colours for NO_COLOR but kept bold and other styles on a terminal."""
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: behave as on a terminal
+    assert "\x1b[" in runner.invoke(cli, ["flows"]).output
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = runner.invoke(cli, ["flows"])
+    assert result.exit_code == 0 and "notify" in result.output
+    assert "\x1b[" not in result.output
+
+
 def test_no_color_is_honoured_for_diagnostics_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
