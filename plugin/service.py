@@ -25,6 +25,7 @@ from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
 from voicecall.plugin.config import flow_dirs
+from voicecall.plugin.expose import Exposure, expose_runtime
 from voicecall.plugin.flowparams import check_params, describe_flow
 from voicecall.plugin.host import EventSink, GatewayError, invalid, unavailable
 from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
@@ -99,6 +100,7 @@ class VoiceCallService:
         self.clock = clock
         self.mock_backend = mock_backend
         self.runtime: Runtime | None = None
+        self.exposure: Exposure | None = None
         self.stopping = False
         self._ops: dict[str, Operation] = {}
         self._seen: dict[str, tuple[str, int]] = {}  # call id: (state, lines) already pushed
@@ -125,6 +127,11 @@ class VoiceCallService:
                                       mock_backend=self.mock_backend)  # fmt: skip
         if runtime.carrier is not None and script is not None:
             runtime.carrier.script = script
+        try:  # publicUrl, or the tunnel: the URL callbacks get and signatures are checked on
+            self.exposure = await expose_runtime(self.config, runtime)
+        except BaseException:
+            await runtime.stop()
+            raise
         for call in runtime.store.live():
             self._seen[call.call_id] = (call.state, len(call.transcript))
         runtime.manager.watch(self._observe)
@@ -143,6 +150,9 @@ class VoiceCallService:
         await asyncio.gather(*(op.task for op in self._ops.values()), return_exceptions=True)
         self._ops.clear()
         await runtime.stop()
+        exposure, self.exposure = self.exposure, None
+        if exposure is not None:  # after the drain: webhooks in flight come through it
+            await exposure.close()
         self._seen.clear()
         self.log.info("[voice-call] runtime stopped")
 

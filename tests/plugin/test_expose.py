@@ -265,3 +265,24 @@ async def test_a_tunnel_that_fails_is_an_error(
     bad_port = RuntimeConfig(raw={"tailscale": {"mode": "funnel", "port": 444}})
     with pytest.raises(ExposeError, match="Funnel only serves 443, 8443 or 10000"):
         await open_exposure(bad_port, 4000)
+
+
+async def test_the_service_opens_and_closes_the_tunnel(
+    fake_tailscale: Path, tmp_path: Path
+) -> None:
+    import logging
+
+    from voicecall.plugin.service import VoiceCallService
+
+    config = {"provider": "mock", "serve": {"port": 0}, "store": str(tmp_path / "store"),
+              "tunnel": {"provider": "tailscale-serve"}}  # fmt: skip
+    service = VoiceCallService(config, config_path=None, logger=logging.getLogger("t"),
+                               emit=lambda name, payload: None)  # fmt: skip
+    await service.start()
+    try:
+        assert service.runtime is not None
+        assert service.runtime.webhook_url == f"https://{DNS}/voice/webhook"
+    finally:
+        await service.stop()
+        await service.stop()
+    assert tailscale_args(fake_tailscale)[-1] == ["serve", "--set-path", "/voice/webhook", "off"]
