@@ -1,0 +1,238 @@
+"""`voicecall gateway [--config F]`: a Gateway host for the voice-call plugin.
+
+It reads the OpenClaw config file, builds a host (``GatewayHost``: the plugin API, whose
+``emit`` pushes event frames to the connected clients), calls the plugin's ``register(api)``,
+binds the Gateway WebSocket on ``127.0.0.1:gateway.port`` (first: a port in use stops it before
+anything else starts), starts the plugin's services, then serves. SIGTERM or SIGINT drains:
+no new connection or request is admitted, the requests in flight finish (up to a bound), the
+services stop (their own drain: webhooks in flight, persisted state), the clients are told
+goodbye, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import click
+from aiohttp import web
+
+from voicecall.plugin.config import ConfigError, HostConfig, load_config
+from voicecall.plugin.gateway.auth import AuthSettings
+from voicecall.plugin.gateway.server import GatewayServer, ServerSettings
+from voicecall.plugin.host import PluginApi, Registry
+
+# The events voice-call emits (the host API has no way to declare them: listed in hello-ok).
+PLUGIN_EVENTS = ("voicecall.call", "voicecall.transcript")
+DRAIN_S = 15.0  # how long requests in flight may take to finish on SIGTERM
+EXIT_FAILED = 1
+# Test and tuning knobs (no OpenClaw config key exists for them).
+ENV_TICK_MS = "VOICECALL_GATEWAY_TICK_MS"
+ENV_HANDSHAKE_MS = "VOICECALL_GATEWAY_HANDSHAKE_MS"
+ENV_DRAIN_MS = "VOICECALL_GATEWAY_DRAIN_MS"
+
+log = logging.getLogger("voicecall.gateway")
+Register = Callable[[PluginApi], None]
+
+
+class GatewayStartError(Exception):
+    """The gateway cannot start; the message is the one line to print."""
+
+
+@dataclass(slots=True, kw_only=True)
+class GatewayHost(Registry):
+    """The plugin API of `voicecall gateway`: a Registry whose events reach the clients."""
+
+    server: GatewayServer | None = field(default=None, repr=False)
+
+    def emit(self, event: str, payload: Mapping[str, Any]) -> None:
+        if self.server is not None:
+            self.server.broadcast(event, payload)
+        Registry.emit(self, event, payload)
+
+
+def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise GatewayStartError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise GatewayStartError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def server_settings(host: HostConfig, port: int | None = None) -> ServerSettings:
+    """The server's settings: ``gateway.*`` from the config (env winning), ``--port`` over it."""
+    auth = host.gateway.auth
+    try:
+        release = version("voicecall")
+    except PackageNotFoundError:
+        release = "0"
+    return ServerSettings(port=port or host.gateway.port,
+                          auth=AuthSettings(mode=auth.mode, token=auth.token,
+                                            password=auth.password),
+                          tick_interval_ms=_env_int(ENV_TICK_MS, 30_000),
+                          handshake_timeout_ms=_env_int(ENV_HANDSHAKE_MS, 10_000),
+                          version=release)  # fmt: skip
+
+
+class Gateway:
+    """A running host: the Gateway server and the plugin's services."""
+
+    def __init__(self, host: GatewayHost, settings: ServerSettings):
+        self.host = host
+        self.server = GatewayServer(host.methods, settings, events=PLUGIN_EVENTS,
+                                    logger=log)  # fmt: skip
+        host.server = self.server
+        self.runner = web.AppRunner(self.server.app(), access_log=None, handle_signals=False)
+        self.started: list[Any] = []
+        self.port = settings.port
+
+    async def start(self) -> None:
+        """Binds the Gateway port, then starts the services.
+
+        Raises:
+            GatewayStartError: the port is taken, or a service cannot start.
+        """
+        s = self.server.settings
+        await self.runner.setup()
+        self.server.draining = True  # nothing admitted until the services run
+        try:
+            site = web.TCPSite(self.runner, s.host, s.port, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            raise GatewayStartError(_bind_problem(s.host, s.port, exc)) from None
+        addresses = self.runner.addresses
+        self.port = int(addresses[0][1]) if addresses else s.port
+        for service in self.host.services:
+            try:
+                await service.start()
+            except Exception as exc:  # one line naming the service, then stop what started
+                await self.stop()
+                raise GatewayStartError(f"cannot start service {service.id}: {_why(exc)}") from None
+            self.started.append(service)
+        self.server.draining = False
+
+    async def stop(self, drain_s: float = DRAIN_S) -> None:
+        """Drains and stops; safe to call twice."""
+        cancelled = await self.server.drain(drain_s)
+        if cancelled:
+            log.warning("gateway: %d request(s) did not finish in %.0f s", cancelled, drain_s)
+        while self.started:
+            service = self.started.pop()
+            try:
+                await service.stop()
+            except Exception as exc:  # keep stopping the others
+                log.error("gateway: service %s did not stop cleanly: %s", service.id, _why(exc))
+        await self.server.close()
+        await self.runner.cleanup()
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE or "address already in use" in str(exc).lower():
+        return (f"cannot listen on {host}:{port} (gateway.port): the port is already in use "
+                "(another gateway running?)")  # fmt: skip
+    return f"cannot listen on {host}:{port} (gateway.port): {exc.strerror or exc}"
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def default_register() -> Register:
+    from importlib import import_module
+
+    # B's module; imported by name so the host does not depend on the plugin at import time.
+    register: Register = import_module("voicecall.plugin.entry").register
+    return register
+
+
+async def serve(host: GatewayHost, settings: ServerSettings, *, ready: Callable[[int], None],
+                stop: asyncio.Event | None = None) -> None:  # fmt: skip
+    """Runs the gateway until SIGTERM/SIGINT (or ``stop``), then drains.
+
+    Raises:
+        GatewayStartError: it could not start (nothing is left running).
+    """
+    gateway = Gateway(host, settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    ready(gateway.port)
+    await stop.wait()
+    log.info("gateway: stopping (draining requests in flight)")
+    await gateway.stop(_env_int(ENV_DRAIN_MS, int(DRAIN_S * 1000), minimum=0) / 1000)
+    log.info("gateway: stopped")
+
+
+def build_host(config_file: str | None) -> tuple[GatewayHost, HostConfig]:
+    """Finds, loads and checks the config; an unusable one is a GatewayStartError."""
+    try:
+        host_config = load_config(config_file, to_run=True)
+    except ConfigError as exc:
+        raise GatewayStartError(str(exc)) from None
+    host = GatewayHost(plugin_config=host_config.plugin, config=host_config.data,
+                       config_path=str(host_config.path) if host_config.found else None,
+                       logger=logging.getLogger("voicecall"))  # fmt: skip
+    return host, host_config
+
+
+def run(config_file: str | None, *, port: int | None = None,
+        register: Register | None = None) -> int:  # fmt: skip
+    """The `voicecall gateway` command: returns the exit code."""
+    try:
+        host, host_config = build_host(config_file)
+        settings = server_settings(host_config, port)
+        (register or default_register())(host)
+    except GatewayStartError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILED
+
+    def ready(bound: int) -> None:
+        line = {"ready": True, "gateway": f"ws://{settings.host}:{bound}"}
+        click.echo(json.dumps(line))
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve(host, settings, ready=ready))
+    except GatewayStartError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILED
+    return 0
+
+
+@click.command("gateway")
+@click.option("--config", "config_file", metavar="PATH",
+              help="The OpenClaw config file (JSON5); default: as OpenClaw finds it.")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Gateway port (default: $OPENCLAW_GATEWAY_PORT, gateway.port, 18789).",
+)
+@click.pass_context
+def gateway_cmd(ctx: click.Context, config_file: str | None, port: int | None) -> None:
+    """Run the Gateway: the voice-call service and the OpenClaw WebSocket protocol."""
+    state = ctx.find_object(object)  # the group's --config, if given there
+    if config_file is None and getattr(state, "explicit", False):
+        config_file = str(getattr(state, "config_file", ""))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        ctx.exit(run(config_file, port=port))
