@@ -339,6 +339,9 @@ def _register() -> None:
 
     cli.add_command(simulate_cmd)
     cli.add_command(test_cmd)
+    from voicecall.plugin.gateway.runner import gateway_cmd
+
+    cli.add_command(gateway_cmd)
     from voicecall.plugin.cli_config import config_group
 
     cli.add_command(config_group)

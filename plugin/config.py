@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -162,20 +161,7 @@ def _parse(path: Path, text: str | None) -> Any:
     try:
         return json5.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(_syntax_error(path, str(exc))) from exc
-
-
-# json5's own wording: "<string>:LINE Unexpected WHAT at column COL".
-_JSON5_ERROR = re.compile(r"<string>:(\d+) Unexpected (.*) at column (\d+)$", re.DOTALL)
-
-
-def _syntax_error(path: Path, message: str) -> str:
-    """The parser's message, placed at file:line:col like every other config problem."""
-    found = _JSON5_ERROR.match(message)
-    if found is None:
-        return f"{path}: not valid JSON5: {message}"
-    line, what, col = found.groups()
-    return f"{path}:{line}:{col}: not valid JSON5: unexpected {what}"
+        raise ConfigError(f"{path}: not valid JSON5: {exc}") from exc
 
 
 def _entry_enabled(data: Any, problems: list[Problem]) -> bool:
