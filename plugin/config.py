@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -93,8 +94,9 @@ class HostConfig:
 
     path: Path  # the file read, or the one that would have been (defaults)
     found: bool  # False: no file, built-in defaults
-    data: dict[str, Any]  # the whole host config as written
-    plugin: dict[str, Any]  # the plugin's effective config (defaults, env, tts merged)
+    # Both hold secrets: kept out of repr, so that logging a HostConfig shows none.
+    data: dict[str, Any] = field(repr=False)  # the whole host config as written
+    plugin: dict[str, Any] = field(repr=False)  # effective: defaults, env, tts merged
     gateway: GatewaySettings
     from_env: dict[KeyPath, str] = field(default_factory=dict)  # section key -> env var
 
@@ -161,7 +163,20 @@ def _parse(path: Path, text: str | None) -> Any:
     try:
         return json5.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid JSON5: {exc}") from exc
+        raise ConfigError(_syntax_error(path, str(exc))) from exc
+
+
+# json5's own wording: "<string>:LINE Unexpected WHAT at column COL".
+_JSON5_ERROR = re.compile(r"<string>:(\d+) Unexpected (.*) at column (\d+)$", re.DOTALL)
+
+
+def _syntax_error(path: Path, message: str) -> str:
+    """The parser's message, placed at file:line:col like every other config problem."""
+    found = _JSON5_ERROR.match(message)
+    if found is None:
+        return f"{path}: not valid JSON5: {message}"
+    line, what, col = found.groups()
+    return f"{path}:{line}:{col}: not valid JSON5: unexpected {what}"
 
 
 def _entry_enabled(data: Any, problems: list[Problem]) -> bool:
@@ -189,7 +204,7 @@ def _env_problems(plugin: dict[str, Any], from_env: Mapping[KeyPath, str]) -> li
     for problem in check_section(plugin, ()):
         var = from_env.get(tuple(str(p) for p in problem.path))
         if var:
-            problems.append(Problem(path=(), message=problem.message, where=f"${var}"))
+            problems.append(replace(problem, path=(), where=f"${var}"))
     return problems
 
 

@@ -200,12 +200,10 @@ def _env_port(raw: str, problems: list[Problem], fallback: int) -> int:
 def _secret(
     auth: Mapping[str, Any], key: str, from_env: str | None, problems: list[Problem]
 ) -> str | None:
+    value = auth.get(key)
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        problems.append(Problem(path=("gateway", "auth", key), message="expected non-empty text"))
+        value = None
     if from_env and from_env.strip():
         return from_env.strip()
-    value = auth.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    problems.append(Problem(path=("gateway", "auth", key), message="expected non-empty text"))
-    return None
+    return value.strip() if isinstance(value, str) else None
