@@ -169,3 +169,22 @@ def test_every_key_runtime_config_reads_is_in_the_schema() -> None:
     read |= set(re.findall(r'"([a-z][A-Za-z0-9]*)": \("', source))  # the serve.* limits table
     assert {"fromNumber", "maxInFlightPerIp", "maxBodyBytes", "apiBaseUrl"} <= read
     assert read <= _property_names(config_schema())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{ bad json", 'F:1:7: not valid JSON5: unexpected "j"'),
+        ("{a: 1,\n b: [1,2\n", "F:3:1: not valid JSON5: unexpected end of input"),
+        ("", "F: not valid JSON5: Empty strings are not legal JSON5"),
+    ],
+)
+def test_a_json5_syntax_error_names_file_line_and_col(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """The parser's own "<string>:1 Unexpected ... at column 7" named no file position."""
+    path = tmp_path / "c.json5"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_plugin_config(path)
+    assert str(caught.value).replace(str(path), "F") == expected
