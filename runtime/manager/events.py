@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from voicecall.compiler import blocks as b
+from voicecall.runtime.interpreter import Command
 from voicecall.runtime.manager.admission import Admission
 from voicecall.runtime.manager.core import Calls, Outcome
 from voicecall.runtime.manager.delivery import Delivery
@@ -155,7 +156,13 @@ class Events:
         if call.waiting and call.waiting.awaits == "call.answered":
             return self.delivery.pump(call, out, completed="call.answered")
         if first and call.direction == "outbound":
-            return self.delivery.deliver(call, interp.start(call), out)
+            run = interp.start(call)
+            digits = call.metadata.get("dtmfSequence")
+            if digits:  # Telnyx dials without digits: send them before the flow's first command
+                block = run.commands[0].block if run.commands else ""
+                run.commands.insert(0, Command(command="send_dtmf", body={"digits": digits},
+                                               awaits=None, block=block))  # fmt: skip
+            return self.delivery.deliver(call, run, out)
         return self.calls.ack(call, out)
 
     async def on_fetch(self, call: CallRecord, event: Event, out: Outcome) -> Outcome:

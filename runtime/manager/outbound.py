@@ -52,6 +52,7 @@ class Outbound:
             provider_id = await calls.adapter.create_call(
                 call_id=call.call_id, to=target, from_=settings.from_number,
                 webhook_base=settings.webhook_base, timeout_s=int(settings.ring_timeout_s),
+                send_digits=call.metadata.get("dtmfSequence") or None,
             )  # fmt: skip
         except Exception as exc:
             await calls.finalize_now(call.call_id, "failed", f"the carrier refused: {exc}")

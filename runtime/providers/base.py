@@ -225,9 +225,15 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def create_call(
-        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
-    ) -> str:
-        """Places an outbound call whose callbacks go to ``webhook_base``; returns its id."""
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int,
+        send_digits: str | None = None,
+    ) -> str:  # fmt: skip
+        """Places an outbound call whose callbacks go to ``webhook_base``; returns its id.
+
+        ``send_digits``: keypad tones played once the callee answers, before the call's
+        document (Twilio SendDigits, Plivo send_digits; Telnyx has no such dial parameter:
+        the manager sends send_dtmf on answer instead).
+        """
 
     @abc.abstractmethod
     async def hangup(self, provider_call_id: str) -> None:

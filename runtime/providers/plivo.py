@@ -324,14 +324,16 @@ class PlivoAdapter(Adapter):
     # --- REST -------------------------------------------------------------------------------------
 
     async def create_call(
-        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
-    ) -> str:
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int,
+        send_digits: str | None = None,
+    ) -> str:  # fmt: skip
         """POST Call/ with answer and hangup URLs; returns the request_uuid.
 
         Plivo names the call by a CallUUID once it is answered; the answer webhook carries
         both (see ``previous_provider_call_id``).
         """
         client = self._client()
+        extra = {"send_digits": send_digits} if send_digits else {}
         response = await self._run(
             client.calls.create,
             from_=from_,
@@ -341,6 +343,7 @@ class PlivoAdapter(Adapter):
             hangup_url=callback_url(webhook_base, call_id, "hangup"),
             hangup_method="POST",
             ring_timeout=timeout_s,
+            **extra,
         )
         uuid = getattr(response, "request_uuid", None)
         if isinstance(uuid, list):  # several destinations: one request uuid each

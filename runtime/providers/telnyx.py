@@ -299,9 +299,13 @@ class TelnyxAdapter(Adapter):
     # --- REST -------------------------------------------------------------------------------------
 
     async def create_call(
-        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
-    ) -> str:
-        """POST /calls (dial) with our event URL and client_state; returns call_control_id."""
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int,
+        send_digits: str | None = None,
+    ) -> str:  # fmt: skip
+        """POST /calls (dial) with our event URL and client_state; returns call_control_id.
+
+        The dial request has no digits parameter: the manager sends ``send_dtmf`` on answer.
+        """
         client = self._client()
         connection_id = self.settings.credentials.get("connectionId", "")
         if not connection_id:

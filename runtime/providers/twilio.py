@@ -217,10 +217,13 @@ class TwilioAdapter(Adapter):
     # --- REST -------------------------------------------------------------------------------------
 
     async def create_call(
-        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int
-    ) -> str:
-        """POST /Calls.json with our answer and status callbacks; returns the CallSid."""
+        self, *, call_id: str, to: str, from_: str, webhook_base: str, timeout_s: int,
+        send_digits: str | None = None,
+    ) -> str:  # fmt: skip
+        """POST /Calls.json with our answer and status callbacks (and SendDigits, played on
+        answer before the TwiML); returns the CallSid."""
         client = self._client()
+        extra = {"send_digits": send_digits} if send_digits else {}
         call = await self._send(
             client.calls.create_async(
                 to=to,
@@ -231,6 +234,7 @@ class TwilioAdapter(Adapter):
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
                 status_callback_method="POST",
                 timeout=timeout_s,
+                **extra,
             )
         )
         return str(call.sid)

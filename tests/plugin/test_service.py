@@ -245,3 +245,26 @@ async def test_a_configured_mock_caller(tmp_path: Path) -> None:
         call_id = (await service.initiate({"message": "Hi"}))["callId"]
         await until(service, lambda: state(service, call_id) == "busy")
     assert events.of("voicecall.call", call_id)[-1]["endReason"] == "busy"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_dtmf_sequence_is_played_on_answer_before_the_flow(
+    tmp_path: Path, provider: str
+) -> None:
+    async with running(tmp_path, provider) as (service, _):
+        placed = await service.start_call(
+            {
+                "to": CALLEE,
+                "message": "Joining now",
+                "mode": "conversation",
+                "dtmfSequence": "123w#",
+            }
+        )
+        call_id = placed["callId"]
+        await until(service, lambda: listening(service, call_id))
+        assert service.runtime is not None
+        (call,) = service.runtime.carrier.calls.values()
+    bot = [(e.what, e.detail) for e in call.timeline if e.who == "bot"]
+    assert bot[0] == ("dtmf", {"digits": "123w#", **({"via": "create"} if provider != "telnyx"
+                                                      else {})})  # fmt: skip
+    assert bot[1][0] == "say" and bot[1][1]["text"] == "Joining now"

@@ -97,6 +97,7 @@ class DocumentSession(CallSession):
         super().__init__(carrier, call)
         self.answer = Goto(url=url, method=method or "POST", event="answer")
         self.inline: ET.Element | None = None  # a document given with the create request
+        self.send_digits = ""  # keypad tones the create request asked to play on answer
         self.runner: asyncio.Task[None] | None = None
         self.doc_url = url  # the running document's URL (relative URLs resolve against it)
 
@@ -132,6 +133,8 @@ class DocumentSession(CallSession):
         if not await self.ring(ring_timeout_s):
             return
         await self.on_answered()
+        if self.send_digits:  # Twilio SendDigits, Plivo send_digits: played on answer
+            self.record("bot", "dtmf", digits=self.send_digits, via="create")
         if self.inline is not None:
             self.start(Goto(url=self.answer.url, root=self.inline, event="answer"))
         else:

@@ -197,6 +197,7 @@ async def twilio_create(request: web.Request) -> web.StreamResponse:
         machine_detection=_first(form.get("MachineDetection", "")) or None,
     )  # fmt: skip
     session.inline = inline
+    session.send_digits = _first(form.get("SendDigits", ""))
     carrier.launch(session, session.run_outbound(float(_first(form.get("Timeout", 60)))))
     return web.json_response(twilio_resource(carrier, call), status=201)
 
@@ -264,6 +265,7 @@ async def plivo_create(request: web.Request) -> web.StreamResponse:
         hangup_url=body.get("hangup_url"), hangup_method=str(body.get("hangup_method") or "POST"),
         ring_url=body.get("ring_url"), ring_method=str(body.get("ring_method") or "POST"),
     )  # fmt: skip
+    session.send_digits = str(body.get("send_digits") or "")
     carrier.launch(session, session.run_outbound(float(body.get("ring_timeout") or 120)))
     reply = {"api_id": str(uuid.uuid4()), "message": "call fired",
              "request_uuid": call.request_uuid}  # fmt: skip
