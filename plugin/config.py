@@ -276,8 +276,10 @@ def _hide_secret(problem: Problem, depth: int) -> Problem:
     """A problem at a secret's path must not quote the secret (it may be a mistyped one)."""
     if problem.key or not is_secret_path(problem.path[depth:]):
         return problem
-    return replace(problem, message="not valid here (the value is a secret and not shown)",
-                   hint="")  # fmt: skip
+    # "expected text, got the number 5" keeps what was expected, never what was written.
+    said = problem.message.split(", got ")[0] if problem.message.startswith("expected ") else ""
+    text = f"{said or 'not valid here'} (the value is a secret and not shown)"
+    return replace(problem, message=text, hint="")
 
 
 def sensitive_paths() -> tuple[str, ...]:

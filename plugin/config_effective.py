@@ -52,7 +52,9 @@ ENV_FALLBACKS = (
 
 # Key names that hold secrets wherever they appear (tts, streaming and realtime provider blobs
 # are free-form, so their secrets cannot all be listed in the manifest).
-_SECRET_NAME = re.compile(r"(token|secret|password|passwd|apikey|api_key|privatekey)$", re.I)
+_SECRET_NAME = re.compile(
+    r"(token|secret|password|passwd|api_?key|private_?key|secret_?key|access_?key)$", re.I
+)
 
 
 def with_defaults(schema: Mapping[str, Any], value: Any) -> Any:
