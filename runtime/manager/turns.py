@@ -12,6 +12,7 @@ from voicecall.runtime import adhoc
 from voicecall.runtime.interpreter import Interpreter, Run
 from voicecall.runtime.manager.core import CallError, Calls, Responder
 from voicecall.runtime.manager.delivery import Delivery
+from voicecall.runtime.providers.errors import ProviderError
 from voicecall.runtime.state import CallRecord, Waiting
 
 log = logging.getLogger("voicecall.runtime")
@@ -65,9 +66,19 @@ class AgentTurns:
         await self._agent(call_id, adhoc.TURN, message)
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
-        """Sends keypad tones (``w``: wait half a second) to the call, then listens again:
-        Twilio and Plivo get a document with <Play digits> / <DTMF> through a live update,
-        Telnyx a send_dtmf command."""
+        """Sends keypad tones (``w``: wait half a second) to the call: Plivo through its DTMF
+        API (what the call runs goes on); Twilio gets <Play digits> through a live update and
+        Telnyx a send_dtmf command, then the call listens again."""
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            if call.answered_at is None:
+                raise CallError("the call is not answered yet")
+            pid = call.provider_call_id or ""
+        try:
+            if await self.calls.adapter.send_dtmf(pid, digits):
+                return
+        except ProviderError as exc:
+            raise CallError(f"the carrier refused the digits: {exc}") from exc
         await self._agent(call_id, adhoc.DTMF, digits)
 
     async def end_call(self, call_id: str, message: str = "") -> None:

@@ -243,6 +243,12 @@ class Adapter(abc.ABC):
         """Makes a live call fetch ``url`` for its next instructions (Twilio, Plivo)."""
         raise NotImplementedError(f"{self.name} takes commands, not redirects")
 
+    async def send_dtmf(self, provider_call_id: str, digits: str) -> bool:
+        """Plays keypad tones on a live call through a REST call of its own, leaving what the
+        call runs alone; False when the carrier has none (the manager then sends a document
+        or command with the tones)."""
+        return False
+
     async def command(
         self, provider_call_id: str, command: str, body: Mapping[str, object]
     ) -> None:

@@ -370,6 +370,12 @@ class PlivoAdapter(Adapter):
         await self._run(client.calls.transfer, provider_call_id, legs="aleg", aleg_url=url,
                         aleg_method="POST")  # fmt: skip
 
+    async def send_dtmf(self, provider_call_id: str, digits: str) -> bool:
+        """POST Call/{uuid}/DTMF/: the tones play while the call's XML goes on."""
+        client = self._client()
+        await self._run(client.calls.send_digits, provider_call_id, digits)
+        return True
+
     async def call_status(self, provider_call_id: str) -> CallStatus:
         """GET Call/{uuid}/?status=live, then ?status=queued; 404 on both is ENDED."""
         client = self._client()

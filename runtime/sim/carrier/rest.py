@@ -244,6 +244,7 @@ def _plivo_routes(router: web.UrlDispatcher) -> None:
     router.add_post(f"{PLIVO}/Call/", plivo_create)
     router.add_post(f"{PLIVO}/Call/{{call}}/", plivo_transfer)
     router.add_delete(f"{PLIVO}/Call/{{call}}/", plivo_hangup)
+    router.add_post(f"{PLIVO}/Call/{{call}}/DTMF/", plivo_dtmf)
     router.add_get(f"{PLIVO}/Call/{{call}}/", plivo_fetch)
     router.add_delete(f"{PLIVO}/Request/{{request_uuid}}/", plivo_cancel)
 
@@ -285,6 +286,20 @@ async def plivo_transfer(request: web.Request) -> web.StreamResponse:
     method = str(body.get("aleg_method") or "POST")
     session.update(Goto(url=str(url), method=method, event="update"))
     return web.json_response({"api_id": str(uuid.uuid4()), "message": "call transferred"},
+                             status=202)  # fmt: skip
+
+
+async def plivo_dtmf(request: web.Request) -> web.StreamResponse:
+    """POST Call/{uuid}/DTMF/: the tones play on the live call; its XML goes on."""
+    found = _session(request)
+    if found is None or found[0].ended:
+        return _plivo_error(404, "call not found")
+    body: dict[str, Any] = await request_body(request)
+    digits = str(body.get("digits") or "")
+    if not digits:
+        return _plivo_error(400, "Missing mandatory parameter 'digits'")
+    found[1].record("bot", "dtmf", digits=digits, via="api")
+    return web.json_response({"api_id": str(uuid.uuid4()), "message": "digits sent"},
                              status=202)  # fmt: skip
 
 
