@@ -345,6 +345,12 @@ def _register() -> None:
     from voicecall.plugin.cli_config import config_group
 
     cli.add_command(config_group)
+    from voicecall.plugin.expose import register as register_expose
+
+    register_expose(cli)
+    from voicecall.plugin.mcp_server import register as register_mcp
+
+    register_mcp(cli)
 
 
 _register()
