@@ -345,6 +345,9 @@ def _register() -> None:
     from voicecall.plugin.cli_config import config_group
 
     cli.add_command(config_group)
+    from voicecall.plugin.cli_calls import register_calls_cli
+
+    register_calls_cli(cli)
     from voicecall.plugin.expose import register as register_expose
 
     register_expose(cli)

@@ -71,7 +71,8 @@ class LiveView:
     def start(self, call_id: str, params: Mapping[str, Any]) -> None:
         to = params.get("to") or "the configured number"
         what = params.get("flow") or params.get("mode")
-        self.out.print(f"[bold]Calling {to}[/bold] ({what}) — call {call_id}")
+        self.out.print(f"[bold]Calling {to}[/bold] ({what})")
+        self.out.print(f"  call {call_id}", soft_wrap=True)
         self.status = self.out.status(f"Ringing {to}…", spinner="dots")
         self.status.start()
 
@@ -241,7 +242,8 @@ def status_table(calls: Sequence[Mapping[str, Any]]) -> None:
 
 
 def latency_table(report: Mapping[str, Any]) -> None:
-    table = Table(title=f"{report['recordsScanned']} calls scanned")
+    scanned = report["recordsScanned"]
+    table = Table(title=f"{scanned} call{'s' * (scanned != 1)} scanned")
     table.add_column("")
     for name in ("count", "min", "p50", "p95", "max", "avg"):
         table.add_column(name, justify="right")

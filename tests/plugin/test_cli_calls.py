@@ -244,26 +244,16 @@ def test_no_gateway_in_a_subprocess_has_no_traceback(config: Path, clean_env: An
 # --- a real Gateway on the mock carrier -----------------------------------------------------------
 
 
-def gateway_available() -> bool:
-    try:
-        import voicecall.plugin.entry
-        import voicecall.plugin.gateway.runner  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture
 def gateway(config: Path, clean_env: dict[str, str]) -> Iterator[Path]:
     """`voicecall gateway --config F` on the mock carrier, until the test ends."""
-    args = [*CLI, "--config", str(config), "gateway"]
     proc = subprocess.Popen([*CLI, "gateway", "--config", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=clean_env)  # fmt: skip
-    del args
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # the gateway says it is ready with one JSON line
-        assert line, proc.stderr.read() if proc.stderr else "the gateway exited"
+        ready = proc.stdout.readline()  # one JSON line once it serves
+        assert ready, proc.stderr.read() if proc.stderr else "the gateway exited"
+        assert json.loads(ready)["ready"] is True
         yield config
     finally:
         proc.terminate()
@@ -272,3 +262,99 @@ def gateway(config: Path, clean_env: dict[str, str]) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def cli_run(config: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "VOICECALL_"))}
+    env["COLUMNS"] = str(columns)
+    return subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)  # fmt: skip
+
+
+def cli_json(config: Path, *args: str) -> Any:
+    result = cli_run(config, *args, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_conversation_driven_from_the_cli(gateway: Path) -> None:
+    call_id = cli_json(gateway, "start", "--to", "+15550001234", "--message", "Hello")["callId"]
+    answer = cli_json(gateway, "continue", "--call-id", call_id, "--message", "How are you?")
+    assert answer["success"] is True and answer["transcript"]  # the patient callee replies
+    assert cli_json(gateway, "speak", "--call-id", call_id, "--message", "One moment.") == {
+        "success": True}  # fmt: skip
+    assert cli_json(gateway, "dtmf", "--call-id", call_id, "--digits", "12#") == {"success": True}
+    status = cli_json(gateway, "status", "--call-id", call_id)
+    assert status["callId"] == call_id and status["provider"] == "mock"
+    assert status["state"] in ("answered", "active", "speaking", "listening")
+    assert [c["callId"] for c in cli_json(gateway, "status")["calls"]] == [call_id]
+    assert cli_json(gateway, "end", "--call-id", call_id) == {"success": True}
+    assert cli_json(gateway, "status", "--call-id", call_id)["endReason"] == "hangup-bot"
+    again = cli_run(gateway, "end", "--call-id", call_id)
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.startswith("Error: call is not active (last state=hangup-bot")
+    latency = cli_json(gateway, "latency")
+    assert latency["recordsScanned"] == 1 and latency["turnLatency"]["count"] >= 1
+
+
+def test_call_follow_shows_the_call_until_it_ends(gateway: Path) -> None:
+    result = cli_run(gateway, "call", "-m", "Your table is ready.", "-t", "+15550001234",
+                     "--mode", "notify", "--follow", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    call_id = lines[0]["callId"]
+    assert all(e["payload"]["callId"] == call_id for e in lines[1:])
+    states = [e["payload"]["state"] for e in lines[1:] if e["event"] == "voicecall.call"]
+    assert states[0] in ("initiated", "ringing") and states[-1] == "hangup-bot"
+    assert "answered" in states
+    said = [e["payload"] for e in lines if e.get("event") == "voicecall.transcript"]
+    assert said[0]["speaker"] == "bot" and said[0]["text"] == "Your table is ready."
+    people = cli_run(gateway, "call", "-m", "Your table is ready.", "-t", "+15550001234",
+                     "--mode", "notify", "--follow", columns=60)  # fmt: skip
+    assert people.returncode == 0, people.stderr
+    assert "bot  Your table is ready." in people.stdout
+    assert people.stdout.rstrip().splitlines()[-1].startswith("Call ended: hangup-bot after")
+
+
+def test_status_table_fits_the_terminal_and_keeps_the_call_id(gateway: Path) -> None:
+    call_id = cli_json(gateway, "start", "--to", "+15550001234", "--message", "Hi")["callId"]
+    for columns in (60, 80, 132):
+        out = cli_run(gateway, "status", columns=columns).stdout
+        assert call_id in out
+        assert max(len(line) for line in out.splitlines()) <= max(columns, 36 + 4)
+    wide = cli_run(gateway, "status", columns=132).stdout
+    assert "direction" in wide and "direction" not in cli_run(gateway, "status").stdout
+
+
+def test_gateway_errors_are_one_line_with_the_originals_message(gateway: Path) -> None:
+    missing = cli_run(gateway, "speak", "--call-id", "nope", "--message", "hi")
+    assert missing.returncode == 1 and missing.stderr == "Error: Call not found\n"
+    as_json = cli_run(gateway, "speak", "--call-id", "nope", "--message", "hi", "--json")
+    assert json.loads(as_json.stdout) == {"ok": False, "error": {
+        "type": "gateway_request_error", "code": "INVALID_REQUEST",
+        "message": "Call not found", "retryable": False}}  # fmt: skip
+    bad_token = cli_run(gateway, "status", "--token", "wrong")
+    assert bad_token.returncode == 1 and "unauthorized" in bad_token.stderr
+    flow = cli_run(gateway, "call", "-m", "hi", "-t", "+15550001234", "--flow", "no-such-flow")
+    assert flow.returncode == 1 and "no-such-flow" in flow.stderr
+
+
+def test_tail_follows_live_events(gateway: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "VOICECALL_"))}
+    args = [*CLI, "--config", str(gateway), "tail", "--json", "--since", "0"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as tail:  # fmt: skip
+        try:
+            assert tail.stdout is not None
+            time.sleep(1)  # give it time to subscribe (a miss only makes the test fail)
+            placed = cli_json(gateway, "call", "-m", "Tail me.", "-t", "+15550001234",
+                              "--mode", "notify")  # fmt: skip
+            seen: list[dict[str, Any]] = []
+            while not seen or seen[-1]["payload"].get("endReason") is None:
+                seen.append(json.loads(tail.stdout.readline()))
+        finally:
+            tail.terminate()
+            tail.wait(timeout=10)
+    assert {e["payload"]["callId"] for e in seen} == {placed["callId"]}
+    assert any(e["event"] == "voicecall.transcript" and e["payload"]["text"] == "Tail me."
+               for e in seen)  # fmt: skip
