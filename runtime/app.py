@@ -253,4 +253,5 @@ def _manager_settings(
         allow_from=tuple(config.get("allowFrom", []) or ()),
         inbound_flow=str(config.get("inboundFlow", "inbound")),
         config_view=config.template_view(),
+        numbers={str(k): dict(v) for k, v in (config.get("numbers") or {}).items()},
     )

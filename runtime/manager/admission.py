@@ -14,6 +14,9 @@ from voicecall.runtime.providers.base import Event
 from voicecall.runtime.state import CallRecord
 
 log = logging.getLogger("voicecall.runtime")
+# What a `numbers` entry sets for the calls to its number (kept on the call record).
+ROUTE_KEYS = ("inboundGreeting", "agentId", "responseModel", "responseSystemPrompt",
+              "responseTimeoutMs", "tts")  # fmt: skip
 
 
 class Admission:
@@ -43,8 +46,12 @@ class Admission:
     def inbound(self, event: Event, outcome: Outcome) -> Outcome:
         """A first event of an unknown inbound call: the call starts, or is rejected."""
         calls = self.calls
-        flow = calls.compiled_or_error(calls.settings.inbound_flow)
+        number, route = calls.settings.number_route(event.to_number)
+        flow = calls.compiled_or_error(str(route.get("flow") or calls.settings.inbound_flow))
         call = self._new_call(event, flow.flow)
+        if number:
+            call.metadata["number"] = number
+            call.metadata["route"] = {k: route[k] for k in ROUTE_KEYS if k in route}
         admitted, why = self.admits(flow.flow, event.from_number)
         if admitted and calls.store.count_live() >= calls.settings.max_concurrent:
             admitted, why = False, "maxConcurrentCalls reached"

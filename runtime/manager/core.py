@@ -48,6 +48,17 @@ class ManagerSettings:
     # carrier may still redeliver a webhook (config eventRetentionHours).
     event_retention_s: float = DEFAULT_EVENT_RETENTION_S
     config_view: Mapping[str, Any] = field(default_factory=dict)
+    # Config `numbers`: per dialled number (E.164), the inbound flow, greeting and responder.
+    numbers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def number_route(self, dialled: str | None) -> tuple[str, Mapping[str, Any]]:
+        """The `numbers` entry for an inbound call's To, matched on its digits: (key, entry),
+        or ("", {})."""
+        digits = re.sub(r"\D", "", dialled or "")
+        for key, entry in self.numbers.items() if digits else ():
+            if re.sub(r"\D", "", key) == digits:
+                return key, entry
+        return "", {}
 
 
 class FlowSource(Protocol):
@@ -123,8 +134,12 @@ class Calls:
             raise CallError(str(exc.args[0] if exc.args else exc)) from exc
 
     def interpreter(self, call: CallRecord) -> Interpreter:
-        return Interpreter(self.compiled(call.flow), self.settings.webhook_base,
-                           self.settings.config_view, self.clock.now)  # fmt: skip
+        view = self.settings.config_view
+        greeting = call.metadata.get("route", {}).get("inboundGreeting")
+        if greeting is not None:  # the dialled number's own greeting (config `numbers`)
+            view = {**view, "inboundGreeting": greeting}
+        return Interpreter(self.compiled(call.flow), self.settings.webhook_base, view,
+                           self.clock.now)  # fmt: skip
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """The per-call lock (``async with calls.lock(call_id):``)."""

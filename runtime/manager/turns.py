@@ -115,7 +115,7 @@ class AgentTurns:
         """The caller said ``text`` in a conversation: the model answers, or an agent's
         waiting turn gets it."""
         interp = self.calls.interpreter(call)
-        options = call.metadata.get("converse", {})
+        options = _options(call)
         if options.get("driver") == "model" and text:
             return await self._model_turn(call, interp, waiting, text, options)
         run = interp.converse_input(call, waiting.block, waiting.step, text)
@@ -171,6 +171,21 @@ class AgentTurns:
             outcome = self.delivery.push(call, run, "model reply")
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
+
+
+# The flow's converse options, and the dialled number's responder settings where the flow
+# sets none (config `numbers`).
+_ROUTE_OPTIONS = {"responseModel": "model", "responseSystemPrompt": "system_prompt",
+                  "responseTimeoutMs": "timeout_ms", "agentId": "agent_id"}  # fmt: skip
+
+
+def _options(call: CallRecord) -> dict[str, Any]:
+    options = dict(call.metadata.get("converse", {}))
+    for key, option in _ROUTE_OPTIONS.items():
+        value = call.metadata.get("route", {}).get(key)
+        if value is not None and options.get(option) is None:
+            options[option] = value
+    return options
 
 
 def _reply_text(call: CallRecord, task: asyncio.Future[str]) -> str:
