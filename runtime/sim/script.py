@@ -59,7 +59,7 @@ class Script:
     caller: tuple[Step, ...] = (Step(action="answer"),)
     agent: tuple[AgentStep, ...] = ()
     model: tuple[str, ...] = ()
-    model_at: tuple[str, ...] = ()  # file:line of each model reply
+    model_at: tuple[str, ...] = ()  # file:line:col of each model reply
     source: str = "<default>"
     # Once its steps are used up, the caller answers every prompt with a short sentence
     # (silence when nothing was said since its last answer) instead of hanging up.
@@ -175,7 +175,8 @@ class _Reader:
         self.errors.append(Diagnostic.make("E-SCHEMA-VALUE", message, self.doc.file, span, hint))
 
     def where(self, path: Path) -> str:
-        return f"{self.doc.file}:{self.doc.span(path).line}"
+        span = self.doc.span(path)
+        return f"{self.doc.file}:{span.line}:{span.col}"
 
     def items(self, raw: list[Any], path: Path) -> Iterator[tuple[str, Any, Path]]:
         """Each step as (action, argument, path): `- word` or `- action: argument`."""

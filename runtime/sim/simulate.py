@@ -50,7 +50,7 @@ class Simulation:
     from_number: str = ""
     to_number: str = ""
     started: str = ""  # ISO 8601, in the flow's time zone
-    unused: list[str] = field(default_factory=list)  # script steps never used, with file:line
+    unused: list[str] = field(default_factory=list)  # script steps never used, at file:line:col
     param_names: tuple[str, ...] = ()  # the flow's params: not shown among its variables
 
     @property
@@ -293,7 +293,7 @@ def _local(manager: CallManager, name: str, at: float) -> str:
 
 
 def _unused(script: Script, session: Any, turns: _Turns, replies: list[str]) -> list[str]:
-    """The script's own steps (not the defaults) the call never used, as `file:line: step`."""
+    """The script's own steps (not the defaults) the call never used, as `file:line:col: step`."""
     out = []
     caller = getattr(session, "caller", None)
     for step in caller.left if caller is not None else script.turns:

@@ -82,7 +82,7 @@ def test_simulate_at_a_given_time_with_params_for_an_inbound_flow(runner: CliRun
     assert result.exit_code == 0, result.output
     assert "2026-01-05T08:30:00-05:00" in result.output
     assert "Thank you for calling Hillside. Connecting you to the front desk." in result.output
-    assert "  warning:   a script step was never used: steps.caller.yaml:1: say: unused" in (
+    assert "  warning:   a script step was never used: steps.caller.yaml:1:44: say: unused" in (
         result.output)  # fmt: skip
 
 

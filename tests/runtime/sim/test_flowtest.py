@@ -115,7 +115,7 @@ async def test_script_steps_never_used_fail_the_case(tmp_path: Path) -> None:
                  "flow: greeter\ncaller:\n  - answer\n  - silence\n  - say: still here\n"
                  "  - press: '1'\nmodel: [unused]\n")  # fmt: skip
     failures = await outcome(path)
-    assert failures == [f"a script step was never used: {path}:5: say: still here (3 in all)"]
+    assert failures == [f"a script step was never used: {path}:5:5: say: still here (3 in all)"]
 
 
 @pytest.mark.parametrize("provider", ["twilio", "plivo", "telnyx"])

@@ -33,14 +33,14 @@ def test_a_script_reads_every_kind_of_step(tmp_path: Path) -> None:
         "model: [Sure.]\n"
     )
     script = load_script(path)
-    assert script.opener == Step(action="answer", after_s=3.0, where=f"{path}:2")
+    assert script.opener == Step(action="answer", after_s=3.0, where=f"{path}:2:5")
     assert [(s.action, s.value, s.after_s) for s in script.turns] == [
         ("say", "yes please", 0.0), ("press", "1", 0.0), ("press", "0#", 0.5),
         ("silence", "", 0.0), ("dial", "busy", 0.0), ("hangup", "", 0.0),
     ]  # fmt: skip
-    assert script.turns[0].where == f"{path}:3"
-    assert script.agent[-1] == AgentStep(action="end", text="Bye.", where=f"{path}:9")
-    assert script.model == ("Sure.",) and script.model_at == (f"{path}:10",)
+    assert script.turns[0].where == f"{path}:3:5"
+    assert script.agent[-1] == AgentStep(action="end", text="Bye.", where=f"{path}:9:47")
+    assert script.model == ("Sure.",) and script.model_at == (f"{path}:10:9",)
 
 
 def test_an_empty_script_keeps_the_default_caller(tmp_path: Path) -> None:
