@@ -10,7 +10,7 @@ import pytest
 from tests.plugin.service_support import CALLEE, run, running, state, until
 from voicecall.plugin.host import INVALID_REQUEST, UNAVAILABLE, GatewayError
 from voicecall.plugin.service import OPERATION_TTL_S, VoiceCallService
-from voicecall.runtime.sim.script import PATIENT_REPLIES
+from voicecall.runtime.sim.script import PATIENT_REPLIES, script_from_config
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
 
@@ -271,3 +271,17 @@ async def test_a_dtmf_sequence_is_played_on_answer_before_the_flow(
     assert bot[0] == ("dtmf", {"digits": "123w#", **({"via": "create"} if provider != "telnyx"
                                                       else {})})  # fmt: skip
     assert bot[1][0] == "say" and bot[1][1]["text"] == "Joining now"
+
+
+def test_the_mock_caller_is_a_config_key() -> None:
+    from voicecall.plugin.config import check_section
+
+    ok = {"provider": "mock", "mock": {"caller": ["answer", {"say": "hi"}]}}
+    assert check_section(ok) == []
+    bad = check_section({"provider": "mock", "mock": {"callee": []}})
+    assert [p.path[-2:] for p in bad] == [("mock", "callee")]
+
+
+def test_a_bad_mock_caller_is_named() -> None:
+    with pytest.raises(ValueError, match=r"^mock.caller: unknown key 'shout' in caller\[1\]"):
+        script_from_config({"caller": ["answer", {"shout": "hi"}]})
