@@ -17,11 +17,12 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
 from voicecall.dsl.validate import load_valid_flow
@@ -65,17 +66,26 @@ def check_calls(requests: Sequence[CallRequest], catalog: Catalog) -> None:
             continue
         except FlowError as exc:
             first = exc.diagnostics[0] if exc.diagnostics else None
-            detail = f" (first: {first.file}:{first.span.line}: {first.message})" if first else ""
+            detail = (f" (first: {first.file}:{first.span.line}:{first.span.col}: "
+                      f"{first.message})" if first else "")  # fmt: skip
             problems.append(f"{where}: the flow has errors{detail}")
             continue
         except ParamError as exc:
             problems.append(f"{where}: --param {exc}")
             continue
-        problem = outbound_problem(flow, request.to)
+        problem = outbound_problem(flow, request.to) or _missing_params(flow, request.params)
         if problem:
             problems.append(f"{where}: {problem}")
     if problems:
         raise ServeError("\n".join(problems))
+
+
+def _missing_params(flow: m.Flow, given: Mapping[str, Any]) -> str | None:
+    missing = [p.name for p in flow.params if p.required and p.name not in given]
+    if not missing:
+        return None
+    adds = " ".join(f"--param {name}=VALUE" for name in missing)
+    return f"required param{'s' * (len(missing) > 1)} not given: {', '.join(missing)} (add {adds})"
 
 
 def check_inbound_flow(name: str, catalog: Catalog) -> None:

@@ -129,3 +129,18 @@ def test_a_real_carrier_needs_its_credentials_and_a_caller_id(
         f"error: {config}:3:13: telnyx.publicKey: required with provider telnyx (or set "
         "$TELNYX_PUBLIC_KEY)",
     ]
+
+
+def test_a_missing_required_param_is_refused_before_serving() -> None:
+    """It used to be found only after the server started: {"error": "flow notify needs message"}."""
+    with pytest.raises(ServeError, match=r"--call notify \+15550001001: required param not given: "
+                       r"message \(add --param message=VALUE\)"):  # fmt: skip
+        check_calls([CallRequest(flow="notify", to="+15550001001")], Catalog())
+
+
+def test_a_flow_with_errors_is_named_at_line_and_col(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "version: 1\nname: bad\ndescription: d\nstart: b\nnodes:\n  a: [hangup]\n"
+    )
+    with pytest.raises(ServeError, match=r"the flow has errors \(first: .*bad.yaml:4:8: "):
+        check_calls([CallRequest(flow="bad", to="+15550001001")], Catalog([tmp_path]))
