@@ -14,6 +14,7 @@ from voicecall.dsl.errors import FlowError, render_text
 from voicecall.dsl.values import is_e164
 from voicecall.plugin.cli_errors import InvalidInput
 from voicecall.plugin.output import json_option
+from voicecall.plugin.params import missing_required
 from voicecall.runtime.sim.flowtest import (
     Case,
     Outcome,
@@ -118,6 +119,9 @@ def simulate_cmd(  # noqa: PLR0917 - click passes every option
     flow = _valid_flow(catalog, str(path))
     values = {k: v for k, v in _param_values(flow, params).items() if any(
         p.startswith(f"{k}=") for p in params)}  # fmt: skip
+    missing = missing_required(flow, values)
+    if missing:
+        raise click.UsageError(missing)
     script = _script(caller_file)
     try:
         run = simulate(str(path), provider=provider, script=script, params=values,

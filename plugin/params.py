@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voicecall.dsl import model as m
@@ -41,3 +41,12 @@ def coerce(kind: str, raw: str) -> Any:
     if kind == "boolean":
         return raw.lower() in ("1", "true", "yes", "on")
     return raw
+
+
+def missing_required(flow: m.Flow, given: Mapping[str, Any]) -> str | None:
+    """What to say when required params were not given, else None."""
+    missing = [p.name for p in flow.params if p.required and p.name not in given]
+    if not missing:
+        return None
+    adds = " ".join(f"--param {name}=VALUE" for name in missing)
+    return f"required param{'s' * (len(missing) > 1)} not given: {', '.join(missing)} (add {adds})"

@@ -17,17 +17,16 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
 from voicecall.dsl.validate import load_valid_flow
 from voicecall.plugin.config import ConfigError, flow_dirs, load_plugin_config
-from voicecall.plugin.params import ParamError, parse_params
+from voicecall.plugin.params import ParamError, missing_required, parse_params
 from voicecall.runtime.app import RuntimeConfig, start_runtime
 from voicecall.runtime.manager import CallError
 from voicecall.runtime.manager.outbound import outbound_problem
@@ -73,19 +72,11 @@ def check_calls(requests: Sequence[CallRequest], catalog: Catalog) -> None:
         except ParamError as exc:
             problems.append(f"{where}: --param {exc}")
             continue
-        problem = outbound_problem(flow, request.to) or _missing_params(flow, request.params)
+        problem = outbound_problem(flow, request.to) or missing_required(flow, request.params)
         if problem:
             problems.append(f"{where}: {problem}")
     if problems:
         raise ServeError("\n".join(problems))
-
-
-def _missing_params(flow: m.Flow, given: Mapping[str, Any]) -> str | None:
-    missing = [p.name for p in flow.params if p.required and p.name not in given]
-    if not missing:
-        return None
-    adds = " ".join(f"--param {name}=VALUE" for name in missing)
-    return f"required param{'s' * (len(missing) > 1)} not given: {', '.join(missing)} (add {adds})"
 
 
 def check_inbound_flow(name: str, catalog: Catalog) -> None:

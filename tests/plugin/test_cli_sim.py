@@ -208,3 +208,13 @@ def test_an_invalid_flow_or_caller_script_is_json_when_json_is_asked_for(
     assert "has errors" in data["error"] or "not a valid caller script" in data["error"]
     first = data["diagnostics"][0]
     assert f"{first['file']}:{first['line']}:{first['col']}" == where
+
+
+def test_a_missing_required_param_is_a_usage_error(runner: CliRunner) -> None:
+    """It used to run no call and print a half-empty report: `call: from … to …, ` (no time)."""
+    result = runner.invoke(cli, ["simulate", "appointment-reminder", "--param", "patient=Ann"])
+    assert result.exit_code == 2
+    assert "required param not given: when (add --param when=VALUE)" in result.stderr
+    assert "call:" not in result.output
+    data = json.loads(runner.invoke(cli, ["simulate", "notify", "--json"]).stdout)
+    assert data == {"error": "required param not given: message (add --param message=VALUE)"}
