@@ -249,7 +249,8 @@ def place(state: Any, opts: Mapping[str, Any], method: str, params: dict[str, An
         from voicecall.plugin.cli_follow import place_and_follow
 
         where = target(state, opts)
-        code = run(place_and_follow(where, method, params, timeout_s=timeout,
+        shown = {"to": plugin_section(state).get("toNumber"), **params}
+        code = run(place_and_follow(where, method, params, timeout_s=timeout, shown=shown,
                                     as_json=bool(opts["as_json"])),
                    as_json=bool(opts["as_json"]))  # fmt: skip
         sys.exit(code)

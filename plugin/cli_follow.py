@@ -117,15 +117,18 @@ class LiveView:
 
 async def place_and_follow(
     target: gw.Target, method: str, params: Mapping[str, Any], *, timeout_s: float,
-    as_json: bool,
+    as_json: bool, shown: Mapping[str, Any] | None = None,
 ) -> int:  # fmt: skip
-    """Places a call and shows it until it ends; returns the exit code."""
+    """Places a call and shows it until it ends; returns the exit code.
+
+    ``shown``: the params as people see them (the configured ``to`` filled in).
+    """
     events = await gw.connect(target, method=method)  # first: no event can be missed
     view: JsonLines | LiveView = JsonLines() if as_json else LiveView(console())
     try:
         placed = await gw.call(target, method, params, timeout_s=timeout_s)
         call_id = str(placed.get("callId")) if isinstance(placed, Mapping) else ""
-        view.start(call_id, params)
+        view.start(call_id, shown or params)
         async for event in events.events():
             payload = event.payload if isinstance(event.payload, Mapping) else {}
             if event.event not in (CALL, LINE) or payload.get("callId") != call_id:

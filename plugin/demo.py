@@ -1,10 +1,12 @@
-"""`make demo`: complete calls end to end on the embedded defaults (no keys, no network).
+"""`make demo`: the doors, then complete calls end to end (no keys, no network).
 
-One runtime (webhook server on loopback, SQLite in a temporary folder) talks to the mock
-carrier speaking Twilio's protocol: a notify call, a conversation driven by a scripted agent,
-an inbound call from an allowlisted number answered by a scripted model, and an inbound call
-from a number that is not on the list. Each call's timeline (what the carrier did and heard)
-and transcript (what the flow said, with its source line) are printed.
+Part 1 (``demo_doors``) starts `voicecall gateway` on the mock carrier and drives a call with
+the CLI as a user would. Part 2: one runtime (webhook server on loopback, SQLite in a
+temporary folder) talks to the mock carrier speaking Twilio's protocol: a notify call, a
+conversation driven by a scripted agent, an inbound call from an allowlisted number answered
+by a scripted model, and an inbound call from a number that is not on the list. Each call's
+timeline (what the carrier did and heard) and transcript (what the flow said, with its source
+line) are printed.
 """
 
 from __future__ import annotations
@@ -73,15 +75,36 @@ def show(result: Simulation) -> None:
     click.secho(f"  nodes {' -> '.join(record.visited)}; ended: {record.end_reason}", fg=colour)
 
 
-def main() -> int:
-    """Runs the demo; returns the process exit code."""
+def main(*, doors: bool = True) -> int:
+    """Runs the demo (with ``doors``: part 1 too); returns the process exit code."""
     # click colours a terminal unless a context says otherwise: NO_COLOR says otherwise.
     with click.Context(click.Command("demo"), color=False if no_color() else None):
-        return _demo()
+        return _demo(doors)
 
 
-def _demo() -> int:
-    click.secho("voicecall demo: the mock carrier (Twilio protocol), SQLite, no keys", bold=True)
+def _demo(doors: bool) -> int:
+    started = time.perf_counter()
+    doors_ok, doors_summary = True, ""
+    if doors:
+        from voicecall.plugin.demo_doors import run_doors
+
+        click.secho("voicecall demo, part 1: the doors (`voicecall gateway` and the call "
+                    "commands, mock carrier, no keys)\n", bold=True)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            doors_ok, doors_summary = run_doors(Path(tmp))
+        click.secho("\nvoicecall demo, part 2: ", bold=True, nl=False)
+    calls_ok = _calls("four flows on the runtime" if doors else "voicecall demo")
+    if doors:
+        click.secho(f"\nsummary ({time.perf_counter() - started:.1f}s)", bold=True)
+        click.secho(f"  doors: {doors_summary}", fg="green" if doors_ok else "red")
+        click.secho("  flows: 4 calls on the runtime, " +
+                    ("all as expected" if calls_ok else "something went wrong"),
+                    fg="green" if calls_ok else "red")  # fmt: skip
+    return 0 if doors_ok and calls_ok else 1
+
+
+def _calls(title: str) -> bool:
+    click.secho(f"{title}: the mock carrier (Twilio protocol), SQLite, no keys", bold=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         results = asyncio.run(run(Path(tmp)))
@@ -92,7 +115,7 @@ def _demo() -> int:
     click.secho(f"{len(results)} calls in {time.perf_counter() - started:.1f}s: "
                 f"{'all as expected' if ok else 'something went wrong'}",
                 fg="green" if ok else "red", bold=True)  # fmt: skip
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

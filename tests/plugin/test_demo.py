@@ -1,4 +1,5 @@
-"""`make demo`: four calls on the mock carrier, coloured only where colour is wanted."""
+"""`make demo`: the doors (gateway and call commands), then four calls on the mock carrier,
+coloured only where colour is wanted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from voicecall.plugin import demo
 
 def run_on_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert demo.main() == 0
+    assert demo.main(doors=False) == 0
     return capsys.readouterr().out
 
 
@@ -23,3 +24,22 @@ def test_the_demo_is_coloured_on_a_terminal_unless_no_color_is_set(
     monkeypatch.setenv("NO_COLOR", "1")
     plain = run_on_a_terminal(capsys, monkeypatch)
     assert "\x1b[" not in plain and "4 calls in" in plain
+
+
+def test_the_doors_part_drives_a_real_gateway_with_the_cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicecall.plugin import demo_doors
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(demo_doors.secrets, "token_urlsafe", lambda n: "demo-secret-4b1d")
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    for step in ("$ voicecall gateway --config openclaw.json &", "--follow &",
+                 "$ voicecall continue --call-id", "$ voicecall end --call-id",
+                 "$ voicecall status", "$ voicecall latency", "drains, exit 0"):  # fmt: skip
+        assert step in out
+    assert "Call ended: hangup-bot" in out  # the live view, relayed as it happened
+    assert out.count("  user ") >= 2  # the patient callee answered each continue
+    assert "all worked" in out and "4 calls in" in out
+    assert "demo-secret-4b1d" not in out  # the gateway token is never shown
