@@ -14,6 +14,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from voicecall.plugin import cli_calls
 from voicecall.plugin.gateway import client as gw
 from voicecall.plugin.host import GatewayError
 
@@ -86,6 +87,8 @@ class FakeGateway:
                 "error": {"code": "INVALID_REQUEST", "message": f"unknown method: {method}"},
             }
         reply = self.replies[method]
+        if isinstance(reply, list):  # one answer per request, the last one repeated
+            reply = reply.pop(0) if len(reply) > 1 else reply[0]
         if isinstance(reply, GatewayError):
             return {"type": "res", "id": frame["id"], "ok": False, "error": reply.shape()}
         return {"type": "res", "id": frame["id"], "ok": True, "payload": reply}
@@ -243,3 +246,61 @@ async def test_plain_ws_to_another_host_is_refused(monkeypatch: pytest.MonkeyPat
     target = gw.Target(url="ws://gateway.example.com:18789", token=TOKEN)
     with pytest.raises(gw.GatewayTransportError, match="SECURITY ERROR"):
         await gw.call(target, "voicecall.status")
+
+
+# --- `voicecall continue`: the operation, polled; the blocking method as a fallback -------------
+
+PENDING = {"operationId": "op-1", "status": "pending", "pollTimeoutMs": 60_000}
+TURN = {"callId": "c1", "message": "Thursday at ten?"}
+
+
+@pytest.fixture
+def fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_calls, "POLL_S", 0.01)
+
+
+async def test_continue_polls_the_operation_until_it_completes(
+    serve: Serve, fast_poll: None
+) -> None:
+    done = {"operationId": "op-1", "status": "completed",
+            "result": {"success": True, "transcript": "Yes."}}  # fmt: skip
+    fake = FakeGateway(replies={"voicecall.continue.start": PENDING,
+                                "voicecall.continue.result": [PENDING, PENDING, done]})  # fmt: skip
+    result = await cli_calls.continue_call(await serve(fake), TURN, fallback_s=5)
+    assert result == {"success": True, "transcript": "Yes."}
+    methods = [f["method"] for f in fake.frames if f["method"] != "connect"]
+    assert methods == ["voicecall.continue.start", *["voicecall.continue.result"] * 3]
+    assert fake.frames[1]["params"] == TURN
+    assert fake.frames[-1]["params"] == {"operationId": "op-1"}
+
+
+async def test_continue_reports_a_failed_operation(serve: Serve, fast_poll: None) -> None:
+    failed = {"operationId": "op-1", "status": "failed", "error": "call ended"}
+    fake = FakeGateway(replies={"voicecall.continue.start": PENDING,
+                                "voicecall.continue.result": failed})  # fmt: skip
+    with pytest.raises(GatewayError, match="call ended"):
+        await cli_calls.continue_call(await serve(fake), TURN, fallback_s=5)
+
+
+async def test_continue_gives_up_after_poll_timeout(serve: Serve, fast_poll: None) -> None:
+    short = {**PENDING, "pollTimeoutMs": 50}
+    fake = FakeGateway(replies={"voicecall.continue.start": short,
+                                "voicecall.continue.result": PENDING})  # fmt: skip
+    with pytest.raises(GatewayError, match="continue timed out"):
+        await cli_calls.continue_call(await serve(fake), TURN, fallback_s=5)
+
+
+async def test_continue_falls_back_to_the_blocking_method(serve: Serve) -> None:
+    fake = FakeGateway(replies={"voicecall.continue": {"success": True, "transcript": "Hi."}})
+    result = await cli_calls.continue_call(await serve(fake), TURN, fallback_s=5)
+    assert result == {"success": True, "transcript": "Hi."}
+    assert [f["method"] for f in fake.frames if f["method"] != "connect"] == [
+        "voicecall.continue.start", "voicecall.continue"]  # fmt: skip
+
+
+async def test_other_continue_errors_do_not_fall_back(serve: Serve) -> None:
+    fake = FakeGateway(replies={"voicecall.continue.start": GatewayError(
+        "INVALID_REQUEST", "Call not found"), "voicecall.continue": {"success": True}})  # fmt: skip
+    with pytest.raises(GatewayError, match="Call not found"):
+        await cli_calls.continue_call(await serve(fake), TURN, fallback_s=5)
+    assert "voicecall.continue" not in [f["method"] for f in fake.frames]
