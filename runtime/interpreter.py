@@ -19,6 +19,7 @@ from voicecall.compiler import blocks as b
 from voicecall.compiler.base import CompiledBlock, CompiledFlow
 from voicecall.compiler.render import RenderError, template_slot
 from voicecall.dsl import model as m
+from voicecall.dsl.errors import Span
 from voicecall.dsl.templates import environment
 from voicecall.dsl.values import zone
 from voicecall.runtime import adhoc
@@ -51,10 +52,21 @@ def _compiled_expression(source: str) -> Callable[..., Any]:
     return environment().compile_expression(source)
 
 
+class _ExprError(RenderError):
+    """An expression or assignment failed; ``span`` is where it is in the block's file."""
+
+    def __init__(self, message: str, span: Span):
+        super().__init__(message)
+        self.span = span
+
+
 def _located(source: object, exc: RenderError) -> str:
-    """The error with its flow location, once: a template's error already names its own."""
+    """The error with its flow location, once: a template's error already names its own; an
+    expression's is its own line:col in the block's file, not the block's first action."""
     text = str(exc)
     file = str(source).rsplit(":", 2)[0]
+    if isinstance(exc, _ExprError):
+        return f"{file}:{exc.span.line}:{exc.span.col}: {text}"
     return text if text.startswith(f"{file}:") else f"{source}: {text}"
 
 
@@ -63,8 +75,7 @@ def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
     try:
         return _compiled_expression(expr.source)(**values)
     except Exception as exc:
-        where = f"line {expr.span.line}"
-        raise RenderError(f"{where}: {expr.source!r}: {exc}") from exc
+        raise _ExprError(f"{expr.source!r}: {exc}", expr.span) from exc
 
 
 def _storable(assignment: m.Assignment, value: Any) -> Any:
@@ -74,8 +85,8 @@ def _storable(assignment: m.Assignment, value: Any) -> Any:
         return value
     kind = type(value).__name__
     hint = " (save now.isoformat(), now.hour, …)" if hasattr(value, "isoformat") else ""
-    raise RenderError(f"{assignment.name}: a {kind} cannot be kept between turns; save "
-                      f"text, numbers, lists or mappings{hint}")  # fmt: skip
+    raise _ExprError(f"{assignment.name}: a {kind} cannot be kept between turns; save "
+                     f"text, numbers, lists or mappings{hint}", assignment.span)  # fmt: skip
 
 
 def _is_plain(value: Any) -> bool:

@@ -227,6 +227,24 @@ def test_set_refuses_a_value_the_store_cannot_keep(expression: str) -> None:
                           flow="t", flow_digest="x")  # fmt: skip
     run = interp.start(call)
     assert run.hangup and call.ending == "error"
-    assert "t.yaml:6:7: v: a " in call.metadata["error"]
+    assert "t.yaml:6:14: v: a " in call.metadata["error"]  # the name set, not the block
     assert "cannot be kept between turns" in call.metadata["error"]
     assert "v" not in call.scopes[""]
+
+
+@pytest.mark.parametrize(
+    ("action", "where"),
+    [('{set: {v: "now"}}', "t.yaml:8:14: v: a datetime"), ('{set: {v: "1 // 0"}}', "t.yaml:8:17:")],
+)
+def test_a_failing_set_is_named_at_its_own_line_and_col(action: str, where: str) -> None:
+    """Not at the block's first action two lines above (t.yaml:6:7), nor as "line 8"."""
+    text = ("version: 1\nname: t\ndescription: t\nstart: a\nnodes:\n"
+            f'  a:\n    - say: hi\n    - {action}\n    - hangup\n')  # fmt: skip
+    flow = validate_text(text, "t.yaml").flow
+    assert flow is not None
+    interp = Interpreter(compile_flow(flow, "twilio", {}), BASE, {}, lambda: 1_767_655_800.0)
+    call = CallRecord.new(provider="twilio", direction="outbound", from_number="", to_number="",
+                          flow="t", flow_digest="x")  # fmt: skip
+    interp.start(call)
+    assert call.ending == "error"
+    assert call.metadata["error"].startswith(where), call.metadata["error"]
