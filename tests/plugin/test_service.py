@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,18 @@ def test_the_mock_caller_is_a_config_key() -> None:
 def test_a_bad_mock_caller_is_named() -> None:
     with pytest.raises(ValueError, match=r"^mock.caller: unknown key 'shout' in caller\[1\]"):
         script_from_config({"caller": ["answer", {"shout": "hi"}]})
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_patient_callee_answers_turn_after_turn(tmp_path: Path, provider: str) -> None:
+    async with running(tmp_path, provider) as (service, _):
+        call_id = (await service.initiate({"message": "Hi", "mode": "conversation"}))["callId"]
+        await until(service, lambda: listening(service, call_id))
+        answers = []
+        for turn in range(6):
+            got = await run(service, service.continue_call(
+                {"callId": call_id, "message": f"Question {turn}?"}))  # fmt: skip
+            answers.append(got["transcript"])
+        assert state(service, call_id) in ("listening", "speaking", "active")
+    assert all(a in PATIENT_REPLIES for a in answers)
+    assert all(a != b for a, b in itertools.pairwise(answers))
