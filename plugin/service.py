@@ -41,6 +41,7 @@ POLL_MARGIN_MS = 30_000
 MODES = ("notify", "conversation")
 DIGITS = re.compile(r"^[0-9*#wW]+$")
 MAX_TEXT = 4000  # longest message an agent may have spoken in one turn
+MAX_KEY = 512  # longest session key or dtmf sequence kept with a call
 
 
 @dataclass(slots=True, kw_only=True)
@@ -208,13 +209,18 @@ class VoiceCallService:
     async def _place(
         self, manager: CallManager, to: str, message: str, params: Mapping[str, Any]
     ) -> dict[str, Any]:
+        if len(message) > MAX_TEXT:
+            raise invalid(f"message is longer than {MAX_TEXT} characters")
         flow_name, values, mode = self._plan(message, params)
         metadata: dict[str, Any] = {"mode": mode}
         if message:
             metadata["initialMessage"] = message
         for key in ("sessionKey", "requesterSessionKey", "dtmfSequence"):
-            if _text(params, key):
-                metadata[key] = _text(params, key)
+            value = _text(params, key)
+            if len(value) > MAX_KEY:
+                raise invalid(f"{key} is longer than {MAX_KEY} characters")
+            if value:
+                metadata[key] = value
         sequence = metadata.get("dtmfSequence")
         if sequence is not None and not DIGITS.match(sequence):
             raise invalid("dtmfSequence may only hold 0-9, *, # and w (wait)")

@@ -301,3 +301,20 @@ async def test_the_patient_callee_answers_turn_after_turn(tmp_path: Path, provid
         assert state(service, call_id) in ("listening", "speaking", "active")
     assert all(a in PATIENT_REPLIES for a in answers)
     assert all(a != b for a, b in itertools.pairwise(answers))
+
+
+async def test_every_text_param_is_bounded(tmp_path: Path) -> None:
+    async with running(tmp_path) as (service, _):
+        cases = [
+            (service.initiate({"message": "x" * 4001}), "message is longer than 4000"),
+            (service.initiate({"message": "x", "sessionKey": "k" * 513}),
+             "sessionKey is longer than 512"),
+            (service.speak({"callId": "a", "message": "x" * 4001}), "message is longer than 4000"),
+            (service.dtmf({"callId": "a", "digits": "1" * 65}), "digits may only hold"),
+            (service.start_call({"to": CALLEE, "flow": "appointment-reminder",
+                                 "params": {"patient": "p" * 2001, "when": "x"}}),
+             "param patient: longer than 2000"),
+        ]  # fmt: skip
+        for coro, message in cases:
+            with pytest.raises(GatewayError, match=f"^{message}"):
+                await coro
