@@ -190,7 +190,9 @@ class Events:
             return self.delivery.hold(call, out)
         block = event.block or waiting.block
         step = event.step if event.step is not None else waiting.step
-        if (block, step) != (waiting.block, waiting.step) and self.calls.interpreter(call).xml:
+        # The URL (Twilio, Plivo) or client_state (Telnyx) names the question answered: a
+        # result for an earlier one (a Telnyx redelivery under a new event id) answers nothing.
+        if (block, step) != (waiting.block, waiting.step):
             log.info("call %s: stale input for %s/%s (waiting for %s/%s): ignored",
                      call.call_id, block, step, waiting.block, waiting.step)  # fmt: skip
             return self.delivery.hold(call, out)

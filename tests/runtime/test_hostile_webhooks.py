@@ -44,6 +44,9 @@ from voicecall.runtime.sim.carrier.signing import (
     plivo_v3_headers,
     telnyx_headers,
 )
+from voicecall.runtime.sim.script import Script
+from voicecall.runtime.sim.script import Step as CallerStep
+from voicecall.runtime.sim.simulate import Simulator
 
 # --- the table ------------------------------------------------------------------------------------
 
@@ -283,3 +286,28 @@ async def test_a_lone_surrogate_in_signed_json_is_400(targets: Any, field: str) 
     assert b"\\ud800" in body
     got = await run_steps(t, [Step(lambda t: signed_json(t, body), 400)])
     assert got == [(400, False)]
+
+
+async def test_a_telnyx_gather_result_redelivered_late_does_not_answer_the_next_gather() -> None:
+    # The caller presses 3 at the menu and hears the hours, then a question of its own. The
+    # menu's result arrives a second time under a new event id (so not a replay) while that
+    # question is asked: its client_state names the menu, so it must not answer the hours
+    # question ("3" is no choice there: the flow would say goodbye and hang up on the caller).
+    async with Simulator("telnyx") as sim:
+        assert sim.runtime is not None
+        sender = sim.runtime.carrier.sender
+        send = sender.event
+        redelivered: list[bool] = []
+
+        async def event(call: Any, url: str, payload: Any) -> Any:
+            if payload["data"]["event_type"] == "call.gather.ended" and not redelivered:
+                redelivered.append(True)
+                sender.redeliver_next(1)
+            return await send(call, url, payload)
+
+        sender.event = event
+        caller = (CallerStep(action="answer"), CallerStep(action="press", value="3"))
+        result = await sim.call("ivr-menu", script=Script(caller=caller, agent=(), model=()))
+    assert redelivered and result.record is not None
+    assert result.record.visited == ["menu", "hours"]
+    assert result.record.end_reason == "hangup-user"
