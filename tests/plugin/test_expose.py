@@ -286,3 +286,52 @@ async def test_the_service_opens_and_closes_the_tunnel(
         await service.stop()
         await service.stop()
     assert tailscale_args(fake_tailscale)[-1] == ["serve", "--set-path", "/voice/webhook", "off"]
+
+
+def test_the_gateway_opens_ngrok_and_closes_it_on_sigterm(
+    fake_ngrok: Path, tool_log: Path, tmp_path: Path
+) -> None:
+    import signal
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+
+    secret = "ngrok-secret-4411"
+    config = tmp_path / "openclaw.json"
+    config.write_text(json.dumps({
+        "gateway": {"port": free_port(), "auth": {"mode": "token", "token": "gw-token-1"}},
+        "plugins": {"entries": {"voice-call": {"config": {
+            "provider": "mock", "store": str(tmp_path / "store"), "serve": {"port": free_port()},
+            "tunnel": {"provider": "ngrok", "ngrokAuthToken": secret,
+                       "ngrokDomain": "voice.example.ngrok.app"}}}}},
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "NGROK_"))}
+    env.update(PYNGROK_NGROK_PATH=str(fake_ngrok), HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecall.plugin.cli_main", "gateway", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert ready, proc.stderr.read() if proc.stderr else "the gateway exited"
+        started = records(tool_log, "ngrok")[0]
+        assert alive(started["pid"])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "https://voice.example.ngrok.app/voice/webhook" in err
+    assert (
+        records(tool_log, "ngrok")[-1]["api"]
+        == "DELETE /api/tunnels/" + (records(tool_log, "ngrok")[1]["body"]["name"])
+    )
+    assert not alive(started["pid"])
+    assert secret not in ready + out + err
