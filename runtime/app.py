@@ -73,7 +73,12 @@ class ScriptedResponder:
 
 @dataclass(slots=True, kw_only=True)
 class RuntimeConfig:
-    """The plugin config keys the runtime reads (names as in the original plugin)."""
+    """The plugin config keys the runtime reads (names as in the original plugin).
+
+    ``raw`` is the plugin's effective section as ``plugin.config.load_config`` returns it
+    (``HostConfig.plugin``: validated, defaults filled, credentials from the environment, tts
+    merged); ``base_dir`` is ``HostConfig.base_dir``. A bare mapping works too (tests).
+    """
 
     raw: Mapping[str, Any] = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
@@ -105,7 +110,9 @@ class RuntimeConfig:
 
     def store_dir(self) -> Path:
         # Expand `~` first: joined to base_dir first, `~/x` would become a folder named `~`.
-        return self.base_dir / Path(str(self.get("store", DEFAULT_STORE))).expanduser()
+        state = os.environ.get("OPENCLAW_STATE_DIR")  # as the loader's default store
+        default = Path(state) / "voice-calls" if state else DEFAULT_STORE
+        return self.base_dir / Path(str(self.get("store") or default)).expanduser()
 
     def serve(self) -> dict[str, Any]:
         serve = dict(self.get("serve", {}) or {})

@@ -262,3 +262,15 @@ def test_flows_may_name_the_flow_of_each_mode(tmp_path: Path) -> None:
         "remind", "chat", "desk"]  # fmt: skip
     assert plugin["inboundFlow"] == "desk"
     assert mode_flow({"flows": "flows"}, "notify") is None
+
+
+def test_the_runtime_takes_the_loaded_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicecall.runtime.app import RuntimeConfig
+
+    loaded = load_config(host(tmp_path, "{store: 'calls', serve: {port: 4000}}"), env={})
+    config = RuntimeConfig(raw=loaded.plugin, base_dir=loaded.base_dir)
+    assert config.store_dir() == tmp_path / "calls" and config.serve()["port"] == 4000
+    monkeypatch.setenv("OPENCLAW_STATE_DIR", str(tmp_path / "state"))
+    assert RuntimeConfig(raw={}).store_dir() == tmp_path / "state" / "voice-calls"

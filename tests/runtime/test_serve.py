@@ -121,13 +121,10 @@ def test_a_real_carrier_needs_its_credentials_and_a_caller_id(
     config.write_text('{\n  "provider": "telnyx",\n  "telnyx": {}\n}\n')
     code, err = run_main(["--config", str(config)], capsys)
     assert code == 2
-    assert err.splitlines() == [
-        f"error: {config}:1:1: fromNumber: required with provider telnyx: the caller ID of "
-        "outbound calls (E.164)",
-        f"error: {config}:3:13: telnyx.apiKey: required with provider telnyx (or set "
-        "$TELNYX_API_KEY)",
-        f"error: {config}:3:13: telnyx.publicKey: required with provider telnyx (or set "
-        "$TELNYX_PUBLIC_KEY)",
+    assert err.splitlines() == [  # the original's texts, for a section alone: short paths
+        f"error: {config}:1:1: fromNumber is required",
+        f"error: {config}:3:13: telnyx.apiKey is required (or set TELNYX_API_KEY env)",
+        f"error: {config}:3:13: telnyx.publicKey is required (or set TELNYX_PUBLIC_KEY env)",
     ]
 
 
