@@ -181,6 +181,14 @@ async def serve(host: GatewayHost, settings: ServerSettings, *, ready: Callable[
     log.info("gateway: stopped")
 
 
+def configure_logging() -> None:
+    """Our own lines at INFO on stderr; libraries (carrier SDKs log every HTTP header at
+    INFO) only from WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    logging.getLogger("voicecall").setLevel(logging.INFO)
+
+
 def build_host(config_file: str | None) -> tuple[GatewayHost, HostConfig]:
     """Finds, loads and checks the config; an unusable one is a GatewayStartError."""
     try:
@@ -232,7 +240,6 @@ def gateway_cmd(ctx: click.Context, config_file: str | None, port: int | None) -
     state = ctx.find_object(object)  # the group's --config, if given there
     if config_file is None and getattr(state, "explicit", False):
         config_file = str(getattr(state, "config_file", ""))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    configure_logging()
     with contextlib.suppress(KeyboardInterrupt):
         ctx.exit(run(config_file, port=port))
