@@ -194,8 +194,10 @@ class NgrokTunnel:
         tunnel = cls(ngrok_path=path)
         try:
             await asyncio.to_thread(tunnel._start, port, auth_token, domain)
-        except ExposeError:
-            await tunnel.close()
+        except BaseException as exc:
+            await tunnel.close()  # no agent left running, no config file left behind
+            if isinstance(exc, Exception) and not isinstance(exc, ExposeError):
+                raise ExposeError(f"ngrok did not start: {exc}") from None
             raise
         return tunnel
 

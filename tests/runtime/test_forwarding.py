@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.runtime.adapter_support import twilio_signature
+from tests.runtime.adapter_support import plivo_v3_signature, twilio_signature
 from tests.runtime.support import Flows
 from voicecall.runtime.app import RuntimeConfig
 from voicecall.runtime.clock import VirtualClock
@@ -124,18 +124,17 @@ def test_config_reads_webhook_security() -> None:
 # --- through the server ---------------------------------------------------------------------------
 
 Client = TestClient[web.Request, web.Application]
-MakeClient = Callable[[ForwardingTrust], Any]
+MakeClient = Callable[..., Any]
 
 
 @pytest.fixture
 async def make_client(tmp_path: Any) -> AsyncIterator[MakeClient]:
     clients: list[Client] = []
 
-    async def make(trust: ForwardingTrust) -> Client:
-        adapter = get_adapter("twilio")(
-            AdapterSettings(credentials={"accountSid": "AC1", "authToken": TOKEN})
-        )
-        settings = ManagerSettings(provider="twilio", from_number="+15550000000",
+    async def make(trust: ForwardingTrust, provider: str = "twilio") -> Client:
+        credentials = {"accountSid": "AC1", "authToken": TOKEN, "authId": "MA1"}
+        adapter = get_adapter(provider)(AdapterSettings(credentials=credentials))
+        settings = ManagerSettings(provider=provider, from_number="+15550000000",
                                    webhook_base="http://t/voice/webhook")  # fmt: skip
         store = SQLiteStore(tmp_path / f"c{len(clients)}.sqlite")
         manager = CallManager(settings, store, adapter, Flows(), VirtualClock())
@@ -197,3 +196,20 @@ async def test_public_url_set_after_start_is_what_is_checked(make_client: MakeCl
     assert await post(client, tunnel + "?call=c1&kind=status", {}) == 401
     set_public_url(client.app, tunnel)
     assert await post(client, tunnel + "?call=c1&kind=status", {}) == 400
+
+
+async def test_plivo_urls_follow_the_same_rules_but_not_the_ngrok_one(
+    make_client: MakeClient,
+) -> None:
+    async def plivo(client: Client, signed_for: str, headers: dict[str, str]) -> int:
+        form = {"Foo": "1"}  # no CallUUID: refused as malformed only after the signature
+        signature = plivo_v3_signature(TOKEN, "POST", signed_for, form, "n-1")
+        response = await client.post(PATH, data=form, headers={
+            **headers, "X-Plivo-Signature-V3": signature,
+            "X-Plivo-Signature-V3-Nonce": "n-1"})  # fmt: skip
+        return response.status
+
+    trusted = await make_client(ForwardingTrust.of(allowed_hosts=[PUBLIC]), "plivo")
+    assert await plivo(trusted, f"https://{PUBLIC}{PATH}", FORWARDED) == 400
+    ngrok_only = await make_client(ForwardingTrust.of(ngrok_loopback=True), "plivo")
+    assert await plivo(ngrok_only, f"https://{PUBLIC}{PATH}", FORWARDED) == 401
