@@ -288,3 +288,33 @@ def test_a_flow_file_finds_the_flows_beside_it(
     result = runner.invoke(cli, [*command, str(path)])
     assert result.exit_code == 0, result.output
     assert "E-FLOW-UNKNOWN" not in result.output
+
+
+PARAMS = GOOD.replace(
+    "start: a",
+    "params:\n  n: {type: integer}\n  ok: {type: boolean}\n  to: {type: phone}\n"
+    "  wait: {type: duration}\n  size: {type: string, enum: [small, large]}\nstart: a",
+).replace(
+    "[{say: hi}, hangup]", '[{say: "{{ n }} {{ ok }} {{ to }} {{ wait }} {{ size }}"}, hangup]'
+)
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("n=nine", "'nine' is not an integer"),
+        ("ok=maybe", "'maybe' is not true or false"),
+        ("to=555", "'555' is not an E.164 phone number"),
+        ("wait=soon", "'soon' is not a duration"),
+        ("size=huge", "'huge' is not one of small, large"),
+        ("sise=small", "did you mean 'size'?"),
+    ],
+)
+def test_a_param_value_is_checked_against_its_type(
+    runner: CliRunner, tmp_path: Path, pair: str, message: str
+) -> None:
+    """A phone, a duration, an enum or a boolean used to be taken as given (`ok=maybe`: false)."""
+    path = write(tmp_path / "p.yaml", PARAMS)
+    result = runner.invoke(cli, ["compile", str(path), "--provider", "twilio", "--param", pair])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
