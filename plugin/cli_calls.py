@@ -250,9 +250,14 @@ def place(state: Any, opts: Mapping[str, Any], method: str, params: dict[str, An
 
         where = target(state, opts)
         shown = {"to": plugin_section(state).get("toNumber"), **params}
-        code = run(place_and_follow(where, method, params, timeout_s=timeout, shown=shown,
-                                    as_json=bool(opts["as_json"])),
-                   as_json=bool(opts["as_json"]))  # fmt: skip
+        try:
+            code = run(place_and_follow(where, method, params, timeout_s=timeout, shown=shown,
+                                        as_json=bool(opts["as_json"])),
+                       as_json=bool(opts["as_json"]))  # fmt: skip
+        except KeyboardInterrupt:  # Ctrl-C stops the view, not the call
+            click.echo("stopped following; the call goes on (`voicecall status` shows it, "
+                       "`voicecall end --call-id …` hangs up)", err=True)  # fmt: skip
+            code = 130
         sys.exit(code)
     payload = rpc(state, opts, method, params, timeout_s=timeout)
     call_id = payload.get("callId") if isinstance(payload, dict) else None

@@ -244,16 +244,32 @@ def test_no_gateway_in_a_subprocess_has_no_traceback(config: Path, clean_env: An
 # --- a real Gateway on the mock carrier -----------------------------------------------------------
 
 
+def start_gateway(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Starts `voicecall gateway`, with fresh ports if another process took one meanwhile."""
+    for _ in range(5):
+        proc = subprocess.Popen([*CLI, "gateway", "--config", str(config)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env)  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        ready = proc.stdout.readline()  # one JSON line once it serves
+        if ready:
+            assert json.loads(ready)["ready"] is True
+            return proc
+        error = proc.stderr.read()
+        proc.wait()
+        assert "already in use" in error, error
+        data = json.loads(config.read_text())
+        data["gateway"]["port"] = free_port()
+        data["plugins"]["entries"]["voice-call"]["config"]["serve"]["port"] = free_port()
+        config.write_text(json.dumps(data))
+    raise AssertionError("no free ports for the gateway")
+
+
 @pytest.fixture
 def gateway(config: Path, clean_env: dict[str, str]) -> Iterator[Path]:
     """`voicecall gateway --config F` on the mock carrier, until the test ends."""
-    proc = subprocess.Popen([*CLI, "gateway", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=clean_env)  # fmt: skip
+    proc = start_gateway(config, clean_env)
     try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()  # one JSON line once it serves
-        assert ready, proc.stderr.read() if proc.stderr else "the gateway exited"
-        assert json.loads(ready)["ready"] is True
         yield config
     finally:
         proc.terminate()
@@ -262,13 +278,18 @@ def gateway(config: Path, clean_env: dict[str, str]) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def cli_run(config: Path, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "VOICECALL_"))}
     env["COLUMNS"] = str(columns)
-    return subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)  # fmt: skip
+    result = subprocess.run([*CLI, "--config", str(config), *args], capture_output=True,
+                            text=True, env=env, timeout=120, check=False)  # fmt: skip
+    assert TOKEN not in result.stdout + result.stderr  # the gateway's secret is never printed
+    return result
 
 
 def cli_json(config: Path, *args: str) -> Any:
@@ -295,6 +316,15 @@ def test_a_conversation_driven_from_the_cli(gateway: Path) -> None:
     assert again.stderr.startswith("Error: call is not active (last state=hangup-bot")
     latency = cli_json(gateway, "latency")
     assert latency["recordsScanned"] == 1 and latency["turnLatency"]["count"] >= 1
+
+
+def test_smoke_places_a_call_only_with_to_and_yes(gateway: Path) -> None:
+    live = cli_json(gateway, "smoke", "--to", "+15550001234", "--yes")
+    assert live["ok"] is True and live["liveCall"] is True and live["setup"]["ok"] is True
+    status = cli_json(gateway, "status", "--call-id", live["callId"])
+    assert status["direction"] == "outbound"  # placed through the gateway (voicecall.start)
+    people = cli_run(gateway, "smoke")
+    assert "live-call: skipped (pass --to and --yes to place one)" in people.stdout
 
 
 def test_call_follow_shows_the_call_until_it_ends(gateway: Path) -> None:
