@@ -99,15 +99,22 @@ def child_env() -> dict[str, str]:
 
 def start_gateway(doors: Doors) -> subprocess.Popen[str]:
     doors.say(f"$ voicecall gateway --config {doors.config.name} &", bold=True)
-    proc = subprocess.Popen([*CLI, "gateway", "--config", str(doors.config)], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=doors.env)  # fmt: skip
-    ready = _readline(proc.stdout)
-    if not ready:
+    for _ in range(5):  # a port picked free may be taken before the gateway binds it
+        proc = subprocess.Popen([*CLI, "gateway", "--config", str(doors.config)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=doors.env)  # fmt: skip
+        ready = _readline(proc.stdout)
+        if ready:
+            doors.say(f"  {ready.strip()}")
+            # The log goes on while the demo runs: drained so the gateway never blocks on it.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
+            return proc
         proc.kill()
-        raise click.ClickException("the gateway did not start")
-    doors.say(f"  {ready.strip()}")
-    return proc
+        error = proc.communicate()[1]
+        if "already in use" not in error:
+            raise click.ClickException(f"the gateway did not start: {error.strip()}")
+        write_config(doors.config.parent)
+    raise click.ClickException("the gateway did not start: no free port")
 
 
 def _readline(stream: IO[str] | None) -> str:
