@@ -25,6 +25,7 @@ from jsonschema.exceptions import ValidationError
 
 from voicecall.dsl.errors import did_you_mean
 from voicecall.plugin.config_effective import REDACTED, effective, redacted
+from voicecall.plugin.config_flows import flow_problems
 from voicecall.plugin.config_problems import KeyPath, Problem, dotted
 from voicecall.plugin.config_rules import (
     GatewaySettings,
@@ -140,6 +141,9 @@ def load_config(
                                      entry_enabled=entry_enabled)  # fmt: skip
         problems += _env_problems(plugin, from_env)
         problems += (provider_problems if to_run else mode_problems)(plugin, SECTION)
+    if to_run and not problems:
+        base = path.parent if text is not None else Path.cwd()
+        problems += flow_problems(plugin, base, SECTION)
     if problems:
         raise ConfigError(format_problems(problems, path, where))
     return HostConfig(path=path, found=text is not None, data=data, plugin=plugin,

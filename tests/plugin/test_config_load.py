@@ -274,3 +274,36 @@ def test_the_runtime_takes_the_loaded_section(
     assert config.store_dir() == tmp_path / "calls" and config.serve()["port"] == 4000
     monkeypatch.setenv("OPENCLAW_STATE_DIR", str(tmp_path / "state"))
     assert RuntimeConfig(raw={}).store_dir() == tmp_path / "state" / "voice-calls"
+
+
+DESK = """\
+version: 1
+name: desk
+description: Answers the front desk.
+direction: inbound
+start: a
+nodes:
+  a: [{say: Hello}, hangup]
+"""
+
+
+def test_a_gateway_to_run_needs_the_flows_its_config_names(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "desk.yaml").write_text(DESK)
+    good = (
+        "{flows: {paths: 'flows', notify: 'notify'},\n numbers: {'+15550001234': {flow: 'desk'}}}"
+    )
+    load_config(host(tmp_path, good), env=GATEWAY, to_run=True)
+    section = ("{flows: {paths: ['flows', 'nope'], notify: 'inbound', conversation: 'desc'},\n"
+               " numbers: {'+15550001234': {flow: 'notify'}}}")  # fmt: skip
+    assert errors(host(tmp_path, section), to_run=True) == [
+        f"F:4:27: {PREFIX}.flows.paths[1]: no such folder: {tmp_path / 'nope'}"]  # fmt: skip
+    section = section.replace("'flows', 'nope'", "'flows'")
+    assert errors(host(tmp_path, section), to_run=True) == [
+        f"F:4:36: {PREFIX}.flows.notify: the flow 'inbound' only answers calls (direction: "
+        "inbound)",
+        f"F:4:61: {PREFIX}.flows.conversation: no flow named 'desc'; did you mean 'desk'?",
+        f"F:5:35: {PREFIX}.numbers.+15550001234.flow: the flow 'notify' only places calls "
+        "(direction: outbound)",
+    ]
+    assert load_config(host(tmp_path, section), env={}).plugin["flows"]["notify"] == "inbound"
