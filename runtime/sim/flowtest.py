@@ -177,6 +177,8 @@ def check(case: Case, sim: Simulation) -> Iterator[str]:
     if sim.error:
         yield sim.error
     expect = case.expect
+    if sim.call_error and expect.get("end") != "error":
+        yield f"the call ended in error: {sim.call_error}"
     yield from _rejection(expect, sim)
     record = sim.record
     if record is None and sim.rejection is None:

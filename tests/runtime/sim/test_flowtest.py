@@ -201,3 +201,16 @@ cases:
 """)  # fmt: skip
     assert [c.now for c in load_cases(path)] == [
         "2026-07-01", "2026-07-01T09:15:00", "2026-07-01T09:15:00+02:00"]  # fmt: skip
+
+
+async def test_a_call_that_ends_in_error_fails_the_case_with_the_reason(tmp_path: Path) -> None:
+    """The case used to fail only on a side effect (visited, said), never saying why."""
+    write(flows(tmp_path, "outbound", "").parent / "myflows" / "broken.yaml",
+          "version: 1\nname: broken\ndescription: d\nparams:\n  n: {type: integer, default: 1}\n"
+          'start: a\nnodes:\n  a: [{say: "{{ 10 // n }}"}, hangup]\n')  # fmt: skip
+    path = write(tmp_path / "myflows" / "a.test.yaml", "flow: broken\nparams: {n: 0}\n")
+    failures = await outcome(path)
+    assert len(failures) == 1 and failures[0].startswith("the call ended in error: "), failures
+    assert "broken.yaml:8:" in failures[0] and "division or modulo by zero" in failures[0]
+    write(path, "flow: broken\nparams: {n: 0}\nexpect: {end: error}\n")
+    assert await outcome(path) == []  # expected: not a failure
