@@ -19,6 +19,7 @@ log = logging.getLogger("voicecall.runtime")
 # How long a webhook waits for the model's reply before answering with a hold (Twilio gives
 # up on a webhook after 15 s).
 INLINE_REPLY_S = 5.0
+MAX_TURNS = 100  # turn metrics kept per call (`voicecall latency`)
 
 
 class AgentTurns:
@@ -135,6 +136,13 @@ class AgentTurns:
         meta["lastTurnLatencyMs"] = round((now - started) * 1000)
         meta["lastTurnListenWaitMs"] = round((now - max(listening, started)) * 1000)
         meta["lastTurnCompletedAt"] = now
+        # Every turn, not only the last: the original's latency read one snapshot per change
+        # from calls.jsonl and so saw each turn; our store keeps one row per call. Bounded.
+        kept = [t for t in meta.get("turnMetrics", []) if isinstance(t, dict)]
+        turns = kept[len(kept) - MAX_TURNS + 1 :] if len(kept) >= MAX_TURNS else kept
+        turns.append({"latencyMs": meta["lastTurnLatencyMs"],
+                      "listenWaitMs": meta["lastTurnListenWaitMs"]})  # fmt: skip
+        meta["turnMetrics"] = turns
 
     # --- the response model --------------------------------------------------------------------
 
