@@ -69,7 +69,8 @@ class State:
     "config_file",
     metavar="PATH",
     envvar="VOICECALL_CONFIG",
-    help="Host config file (JSON5). Default: ~/.openclaw/openclaw.json.",
+    help="Host config file (JSON5). Default: $OPENCLAW_CONFIG_PATH, else "
+    "$OPENCLAW_STATE_DIR/openclaw.json, else ~/.openclaw/openclaw.json.",
 )
 @click.version_option(package_name="voicecall")
 @click.pass_context
