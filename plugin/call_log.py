@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,17 @@ def summarize(values: Sequence[float]) -> dict[str, int]:
 def turn_samples(records: Iterable[CallRecord]) -> tuple[list[float], list[float]]:
     """Each answered turn's latency and listen wait (ms) kept on the records.
 
-    A call keeps the metrics of each of its turns (``turnMetrics``) when the runtime records
-    them, else the last turn's (``lastTurnLatencyMs`` / ``lastTurnListenWaitMs``, the
-    original's fields).
+    A call keeps the metrics of each of its turns (``turnMetrics``); a record written without
+    them counts its last turn (``lastTurnLatencyMs`` / ``lastTurnListenWaitMs``, the original's
+    fields).
     """
+    return metadata_samples(r.metadata for r in records)
+
+
+def metadata_samples(metas: Iterable[Mapping[str, Any]]) -> tuple[list[float], list[float]]:
     latency: list[float] = []
     wait: list[float] = []
-    for record in records:
-        meta = record.metadata
+    for meta in metas:
         turns = meta.get("turnMetrics")
         if isinstance(turns, list) and turns:
             for turn in turns:
@@ -163,9 +167,71 @@ def _add(into: list[float], value: Any) -> None:
 
 def latency_report(records: Sequence[CallRecord]) -> dict[str, Any]:
     """The original's ``latency`` payload over ``records``."""
-    latency, wait = turn_samples(records)
+    return _report(len(records), turn_samples(records))
+
+
+def _report(scanned: int, samples: tuple[list[float], list[float]]) -> dict[str, Any]:
+    latency, wait = samples
     return {
-        "recordsScanned": len(records),
+        "recordsScanned": scanned,
         "turnLatency": summarize(latency),
         "listenWait": summarize(wait),
     }
+
+
+# --- the original's calls.jsonl ------------------------------------------------------------------
+# The original plugin appended a full JSON snapshot of a call on every change to
+# <store>/calls.jsonl; `tail --file` and `latency --file` still read such a file as it did.
+
+MAX_LINE_BYTES = 1024 * 1024  # a longer line is not a call snapshot: skipped
+
+
+def is_jsonl(path: Path) -> bool:
+    return path.suffix == ".jsonl"
+
+
+def jsonl_tail(path: Path, limit: int) -> tuple[list[str], int]:
+    """The last ``limit`` lines of a JSONL file, and the offset after them (its size)."""
+    try:
+        with path.open("rb") as file:
+            kept = (raw for raw in file if raw.strip() and len(raw) <= MAX_LINE_BYTES)
+            lines = deque((raw.decode("utf-8", "replace").rstrip("\n") for raw in kept),
+                          maxlen=limit)  # fmt: skip
+            return list(lines), file.tell()
+    except FileNotFoundError:
+        return [], 0
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def jsonl_since(path: Path, offset: int) -> tuple[list[str], int]:
+    """Whole lines appended after ``offset``; a file that shrank is read from its start."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, 2)
+            if file.tell() < offset:
+                offset = 0
+            file.seek(offset)
+            data = file.read()
+    except FileNotFoundError:
+        return [], 0
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    complete = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+    lines = [raw.decode("utf-8", "replace") for raw in complete.splitlines() if raw.strip()]
+    return lines, offset + len(complete)
+
+
+def jsonl_latency(path: Path, last: int) -> dict[str, Any]:
+    """``latency`` over the last ``last`` snapshots of a calls.jsonl, as the original."""
+    lines, _ = jsonl_tail(path, last)
+    metas = []
+    for line in lines:
+        try:
+            snapshot = json.loads(line)
+        except ValueError:
+            continue
+        meta = snapshot.get("metadata") if isinstance(snapshot, dict) else None
+        if isinstance(meta, Mapping):
+            metas.append(meta)
+    return _report(len(lines), metadata_samples(metas))

@@ -21,7 +21,13 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from voicecall.plugin.call_log import CallLog, StoreError, latency_report
+from voicecall.plugin.call_log import (
+    CallLog,
+    StoreError,
+    is_jsonl,
+    jsonl_latency,
+    latency_report,
+)
 from voicecall.plugin.config import ConfigError, HostConfig, load_config
 from voicecall.plugin.gateway import client as gw
 from voicecall.plugin.host import GatewayError
@@ -482,7 +488,11 @@ def status_cmd(state: Any, opts: dict[str, Any]) -> None:
 
 
 @click.command("tail")
-@click.option("--file", metavar="PATH", help="The call store (default: the configured store).")
+@click.option(
+    "--file",
+    metavar="PATH",
+    help="The call store (default: the configured one), or an original calls.jsonl.",
+)
 @click.option("--since", type=click.IntRange(min=0), default=25, show_default=True,
               help="Show this many recent calls first.")  # fmt: skip
 @click.option("--poll", "poll_ms", type=click.IntRange(min=50), default=250, show_default=True,
@@ -493,10 +503,14 @@ def status_cmd(state: Any, opts: dict[str, Any]) -> None:
 @with_opts
 def tail_cmd(state: Any, opts: dict[str, Any]) -> None:
     """Follow calls as they change: live Gateway events, else the store."""
-    from voicecall.plugin.cli_follow import tail
+    from voicecall.plugin.cli_follow import tail, tail_jsonl
 
-    log = call_log(state, opts["file"])
+    file = Path(opts["file"]).expanduser() if opts["file"] else None
     try:
+        if file is not None and is_jsonl(file):  # the original's log: its lines, as they come
+            asyncio.run(tail_jsonl(file, since=opts["since"], poll_s=opts["poll_ms"] / 1000))
+            return
+        log = call_log(state, opts["file"])
         run(tail(target(state, opts), log, provider(state), since=opts["since"],
                  poll_s=opts["poll_ms"] / 1000, as_json=opts["as_json"]),
             as_json=opts["as_json"])  # fmt: skip
@@ -507,7 +521,11 @@ def tail_cmd(state: Any, opts: dict[str, Any]) -> None:
 
 
 @click.command("latency")
-@click.option("--file", metavar="PATH", help="The call store (default: the configured store).")
+@click.option(
+    "--file",
+    metavar="PATH",
+    help="The call store (default: the configured one), or an original calls.jsonl.",
+)
 @click.option("--last", type=click.IntRange(min=1), default=200, show_default=True,
               help="How many recent calls to scan.")  # fmt: skip
 @json_option()
@@ -515,7 +533,10 @@ def tail_cmd(state: Any, opts: dict[str, Any]) -> None:
 def latency_cmd(state: Any, file: str | None, last: int, as_json: bool) -> None:
     """Turn latency and listen wait (p50/p95) of recent calls, from the store."""
     try:
-        report = latency_report(call_log(state, file).recent(last))
+        if file and is_jsonl(Path(file)):  # the original's log of call snapshots
+            report = jsonl_latency(Path(file).expanduser(), last)
+        else:
+            report = latency_report(call_log(state, file).recent(last))
     except StoreError as exc:
         fail(str(exc), as_json=as_json, kind="store_error")
     if as_json:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from voicecall.plugin.call_log import CallLog
+from voicecall.plugin.call_log import CallLog, jsonl_since, jsonl_tail
 from voicecall.plugin.gateway import client as gw
 from voicecall.runtime.state import TERMINAL
 
@@ -194,6 +195,16 @@ async def tail(
     finally:
         await events.close()
     await poll_store(log, provider, log.last_update(), poll_s, show)
+
+
+async def tail_jsonl(path: Path, *, since: int, poll_s: float) -> None:
+    """The original plugin's calls.jsonl: the last lines, then each line appended."""
+    lines, offset = jsonl_tail(path, since) if since else ([], jsonl_tail(path, 0)[1])
+    while True:
+        for line in lines:
+            click.echo(line)
+        await asyncio.sleep(poll_s)
+        lines, offset = jsonl_since(path, offset)
 
 
 async def poll_store(

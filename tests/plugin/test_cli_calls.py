@@ -390,3 +390,44 @@ def test_tail_follows_live_events(gateway: Path) -> None:
     assert {e["payload"]["callId"] for e in seen} == {placed["callId"]}
     assert any(e["event"] == "voicecall.transcript" and e["payload"]["text"] == "Tail me."
                for e in seen)  # fmt: skip
+
+
+# --- the original's calls.jsonl -------------------------------------------------------------------
+
+
+def snapshot(call_id: str, state: str, **metadata: Any) -> str:
+    return json.dumps({"callId": call_id, "provider": "twilio", "direction": "outbound",
+                       "state": state, "metadata": metadata})  # fmt: skip
+
+
+def test_latency_reads_an_original_calls_jsonl(config: Path, tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    lines = [snapshot("a", "initiated"), snapshot("a", "listening", lastTurnLatencyMs=400,
+             lastTurnListenWaitMs=40), "not json", snapshot("a", "completed",
+             lastTurnLatencyMs=400, lastTurnListenWaitMs=40)]  # fmt: skip
+    log.write_text("\n".join(lines) + "\n")
+    payload = json.loads(invoke(config, "latency", "--file", str(log), "--json").stdout)
+    # As the original: every snapshot line counts, each carrying the last turn's metrics.
+    assert payload["recordsScanned"] == 4
+    assert payload["turnLatency"]["count"] == 2 and payload["turnLatency"]["p95Ms"] == 400
+    last = json.loads(invoke(config, "latency", "--file", str(log), "--last", "1",
+                             "--json").stdout)  # fmt: skip
+    assert last["recordsScanned"] == 1 and last["listenWait"]["count"] == 1
+
+
+def test_tail_follows_an_original_calls_jsonl(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    log = tmp_path / "calls.jsonl"
+    log.write_text("".join(snapshot(str(i), "completed") + "\n" for i in range(5)))
+    args = [*CLI, "tail", "--file", str(log), "--since", "2", "--poll", "50"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=clean_env) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            first = [json.loads(proc.stdout.readline())["callId"] for _ in range(2)]
+            with log.open("a") as file:
+                file.write(snapshot("new", "ringing") + "\n")
+            added = json.loads(proc.stdout.readline())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert first == ["3", "4"] and added["callId"] == "new"
