@@ -22,12 +22,20 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import click
+import json5
 from aiohttp import web
 
-from voicecall.plugin.config import ConfigError, HostConfig, load_config
+from voicecall.plugin.config import (
+    ConfigError,
+    HostConfig,
+    config_schema,
+    find_config,
+    load_config,
+)
 from voicecall.plugin.gateway.auth import AuthSettings
 from voicecall.plugin.gateway.server import GatewayServer, ServerSettings
 from voicecall.plugin.host import PluginApi, Registry
@@ -192,6 +200,7 @@ def configure_logging() -> None:
 def build_host(config_file: str | None) -> tuple[GatewayHost, HostConfig]:
     """Finds, loads and checks the config; an unusable one is a GatewayStartError."""
     try:
+        _not_a_section_alone(find_config(config_file)[0])
         host_config = load_config(config_file, to_run=True)
     except ConfigError as exc:
         raise GatewayStartError(str(exc)) from None
@@ -199,6 +208,23 @@ def build_host(config_file: str | None) -> tuple[GatewayHost, HostConfig]:
                        config_path=str(host_config.path) if host_config.found else None,
                        logger=logging.getLogger("voicecall"))  # fmt: skip
     return host, host_config
+
+
+def _not_a_section_alone(path: Path) -> None:
+    """The old `runtime.serve` file held the plugin section alone; the Gateway would read it
+    as an OpenClaw config without the plugin (mock, defaults), which would surprise."""
+    try:
+        data = json5.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return  # load_config reports it
+    if not isinstance(data, dict) or "plugins" in data or "gateway" in data:
+        return
+    ours = sorted(set(data) & set(config_schema().get("properties", {})))
+    if ours:
+        keys = ", ".join(ours[:3])
+        raise GatewayStartError(f"{path}: holds the voice-call config alone ({keys}); the "
+                                "Gateway reads the OpenClaw config: move it under "
+                                "plugins.entries.voice-call.config")  # fmt: skip
 
 
 def run(config_file: str | None, *, port: int | None = None,
@@ -210,6 +236,9 @@ def run(config_file: str | None, *, port: int | None = None,
         (register or default_register())(host)
     except GatewayStartError as exc:
         click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILED
+    except (ValueError, OSError, LookupError) as exc:  # the plugin refused its config
+        click.echo(f"error: the plugin cannot load: {_why(exc)}", err=True)
         return EXIT_FAILED
 
     def ready(bound: int) -> None:

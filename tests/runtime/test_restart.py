@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from tests.plugin.gateway.frames import connect, request
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.sim.carrier.carrier import MockCarrier
 from voicecall.runtime.sim.script import Script, Step
@@ -24,7 +26,8 @@ from voicecall.runtime.store import SQLiteStore
 pytestmark = pytest.mark.e2e
 
 NUMBERS = ["+15550001001", "+15550001002", "+15550001003"]
-PARAMS = ["--param", "patient=Ann", "--param", "when=today"]  # each belongs to its --call
+PARAMS = {"patient": "Ann", "when": "today"}
+TOKEN = "restart-test-token"
 
 
 def free_port() -> int:
@@ -47,18 +50,34 @@ def _no_leftover_processes() -> Any:
             proc.wait()
 
 
-async def start(config: Path, *calls: list[str]) -> subprocess.Popen[bytes]:
+async def start(config: Path) -> subprocess.Popen[bytes]:
+    """`python -m voicecall.runtime.serve` (the gateway under its old name), once ready."""
     args = [sys.executable, "-m", "voicecall.runtime.serve", "--config", str(config)]
-    for call in calls:
-        args += ["--call", *call]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCLAW_", "VOICECALL_"))}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     PROCESSES.append(proc)
     assert proc.stdout is not None
-    line = await asyncio.to_thread(proc.stdout.readline)  # {"ready": true, ...}
+    line = await asyncio.to_thread(proc.stdout.readline)  # {"ready": true, "gateway": ...}
     assert json.loads(line)["ready"] is True
-    for _ in calls:
-        json.loads(await asyncio.to_thread(proc.stdout.readline))
     return proc
+
+
+async def place_calls(port: int) -> None:
+    """Each call placed through the Gateway, as `voicecall start --flow` does."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"ws://127.0.0.1:{port}/") as ws,
+    ):
+        await ws.receive_json()  # connect.challenge
+        await ws.send_json(connect(token=TOKEN))
+        assert (await ws.receive_json())["ok"] is True
+        for number in NUMBERS:
+            frame = request("voicecall.start", {"to": number, "flow": "appointment-reminder",
+                                                "params": PARAMS})  # fmt: skip
+            await ws.send_json(frame)
+            while (res := await ws.receive_json())["type"] != "res":
+                pass  # call events
+            assert res["ok"] is True, res
 
 
 def transcripts(db: Path) -> dict[str, list[tuple[str, str]]]:
@@ -89,15 +108,20 @@ async def test_kill_9_then_restart_loses_nothing_and_repeats_nothing(tmp_path: P
         # Each callee answers, then takes 30 s (virtual) to press 1.
         carrier.script = Script(caller=(Step(action="answer"),
                                         Step(action="press", value="1", after_s=30)))  # fmt: skip
-        config = tmp_path / "config.json"
+        config = tmp_path / "openclaw.json"
+        gateway_port = free_port()
         config.write_text(json.dumps({
-            "provider": "twilio", "fromNumber": "+15550000000", "maxConcurrentCalls": 5,
-            "store": str(tmp_path / "store"),
-            "serve": {"port": free_port(), "bind": "127.0.0.1", "path": "/voice/webhook"},
-            "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
+            "gateway": {"port": gateway_port, "auth": {"mode": "token", "token": TOKEN}},
+            "plugins": {"entries": {"voice-call": {"config": {
+                "provider": "twilio", "fromNumber": "+15550000000", "maxConcurrentCalls": 5,
+                "store": str(tmp_path / "store"),
+                "serve": {"port": free_port(), "bind": "127.0.0.1", "path": "/voice/webhook"},
+                "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
+            }}}},
         }))  # fmt: skip
         db = tmp_path / "store" / "calls.sqlite"
-        first = await start(config, *[["appointment-reminder", n, *PARAMS] for n in NUMBERS])
+        first = await start(config)
+        await place_calls(gateway_port)
 
         def all_listening() -> bool:
             return db.exists() and sorted(r[0] for r in rows(
