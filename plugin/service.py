@@ -243,7 +243,9 @@ class VoiceCallService:
             raise invalid("params must be an object of the flow's param values")
         flow = self.flow(name)
         values = dict(given or {})
-        if message and flow.param("message") is not None:
+        if flow.param("message") is not None and (message or not _text(params, "flow")):
+            # A mode's flow without a message (voicecall.start allows it): nothing is said
+            # before the agent's first turn.
             values.setdefault("message", message)
         try:
             return flow.name, check_params(flow, values), mode

@@ -318,3 +318,15 @@ async def test_every_text_param_is_bounded(tmp_path: Path) -> None:
         for coro, message in cases:
             with pytest.raises(GatewayError, match=f"^{message}"):
                 await coro
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_start_without_a_message_listens_first(tmp_path: Path, provider: str) -> None:
+    async with running(tmp_path, provider) as (service, events):
+        call_id = (await service.start_call({"to": CALLEE, "mode": "conversation"}))["callId"]
+        await until(service, lambda: state(service, call_id) == "listening")
+        answer = await run(service, service.continue_call(
+            {"callId": call_id, "message": "Hi, is this Sam?"}))  # fmt: skip
+    said = [(p["speaker"], p["text"]) for p in events.of("voicecall.transcript", call_id)]
+    assert said[0] == ("bot", "Hi, is this Sam?")
+    assert ("user", answer["transcript"]) in said
