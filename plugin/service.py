@@ -42,6 +42,7 @@ MODES = ("notify", "conversation")
 DIGITS = re.compile(r"^[0-9*#wW]+$")
 MAX_TEXT = 4000  # longest message an agent may have spoken in one turn
 MAX_KEY = 512  # longest session key or dtmf sequence kept with a call
+BEFORE_ANSWER = ("", "initiated", "ringing")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -173,7 +174,13 @@ class VoiceCallService:
     def _observe(self, call: CallRecord) -> None:
         state, lines = self._seen.get(call.call_id, ("", 0))
         if call.state != state:
-            self.emit("voicecall.call", status_view(call, self.provider))
+            view = status_view(call, self.provider)
+            if call.answered_at is not None and state in BEFORE_ANSWER and call.state not in (
+                "answered", *BEFORE_ANSWER):  # fmt: skip
+                # Answered and started in one commit (one webhook): the answer is a state
+                # change of its own to the clients (a ringing spinner stops on it).
+                self.emit("voicecall.call", {**view, "state": "answered"})
+            self.emit("voicecall.call", view)
         for line in call.transcript[lines:]:
             self.emit("voicecall.transcript", {"callId": call.call_id, "speaker": line.speaker,
                                                "text": line.text, "at": _ms(line.at)})  # fmt: skip

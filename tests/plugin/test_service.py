@@ -56,6 +56,7 @@ async def test_a_conversation_continue_speak_dtmf_end(tmp_path: Path, provider: 
     states = [p["state"] for p in events.of("voicecall.call", call_id)]
     assert states[0] == "initiated"
     assert states[-1] == "hangup-bot" and len(states) == len(set(states))
+    assert states.index("answered") < states.index("listening")
     assert "answeredAt" in events.of("voicecall.call", call_id)[-1]
     said = [(p["speaker"], p["text"]) for p in events.of("voicecall.transcript", call_id)]
     assert said[0] == ("bot", "Hi there")
