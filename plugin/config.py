@@ -266,14 +266,38 @@ def check_section(section: dict[str, Any], prefix: KeyPath = SECTION) -> list[Pr
     problems: list[Problem] = []
     for error in _validator().iter_errors(section):
         problems += _problems(error, prefix)
+    # Schema messages quote values: at a secret's path they must not (ours never quote one).
+    problems = [_legacy_hint(_hide_secret(p, len(prefix)), len(prefix), section) for p in problems]
     problems += section_problems(section, prefix)
     zone = section.get("timezone")
     if isinstance(zone, str) and zone and not _is_zone(zone):
         hint = did_you_mean(zone, sorted(available_timezones()))
         msg = f"{zone!r} is not an IANA time zone"
         problems.append(Problem(path=(*prefix, "timezone"), message=msg, hint=hint))
-    unique = {(p.path, p.message): p for p in problems}.values()
-    return [_hide_secret(p, len(prefix)) for p in unique]
+    return list({(p.path, p.message): p for p in problems}.values())
+
+
+# Keys and values of older configs that the original's `openclaw doctor --fix` migrates (its
+# load-time shim is gone since 2026.6.0): say where each one went.
+_LEGACY_KEYS: dict[KeyPath, str] = {
+    ("twilio", "from"): "moved to fromNumber",
+    ("streaming", "sttProvider"): "moved to streaming.provider",
+    ("streaming", "openaiApiKey"): "moved to streaming.providers.openai.apiKey",
+    ("streaming", "sttModel"): "moved to streaming.providers.openai.model",
+    ("streaming", "silenceDurationMs"): "moved to streaming.providers.openai.silenceDurationMs",
+    ("streaming", "vadThreshold"): "moved to streaming.providers.openai.vadThreshold",
+    ("realtime", "agentContext", "includeSystemPrompt"): "removed by the original",
+}
+
+
+def _legacy_hint(problem: Problem, depth: int, section: dict[str, Any]) -> Problem:
+    where = tuple(problem.path[depth:])
+    hint = _LEGACY_KEYS.get(where) if problem.key else None
+    if where == ("provider",) and section.get("provider") == "log":
+        hint = "the legacy provider log is now mock"
+    if not hint:
+        return problem
+    return replace(problem, hint=f"{hint} (`openclaw doctor --fix` migrates old configs)")
 
 
 def _hide_secret(problem: Problem, depth: int) -> Problem:

@@ -104,7 +104,7 @@ def section_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Proble
             text = f"{scheme}:// is not a store; give a folder for the SQLite store"
         problems.append(Problem(path=(*prefix, "store"), message=text))
     ref = (section.get("twilio") or {}).get("authToken")
-    if isinstance(ref, dict) and ref.get("source") != "env":
+    if isinstance(ref, dict) and ref.get("source") in ("file", "exec"):
         text = (f"a secret reference with source {ref.get('source')!r} cannot be resolved here; "
                 'write the token, or {source: "env", id: "VAR"}')  # fmt: skip
         problems.append(Problem(path=(*prefix, "twilio", "authToken"), message=text))

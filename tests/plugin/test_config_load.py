@@ -307,3 +307,26 @@ def test_a_gateway_to_run_needs_the_flows_its_config_names(tmp_path: Path) -> No
         "(direction: outbound)",
     ]
     assert load_config(host(tmp_path, section), env={}).plugin["flows"]["notify"] == "inbound"
+
+
+def test_keys_of_older_configs_say_where_they_went(tmp_path: Path) -> None:
+    section = "{provider: 'log', twilio: {from: '+15550001234'},\n streaming: {sttProvider: 'x'}}"
+    fix = " (`openclaw doctor --fix` migrates old configs)"
+    assert errors(host(tmp_path, section)) == [
+        f"F:4:12: {PREFIX}.provider: 'log' is not one of telnyx, twilio, plivo, mock; "
+        f"the legacy provider log is now mock{fix}",
+        f"F:4:28: {PREFIX}.twilio.from: unknown key; moved to fromNumber{fix}",
+        f"F:5:14: {PREFIX}.streaming.sttProvider: unknown key; moved to streaming.provider{fix}",
+    ]
+
+
+def test_a_secret_reference_is_a_strict_object(tmp_path: Path) -> None:
+    section = "{twilio: {authToken: {source: 'vault', id: 'X', key: 1}}}"
+    assert errors(host(tmp_path, section)) == [
+        f"F:4:31: {PREFIX}.twilio.authToken.source: 'vault' is not one of env, file, exec",
+        f"F:4:49: {PREFIX}.twilio.authToken.key: unknown key; known keys: id, provider, source",
+    ]
+    assert errors(host(tmp_path, "{twilio: {authToken: {source: 'file', id: '/run/x'}}}")) == [
+        f"F:4:22: {PREFIX}.twilio.authToken: a secret reference with source 'file' cannot be "
+        'resolved here; write the token, or {source: "env", id: "VAR"}'
+    ]
