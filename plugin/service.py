@@ -191,8 +191,13 @@ class VoiceCallService:
 
     # --- placing calls -------------------------------------------------------------------------
 
-    async def initiate(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """``voicecall.initiate``: ``message`` required, ``to`` defaults to ``toNumber``."""
+    async def initiate(
+        self, params: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """``voicecall.initiate``: ``message`` required, ``to`` defaults to ``toNumber``.
+
+        ``agent_id``: the agent of a trusted caller (the tool's session), kept with the call.
+        """
         manager = self._manager()
         message = _text(params, "message")
         if not message and not _text(params, "flow"):
@@ -200,7 +205,7 @@ class VoiceCallService:
         to = _text(params, "to") or str(manager.settings.to_number or "")
         if not to:
             raise invalid("to required")
-        return await self._place(manager, to, message, params)
+        return await self._place(manager, to, message, params, agent_id)
 
     async def start_call(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``voicecall.start``: ``to`` required; ``agentId`` only from trusted plugin callers."""
@@ -214,12 +219,15 @@ class VoiceCallService:
         return await self._place(manager, to, _text(params, "message"), params)
 
     async def _place(
-        self, manager: CallManager, to: str, message: str, params: Mapping[str, Any]
-    ) -> dict[str, Any]:
+        self, manager: CallManager, to: str, message: str, params: Mapping[str, Any],
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         if len(message) > MAX_TEXT:
             raise invalid(f"message is longer than {MAX_TEXT} characters")
         flow_name, values, mode = self._plan(message, params)
         metadata: dict[str, Any] = {"mode": mode}
+        if agent_id:
+            metadata["agentId"] = agent_id
         if message:
             metadata["initialMessage"] = message
         for key in ("sessionKey", "requesterSessionKey", "dtmfSequence"):

@@ -165,6 +165,13 @@ class VoiceCallTool:
     async def _initiate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         rpc = {**_pick(params, "message", "to", "mode", "flow", "params"),
                **self._session(params)}  # fmt: skip
+        return await self._place(rpc)
+
+    async def _place(self, rpc: dict[str, Any]) -> dict[str, Any]:
+        # The session's agent is trusted (the original's agentId); a service stand-in that
+        # forwards to a Gateway (MCP) takes the params alone.
+        if self.context.agent_id:
+            return await self.service.initiate(rpc, agent_id=self.context.agent_id)
         return await self.service.initiate(rpc)
 
     async def _status(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,7 +190,7 @@ class VoiceCallTool:
         if not isinstance(to, str) or not to.strip():
             raise _Failure("to required for call")
         rpc = {**_pick(params, "message", "to"), **self._session(params)}
-        return await self.service.initiate(rpc)
+        return await self._place(rpc)
 
 
 def make_tool(service: VoiceCallService, context: ToolContext) -> Tool:

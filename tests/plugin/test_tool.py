@@ -23,7 +23,7 @@ def details(result: dict[str, Any]) -> Any:
 
 
 def tool_for(service: VoiceCallService) -> Tool:
-    return make_tool(service, ToolContext(session_key="agent:main:main"))
+    return make_tool(service, ToolContext(session_key="agent:main:main", agent_id="main"))
 
 
 async def test_a_conversation_through_the_tool(tmp_path: Path) -> None:
@@ -36,6 +36,7 @@ async def test_a_conversation_through_the_tool(tmp_path: Path) -> None:
         record = service.runtime.manager.get(call_id)
         assert record is not None
         assert record.metadata["requesterSessionKey"] == "agent:main:main"
+        assert record.metadata["agentId"] == "main"
         await until(service, lambda: state(service, call_id) == "listening")
         answer = details(await run(service, tool.execute(
             "t2", {"action": "continue_call", "callId": call_id, "message": "And?"})))  # fmt: skip
