@@ -187,7 +187,11 @@ class GatewayServer:
                           mode=str(params["client"]["mode"]), role=role, scopes=scopes,
                           remote=conn.remote)  # fmt: skip
         self._send(client, conn.accept(info, self.hello(info, method), event.request_id))
-        self.log.info("gateway: %s connected (%s, %s)", info.client_id, conn.remote, method)
+        device = params.get("device")
+        signed = f", device {str(device['id'])[:12]} verified" if device else ""
+        self.log.info(
+            "gateway: %s connected (%s, %s%s)", info.client_id, conn.remote, method, signed
+        )
         _spawn(client.tasks, self._tick(client))
 
     def _dispatch_now(self, client: _Client, event: Event) -> None:

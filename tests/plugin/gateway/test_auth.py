@@ -100,6 +100,43 @@ def test_a_valid_device_signature_is_accepted(version: str) -> None:
     assert auth(TOKEN, signed(version)) == "token"
 
 
+# Sent by the real OpenClaw 2026.9.6 SDK (callGatewayFromCli, Node 24) to a capture stub that
+# challenged it with this nonce and ts; its token was "T0k".
+REAL_NONCE, REAL_TS = "0b7c4f3e-6a51-4d0e-9d2b-5f0c2f1d8e11", 1795971200000
+REAL_DEVICE = {
+    "id": "65c573ed8702cb35e1d4bb045f76a982dd6e43cba03328c6672fd83674dc633d",
+    "publicKey": "6faT2Ku8yX8dKf9qsHrtgRX7RnGiVYj7WiCMlCyrH3s",
+    "signature": "Qs3-fX5lOC2ruHQJjNAHlZGZyST29B505Y7TGUVlj4nU8jiRhwGJ5rU"
+    "tCJxaN9kEfQfwe8ISJpoMJmcsrntdCg",
+    "signedAt": 1795971200000,
+    "nonce": "0b7c4f3e-6a51-4d0e-9d2b-5f0c2f1d8e11",
+}
+REAL_PARAMS = {
+    "minProtocol": 4, "maxProtocol": 4,
+    "client": {"id": "cli", "version": "2026.9.6", "platform": "linux", "deviceFamily": "Linux",
+               "mode": "cli", "instanceId": "12337536-c6d3-4499-bd6c-b282e71e06db"},
+    "caps": [], "auth": {"token": "T0k"}, "role": "operator",
+    "scopes": ["operator.admin", "operator.read", "operator.write", "operator.approvals",
+               "operator.questions", "operator.pairing", "operator.talk.secrets"],
+}  # fmt: skip
+
+
+def real(**change: Any) -> dict[str, Any]:
+    params = {**REAL_PARAMS, "device": dict(REAL_DEVICE), **change}
+    return {"params": params}
+
+
+def test_a_device_block_signed_by_the_real_openclaw_verifies() -> None:
+    challenge = Challenge(nonce=REAL_NONCE, ts=REAL_TS)
+    settings = AuthSettings(mode="token", token="T0k")
+    assert authenticate(settings, real()["params"], remote="127.0.0.1", challenge=challenge,
+                        now_ms=REAL_TS + 1000) == "token"  # fmt: skip
+    with pytest.raises(GatewayError) as caught:  # one scope fewer: not what was signed
+        authenticate(settings, real(scopes=["operator.read"])["params"], remote="127.0.0.1",
+                     challenge=challenge, now_ms=REAL_TS + 1000)  # fmt: skip
+    assert caught.value.details == {"code": "DEVICE_AUTH_SIGNATURE_INVALID"}
+
+
 def test_the_logged_cli_device_block_verifies() -> None:
     # A device block shaped as the one in reference §2.3 (mode none: empty token in the payload).
     frame = connect()
