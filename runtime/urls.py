@@ -84,9 +84,21 @@ def decode_state(value: str | None) -> Place:
         data = json.loads(base64.b64decode(value, validate=True))
     except (ValueError, TypeError):
         return Place()
-    if not isinstance(data, dict) or not isinstance(data.get("c"), str):
+    if not isinstance(data, dict) or not _text(data.get("c")):
         return Place()
     step = data.get("s")
-    block = data.get("b")
-    return Place(call_id=data["c"], kind="event", block=block if isinstance(block, str) else None,
+    block = data.get("b") if _text(data.get("b")) else None
+    return Place(call_id=data["c"], kind="event", block=block,
                  step=step if isinstance(step, int) else None)  # fmt: skip
+
+
+def _text(value: object) -> bool:
+    """A string UTF-8 can encode: JSON may escape half a UTF-16 pair ("\\ud800"), which
+    Python reads into a str that SQLite (UTF-8) refuses."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

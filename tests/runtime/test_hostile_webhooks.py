@@ -311,3 +311,14 @@ async def test_a_telnyx_gather_result_redelivered_late_does_not_answer_the_next_
     assert redelivered and result.record is not None
     assert result.record.visited == ["menu", "hours"]
     assert result.record.end_reason == "hangup-user"
+
+
+@pytest.mark.parametrize("state", ['{"c": "\\ud800"}', '{"c": "c1", "b": "\\udfff"}'])
+async def test_a_lone_surrogate_inside_client_state_names_no_call(targets: Any, state: str) -> None:
+    # client_state is base64 (ASCII) around JSON of our own: half a UTF-16 pair escaped in
+    # it is not ours, so the event names no call of ours (and is not a 500 from SQLite).
+    t = await targets("telnyx")
+    client_state = base64.b64encode(state.encode()).decode()
+    body = json.dumps(telnyx_event("call.answered", client_state=client_state)).encode()
+    got = await run_steps(t, [Step(lambda t: signed_json(t, body), 200)])
+    assert got == [(200, False)]
