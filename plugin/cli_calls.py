@@ -277,7 +277,8 @@ def place(state: Any, opts: Mapping[str, Any], method: str, params: dict[str, An
 
 
 @click.command("call")
-@click.option("-m", "--message", required=True, help="Message to speak when the call connects.")
+@click.option("-m", "--message", help="Message to speak when the call connects (required "
+              "unless --flow names a flow that needs none).")  # fmt: skip
 @click.option("-t", "--to", metavar="PHONE",
               help="Phone number to call (E.164; default: config toNumber).")  # fmt: skip
 @click.option("--mode", type=MODES, default="conversation", show_default=True,
@@ -290,6 +291,8 @@ def place(state: Any, opts: Mapping[str, Any], method: str, params: dict[str, An
 @with_opts
 def call_cmd(state: Any, opts: dict[str, Any]) -> None:
     """Place an outbound call (voicecall.initiate)."""
+    if not opts["message"] and not opts["flow"]:
+        raise click.MissingParameter(param_hint="'-m' / '--message'", param_type="option")
     place(state, opts, "voicecall.initiate", call_params(opts, keys=("message", "to")))
 
 

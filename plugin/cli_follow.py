@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 from voicecall.plugin.call_log import CallLog, jsonl_since, jsonl_tail
 from voicecall.plugin.gateway import client as gw
@@ -85,8 +86,15 @@ class LiveView:
             self._spin_off()
             speaker = str(payload.get("speaker", ""))
             colour = "cyan" if speaker == "bot" else "green"
-            self.out.print(f"  [dim]{clock(payload.get('at'))}[/dim] [{colour}]{speaker:<4}"
-                           f"[/{colour}] {payload.get('text', '')}", soft_wrap=False)  # fmt: skip
+            # A grid, so that a long line wraps under its own text, not under the time.
+            line = Table.grid(padding=(0, 1))
+            line.add_column(width=1)
+            line.add_column(style="dim", no_wrap=True)
+            line.add_column(style=colour, width=4, no_wrap=True)
+            line.add_column(overflow="fold")
+            line.add_row("", clock(payload.get("at")), speaker,
+                         Text(str(payload.get("text", ""))))  # fmt: skip
+            self.out.print(line)
 
     def _state(self, payload: Mapping[str, Any]) -> None:
         state = str(payload.get("state", ""))

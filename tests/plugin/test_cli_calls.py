@@ -348,6 +348,20 @@ def test_call_follow_shows_the_call_until_it_ends(gateway: Path) -> None:
     assert people.stdout.rstrip().splitlines()[-1].startswith("Call ended: hangup-bot after")
 
 
+def test_a_named_flow_with_params_needs_no_message(gateway: Path) -> None:
+    result = cli_run(gateway, "call", "-t", "+15550001234", "--flow", "appointment-reminder",
+                     "--param", "patient=Ann", "--param", "when=Thursday at ten", "--follow",
+                     "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = [json.loads(line)["payload"]["text"] for line in result.stdout.splitlines()
+            if '"voicecall.transcript"' in line]  # fmt: skip
+    assert said[0] == "Hello Ann, this is a reminder of your appointment Thursday at ten."
+    missing = cli_run(gateway, "call", "-t", "+15550001234", "--flow", "appointment-reminder",
+                      "--param", "when=Thu")  # fmt: skip
+    assert missing.returncode == 1 and "patient" in missing.stderr  # named by the Gateway
+    assert cli_run(gateway, "call").returncode == 2  # no message and no flow: wrong usage
+
+
 def test_status_table_fits_the_terminal_and_keeps_the_call_id(gateway: Path) -> None:
     call_id = cli_json(gateway, "start", "--to", "+15550001234", "--message", "Hi")["callId"]
     for columns in (60, 80, 132):
