@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -38,7 +39,7 @@ from voicecall.plugin.config import (
 )
 from voicecall.plugin.gateway.auth import AuthSettings
 from voicecall.plugin.gateway.server import GatewayServer, ServerSettings
-from voicecall.plugin.host import PluginApi, Registry
+from voicecall.plugin.host import READ, PluginApi, Registry, RequestContext
 
 # The events voice-call emits (the host API has no way to declare them: listed in hello-ok).
 PLUGIN_EVENTS = ("voicecall.call", "voicecall.transcript")
@@ -197,6 +198,23 @@ def configure_logging() -> None:
     logging.getLogger("voicecall").setLevel(logging.INFO)
 
 
+def register_host_methods(host: GatewayHost) -> None:
+    """The Gateway's own methods a client may expect of any host: ``health`` (what
+    `openclaw health` asks), answered with what this host knows: the plugins it loaded."""
+    loaded = ["voice-call"] if host.services or host.methods else []
+    started = time.time()
+
+    async def health(params: Mapping[str, Any], context: RequestContext) -> dict[str, Any]:
+        now = time.time()
+        plugins = {"loaded": loaded, "errors": []}
+        return {"ok": True, "ts": int(now * 1000), "durationMs": 0,
+                "uptimeMs": int((now - started) * 1000),
+                "plugins": plugins, "channels": {}, "agents": []}  # fmt: skip
+
+    if "health" not in host.methods:
+        host.register_gateway_method("health", health, scope=READ)
+
+
 def build_host(config_file: str | None) -> tuple[GatewayHost, HostConfig]:
     """Finds, loads and checks the config; an unusable one is a GatewayStartError."""
     try:
@@ -234,6 +252,7 @@ def run(config_file: str | None, *, port: int | None = None,
         host, host_config = build_host(config_file)
         settings = server_settings(host_config, port)
         (register or default_register())(host)
+        register_host_methods(host)
     except GatewayStartError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_FAILED

@@ -17,7 +17,7 @@ from .support import TOKEN, GatewayProcess, client, raw, write_config
 pytestmark = pytest.mark.e2e
 
 CALLEE = "+15550001234"
-METHODS = ["voicecall.continue", "voicecall.continue.result", "voicecall.continue.start",
+METHODS = ["health", "voicecall.continue", "voicecall.continue.result", "voicecall.continue.start",
            "voicecall.dtmf", "voicecall.end", "voicecall.flows", "voicecall.initiate",
            "voicecall.speak", "voicecall.start", "voicecall.status"]  # fmt: skip
 
@@ -157,6 +157,12 @@ async def test_bad_params_get_the_original_errors(
         res = await c.call(method, params)
     assert res["ok"] is False
     assert (res["error"]["code"], res["error"]["message"]) == (code, message)
+
+
+async def test_health_as_openclaw_health_asks_it(gw: GatewayProcess) -> None:
+    async with client(gw, scopes=["operator.read"]) as c:
+        health = await c.ok("health")
+    assert health["ok"] is True and health["plugins"] == {"loaded": ["voice-call"], "errors": []}
 
 
 async def test_status_of_an_unknown_call(gw: GatewayProcess) -> None:
