@@ -186,7 +186,7 @@ class _Mapper:
             msg = f"{self.subject} is missing the required key '{missing}'"
             root = self.doc.span(())
             span = Span.point(root.line, root.col)
-        self.emit("E-SCHEMA-MISSING-KEY", msg, span, _required_hint(missing))
+        self.emit("E-SCHEMA-MISSING-KEY", msg, span, _required_hint(missing, schema))
 
     def _on_type(self, error: ValidationError, path: Path, schema: Any) -> None:
         types = schema.get("type")
@@ -358,5 +358,10 @@ _REQUIRED_HINTS = {
 }
 
 
-def _required_hint(key: str) -> str | None:
+def _required_hint(key: str, schema: Any) -> str | None:
+    """How to add the missing key: its values, when the schema lists them."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    choices = (props or {}).get(key, {}).get("enum")
+    if key not in _REQUIRED_HINTS and choices:
+        return f"add `{key}:` with one of {', '.join(str(c) for c in choices)}"
     return _REQUIRED_HINTS.get(key)
