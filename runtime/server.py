@@ -1,10 +1,13 @@
 """The webhook server: the carrier's way into the runtime.
 
-One exact path, POST only. On every request, in this order: the per-IP in-flight cap (429),
-the signature headers' presence (401, before the body is read; with ``Expect: 100-continue``
-also the declared size, 413, before ``100 Continue``), the body size and read time (413, 408),
-the signature (401), the replay check (a replay gets the stored reply and causes nothing),
-parsing (400 on malformed input), then the call's state change. Every rejection is logged with
+One exact path, POST only. On every request, in this order: the signature headers' presence
+(401, before the body is read; with ``Expect: 100-continue`` also the declared size, 413, before
+``100 Continue``), the body size and read time (413, 408), the signature (401), the per-IP cap
+on verified requests in flight (429), the replay check (a replay gets the stored reply and
+causes nothing), parsing (400 on malformed input), then the call's state change. The cap counts
+only verified requests: behind a tunnel every carrier request comes from one address, and
+unsigned requests that trickle their bodies must not crowd the carrier out (they are bounded by
+the body read time and the connection cap instead). Every rejection is logged with
 its reason, in one line; malformed input is never a 500.
 
 Below HTTP, :class:`GuardedSite` bounds connections: how many are open, how long a request head
@@ -26,7 +29,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from voicecall.runtime.forwarding import ForwardingTrust, signed_url
 from voicecall.runtime.manager import CallManager
-from voicecall.runtime.providers.base import Adapter, BadRequest, Reply, WebhookRequest
+from voicecall.runtime.providers.base import (
+    Adapter,
+    BadRequest,
+    Reply,
+    Verification,
+    WebhookRequest,
+)
 
 log = logging.getLogger("voicecall.webhook")
 
@@ -94,17 +103,7 @@ class _Gate:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             return _reject(request, 405, "only POST is accepted")
-        ip = request.remote or "?"
-        if self.in_flight[ip] >= self.settings.max_in_flight_per_ip:
-            return _reject(request, 429, f"more than {self.settings.max_in_flight_per_ip} "
-                           f"requests in flight from {ip}")  # fmt: skip
-        self.in_flight[ip] += 1
-        try:
-            return await self.checked(request)
-        finally:
-            self.in_flight[ip] -= 1
-            if self.in_flight[ip] <= 0:
-                del self.in_flight[ip]
+        return await self.checked(request)
 
     def refusal_before_body(self, request: web.Request) -> web.Response | None:
         """What is refused on the head alone: method, signature headers, declared size."""
@@ -137,10 +136,25 @@ class _Gate:
         return await self.verified(request, self.webhook_request(request, body))
 
     async def verified(self, request: web.Request, incoming: WebhookRequest) -> web.StreamResponse:
-        manager = request.app[MANAGER]
         verification = self.adapter.verify(incoming)
         if not verification.ok:
             return _reject(request, 401, f"signature rejected: {verification.reason}")
+        ip = request.remote or "?"
+        if self.in_flight[ip] >= self.settings.max_in_flight_per_ip:
+            return _reject(request, 429, f"more than {self.settings.max_in_flight_per_ip} "
+                           f"verified requests in flight from {ip}")  # fmt: skip
+        self.in_flight[ip] += 1
+        try:
+            return await self.applied(request, incoming, verification)
+        finally:
+            self.in_flight[ip] -= 1
+            if self.in_flight[ip] <= 0:
+                del self.in_flight[ip]
+
+    async def applied(
+        self, request: web.Request, incoming: WebhookRequest, verification: Verification
+    ) -> web.StreamResponse:
+        manager = request.app[MANAGER]
         if verification.once_key and not await manager.store.commit_event(
             verification.once_key, None, None
         ):

@@ -98,6 +98,22 @@ async def test_in_flight_requests_per_ip_are_capped(client: TestClient[Any, Any]
     assert (await first).status == 200
 
 
+async def test_unverified_requests_do_not_count_against_the_cap(
+    client: TestClient[Any, Any],
+) -> None:
+    # Behind a tunnel everyone shares one address: a request that has not shown a valid
+    # signature yet (here, one trickling its body) must not crowd the carrier out.
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"POST /voice/webhook HTTP/1.1\r\nHost: t\r\nX-Test-Signature: forged\r\n"
+                 b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+    await writer.drain()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    reply = await client.post("/voice/webhook", data=INBOUND, headers=GOOD)
+    assert reply.status == 200
+    writer.close()
+
+
 async def test_inbound_rejected_callers_hear_nothing_and_no_call_is_made(
     client: TestClient[Any, Any],
 ) -> None:
