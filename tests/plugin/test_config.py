@@ -113,6 +113,13 @@ def test_problems_name_the_key_path_and_line_col(tmp_path: Path) -> None:
     ]
 
 
+def test_replay_keys_are_kept_longer_than_a_carrier_may_replay(tmp_path: Path) -> None:
+    # Telnyx accepts a signed timestamp 5 minutes old: pruning its key sooner reopens replays.
+    assert errors_of(tmp_path, "{eventRetentionHours: 0.05}") == [
+        f"F:4:35: {PREFIX}.eventRetentionHours: 0.05 must be at least 1"
+    ]
+
+
 def test_a_section_that_is_not_an_object_is_an_error(tmp_path: Path) -> None:
     assert errors_of(tmp_path, "[1, 2]") == [f"F:4:13: {PREFIX}: expected an object, got a list"]
 
