@@ -12,6 +12,7 @@ payloads. With no Gateway listening, a command says in one line how to start it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sys
@@ -364,12 +365,18 @@ def continue_cmd(state: Any, opts: dict[str, Any]) -> None:
     """Speak a message and wait for the caller's answer."""
     params = {"callId": opts["call_id"], "message": opts["message"]}
     fallback = continue_timeout_s(plugin_section(state))
-    result = run(continue_call(target(state, opts), params, fallback_s=fallback),
-                 as_json=opts["as_json"])  # fmt: skip
+    waiting: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if not opts["as_json"]:
+        from voicecall.plugin.cli_follow import console
+
+        click.echo(f"{click.style('bot ', fg='cyan')}  {opts['message']}")
+        waiting = console().status("waiting for the caller's answer…", spinner="dots")
+    with waiting:
+        result = run(continue_call(target(state, opts), params, fallback_s=fallback),
+                     as_json=opts["as_json"])  # fmt: skip
     if opts["as_json"]:
         emit(result)
         return
-    click.echo(f"{click.style('bot ', fg='cyan')}  {opts['message']}")
     click.echo(f"{click.style('user', fg='green')}  {result.get('transcript', '')}")
 
 
