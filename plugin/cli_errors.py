@@ -7,7 +7,10 @@ exception, with exit code 2, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +43,9 @@ class SafeGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
+        except BrokenPipeError:  # `voicecall … | head`: the reader has all it wanted
+            _silence_stdout()
+            ctx.exit(1)
         except click.ClickException as exc:
             if not wants_json(ctx.meta.get(_ARGV, ())):
                 raise
@@ -52,6 +58,14 @@ class SafeGroup(click.Group):
             else:
                 click.echo(f"Error: {message} (a bug in voicecall; please report it)", err=True)
             ctx.exit(EXIT_UNEXPECTED)
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that flushing it at exit cannot fail again (the recipe
+    of the Python docs for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def wants_json(argv: Sequence[str]) -> bool:

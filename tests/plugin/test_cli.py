@@ -318,3 +318,18 @@ def test_a_param_value_is_checked_against_its_type(
     result = runner.invoke(cli, ["compile", str(path), "--provider", "twilio", "--param", pair])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
+    """`voicecall schema | head -1` printed "unexpected BrokenPipeError … a bug in voicecall"."""
+    import subprocess
+    import sys
+
+    env = {"VOICECALL_CONFIG": str(tmp_path / "none.json"), "PATH": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "voicecall.plugin.cli_main", "schema"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait()
+    assert "BrokenPipe" not in err and "Traceback" not in err and "bug" not in err, err
