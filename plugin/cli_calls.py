@@ -369,7 +369,6 @@ def continue_cmd(state: Any, opts: dict[str, Any]) -> None:
     if not opts["as_json"]:
         from voicecall.plugin.cli_follow import console
 
-        click.echo(f"{click.style('bot ', fg='cyan')}  {opts['message']}")
         waiting = console().status("waiting for the caller's answer…", spinner="dots")
     with waiting:
         result = run(continue_call(target(state, opts), params, fallback_s=fallback),
@@ -377,6 +376,7 @@ def continue_cmd(state: Any, opts: dict[str, Any]) -> None:
     if opts["as_json"]:
         emit(result)
         return
+    click.echo(f"{click.style('bot ', fg='cyan')}  {opts['message']}")
     click.echo(f"{click.style('user', fg='green')}  {result.get('transcript', '')}")
 
 
