@@ -129,6 +129,9 @@ def load_config(
     text = _read(path, must_exist=named)
     data = _parse(path, text)
     where = find_positions(text) if text else Positions(values={}, keys={})
+    if not isinstance(data, dict):
+        problem = Problem(path=(), message=f"expected an object, got {_kind(data)}")
+        raise ConfigError(format_problems([problem], path, where))
     section, problems = _section(data, SECTION)
     problems += check_section(section)
     entry_enabled = _entry_enabled(data, problems)

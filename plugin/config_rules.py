@@ -90,7 +90,7 @@ def mode_problems(config: Mapping[str, Any], prefix: KeyPath) -> list[Problem]:
 def section_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Problem]:
     """Rules on the section as written, whatever the provider: always load errors."""
     problems = []
-    tailscale = section.get("tailscale") or {}
+    tailscale = _dict(section.get("tailscale"))  # a wrong type is the schema's to report
     port = tailscale.get("port", 443)
     if tailscale.get("mode") == "funnel" and port not in TAILSCALE_FUNNEL_PORTS:
         text = "Tailscale Funnel HTTPS port must be one of 443, 8443, 10000"
@@ -103,12 +103,16 @@ def section_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Proble
         if scheme not in ("redis", "rediss"):
             text = f"{scheme}:// is not a store; give a folder for the SQLite store"
         problems.append(Problem(path=(*prefix, "store"), message=text))
-    ref = (section.get("twilio") or {}).get("authToken")
+    ref = _dict(section.get("twilio")).get("authToken")
     if isinstance(ref, dict) and ref.get("source") in ("file", "exec"):
         text = (f"a secret reference with source {ref.get('source')!r} cannot be resolved here; "
                 'write the token, or {source: "env", id: "VAR"}')  # fmt: skip
         problems.append(Problem(path=(*prefix, "twilio", "authToken"), message=text))
     return problems
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 # --- the Gateway section ------------------------------------------------------------------------

@@ -330,3 +330,11 @@ def test_a_secret_reference_is_a_strict_object(tmp_path: Path) -> None:
         f"F:4:22: {PREFIX}.twilio.authToken: a secret reference with source 'file' cannot be "
         'resolved here; write the token, or {source: "env", id: "VAR"}'
     ]
+
+
+def test_a_file_that_is_not_an_object_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text("// nothing but a list\n[1, 2]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert str(caught.value) == f"{path}:2:1: (the file): expected an object, got a list"
