@@ -153,7 +153,7 @@ class GatewayServer:
                     if client.conn.phase.value == "closed":
                         return
         except TimeoutError:
-            self.log.info("gateway: %s sent no accepted connect in time", client.ws)
+            self.log.info("gateway: %s sent no accepted connect in time", client.conn.remote)
             self._close(client, CLOSE_POLICY, "handshake timeout")
 
     async def _dispatch(self, client: _Client, events: list[Event]) -> None:

@@ -298,3 +298,20 @@ async def test_close_says_goodbye_with_1012(gw: Any) -> None:
 def test_app_is_an_aiohttp_application() -> None:
     server = GatewayServer({}, ServerSettings())
     assert isinstance(server.app(), web.Application)
+
+
+async def test_a_client_that_falls_behind_is_closed_not_buffered_without_bound() -> None:
+    settings = ServerSettings(auth=AuthSettings(mode="none"), max_outbox=3)
+    _fx, server, ts = await serving(settings)
+    try:
+        async with aiohttp.ClientSession() as session, await connected(session, ts) as ws:
+            for n in range(10):  # faster than any writer: nothing yields in between
+                server.broadcast("voicecall.call", {"n": n})
+            frames = []
+            while (msg := await asyncio.wait_for(ws.receive(), 30)).type is aiohttp.WSMsgType.TEXT:
+                frames.append(json.loads(msg.data))
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1008
+        assert len(frames) <= 3
+    finally:
+        await server.close()
+        await ts.close()
