@@ -25,6 +25,7 @@ from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import FlowError
 from voicecall.plugin.config import flow_dirs
+from voicecall.plugin.config_effective import mode_flow
 from voicecall.plugin.expose import Exposure, expose_runtime
 from voicecall.plugin.flowparams import check_params, describe_flow
 from voicecall.plugin.host import EventSink, GatewayError, invalid, unavailable
@@ -252,7 +253,7 @@ class VoiceCallService:
             (self.raw.get("outbound") or {}).get("defaultMode", "notify"))  # fmt: skip
         if mode not in MODES:
             raise invalid(f"mode must be notify or conversation, not {mode!r}")
-        name = _text(params, "flow") or mode
+        name = _text(params, "flow") or mode_flow(self.raw, mode) or mode  # config flows.<mode>
         given = params.get("params")
         if given is not None and not isinstance(given, Mapping):
             raise invalid("params must be an object of the flow's param values")
