@@ -13,7 +13,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicecall.plugin.config import ConfigError, config_schema, load_config, redacted_view
+from voicecall.plugin.config import (
+    ConfigError,
+    config_schema,
+    load_config,
+    load_plugin_config,
+    redacted_view,
+)
 
 
 def _paths(schema: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -71,6 +77,10 @@ def test_any_value_anywhere_is_valid_or_a_config_error(
         _put(host, path, value)
     file = tmp_path / "openclaw.json"
     file.write_text(json.dumps(host, indent=1))
+    try:
+        load_plugin_config(file, to_run=to_run)  # what the flow commands read
+    except ConfigError as exc:
+        assert str(exc).startswith(str(file))
     try:
         loaded = load_config(file, env=env, to_run=to_run)
     except ConfigError as exc:
