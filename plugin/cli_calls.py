@@ -70,7 +70,7 @@ def plugin_section(state: Any) -> dict[str, Any]:
 
 def gateway_options(command: F) -> F:
     """``--url``, ``--token``, ``--password``: which Gateway, and its secret."""
-    command = click.option("--password", metavar="PW", envvar=None,
+    command = click.option("--password", metavar="PW",
                            help="Gateway password (else OPENCLAW_GATEWAY_PASSWORD, "
                                 "else gateway.auth.password).")(command)  # fmt: skip
     command = click.option("--token", metavar="TOKEN",

@@ -185,24 +185,25 @@ async def tail(
     from voicecall.plugin.service import status_view
 
     show = TailPrinter(as_json)
-    for record in log.recent(since) if since else []:
-        show(CALL, status_view(record, provider))
-    mark = log.last_update()
-    try:
+    events: gw.GatewayClient | None = None
+    try:  # subscribed before the store is read: no change falls between the two
         events = await gw.connect(target, method="tail")
     except (gw.GatewayUnreachable, gw.CredentialsMissing) as exc:
         click.echo(f"note: {exc}; following the call store", err=True)
-        await poll_store(log, provider, mark, poll_s, show)
-        return
-    try:
-        async for event in events.events():
-            if event.event in (CALL, LINE) and isinstance(event.payload, Mapping):
-                show(event.event, event.payload)
-    except gw.GatewayTransportError as exc:
-        click.echo(f"note: {exc}; following the call store", err=True)
-    finally:
-        await events.close()
-    await poll_store(log, provider, log.last_update(), poll_s, show)
+    for record in log.recent(since) if since else []:
+        show(CALL, status_view(record, provider))
+    mark = log.last_update()
+    if events is not None:
+        try:
+            async for event in events.events():
+                if event.event in (CALL, LINE) and isinstance(event.payload, Mapping):
+                    show(event.event, event.payload)
+        except gw.GatewayTransportError as exc:
+            click.echo(f"note: {exc}; following the call store", err=True)
+        finally:
+            await events.close()
+        mark = log.last_update()
+    await poll_store(log, provider, mark, poll_s, show)
 
 
 async def tail_jsonl(path: Path, *, since: int, poll_s: float) -> None:
