@@ -29,10 +29,10 @@ def test_the_demo_is_coloured_on_a_terminal_unless_no_color_is_set(
 def test_the_doors_part_drives_a_real_gateway_with_the_cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from voicecall.plugin import demo_doors
+    import secrets
 
     monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setattr(demo_doors.secrets, "token_urlsafe", lambda n: "demo-secret-4b1d")
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: "demo-secret-4b1d")
     assert demo.main() == 0
     out = capsys.readouterr().out
     for step in ("$ voicecall gateway --config openclaw.json &", "--follow &",
