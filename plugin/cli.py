@@ -25,7 +25,13 @@ from voicecall.dsl.graph import to_dot, to_mermaid
 from voicecall.dsl.schema import flow_schema
 from voicecall.dsl.validate import Report, load_valid_flow, validate_paths
 from voicecall.plugin.cli_errors import InvalidInput, SafeGroup
-from voicecall.plugin.config import ConfigError, config_path, flow_dirs, load_plugin_config
+from voicecall.plugin.config import (
+    SECTION,
+    ConfigError,
+    config_path,
+    flow_dirs,
+    load_plugin_config,
+)
 from voicecall.plugin.output import format_option, json_option, no_color, use_color
 from voicecall.plugin.params import ParamError, parse_params
 from voicecall.runtime.sim.validate import with_scripts_and_tests
@@ -57,7 +63,20 @@ class State:
         return self._config
 
     def flow_dirs(self) -> list[Path]:
-        return flow_dirs(self.config, self.config_file.parent)
+        """The configured flow folders; one that does not exist is a config error."""
+        dirs = flow_dirs(self.config, self.config_file.parent)
+        raw = self.config.get("flows")
+        key = "flows.paths" if isinstance(raw, dict) else "flows"
+        many = isinstance(raw.get("paths") if isinstance(raw, dict) else raw, list)
+        gone = [
+            f"{self.config_file}: {'.'.join(SECTION)}.{key}{f'[{i}]' if many else ''}: "
+            f"no such folder {folder}"
+            for i, folder in enumerate(dirs)
+            if not folder.is_dir()
+        ]
+        if gone:
+            raise BadConfig("\n".join(gone))
+        return dirs
 
     def catalog(self) -> Catalog:
         return Catalog(self.flow_dirs())

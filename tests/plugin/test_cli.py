@@ -333,3 +333,25 @@ def test_output_cut_short_by_a_closed_pipe_is_not_reported_as_a_bug(tmp_path: Pa
     err = proc.stderr.read().decode()
     proc.wait()
     assert "BrokenPipe" not in err and "Traceback" not in err and "bug" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("flows", "key"),
+    [
+        ('"gone"', "flows"),
+        ('["flows", "gone"]', "flows[1]"),
+        ('{paths: ["gone"]}', "flows.paths[0]"),
+    ],
+)
+@pytest.mark.parametrize("command", [["flows", "--json"], ["validate"], ["test"]])
+def test_a_configured_flow_folder_that_does_not_exist_is_a_config_error(
+    runner: CliRunner, tmp_path: Path, flows: str, key: str, command: list[str]
+) -> None:
+    """`flows` used to skip it silently; validate called it a file it could not read."""
+    write(tmp_path / "flows" / "good.yaml", GOOD)
+    entry = f'{{"voice-call": {{config: {{flows: {flows}}}}}}}'
+    config = write(tmp_path / "openclaw.json", f"{{plugins: {{entries: {entry}}}}}")
+    result = runner.invoke(cli, ["--config", str(config), *command])
+    assert result.exit_code == 2, result.output
+    message = f"plugins.entries.voice-call.config.{key}: no such folder {tmp_path / 'gone'}"
+    assert message in result.output
