@@ -152,7 +152,7 @@ def gateway_settings(
     section, problems = _object(host, ("gateway",))
     auth, more = _object(section, ("gateway", "auth"))
     problems += more
-    port = _port(section.get("port", DEFAULT_GATEWAY_PORT), problems)
+    port = _port(section.get("port", profile_port(env.get("OPENCLAW_PROFILE"))), problems)
     if env.get("OPENCLAW_GATEWAY_PORT"):
         port = _env_port(env["OPENCLAW_GATEWAY_PORT"], problems, port)
     token = _secret(auth, "token", env.get("OPENCLAW_GATEWAY_TOKEN"), problems)
@@ -165,6 +165,20 @@ def gateway_settings(
     settings = GatewaySettings(port=port, auth=GatewayAuth(mode=mode, token=token,
                                                            password=password))  # fmt: skip
     return settings, problems
+
+
+def profile_port(profile: str | None) -> int:
+    """The port when neither the environment nor the config gives one: 18789, or for a named
+    OpenClaw profile ``20000 + FNV-1a32(profile) % 40000`` (the ``dev`` profile: 19001)."""
+    if not profile:
+        return DEFAULT_GATEWAY_PORT
+    if profile == "dev":
+        return 19001
+    digest = 0x811C9DC5
+    raw = profile.encode("utf-16-le")
+    for i in range(0, len(raw), 2):  # over UTF-16 code units, as JavaScript's charCodeAt
+        digest = ((digest ^ int.from_bytes(raw[i : i + 2], "little")) * 0x01000193) & 0xFFFFFFFF
+    return 20000 + digest % 40000
 
 
 def _mode(value: Any, problems: list[Problem]) -> AuthMode:

@@ -338,3 +338,14 @@ def test_a_file_that_is_not_an_object_is_one_clear_error(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert str(caught.value) == f"{path}:2:1: (the file): expected an object, got a list"
+
+
+def test_a_named_profile_moves_the_default_port_as_openclaw_does(tmp_path: Path) -> None:
+    path = host(tmp_path, "{}")
+    port = load_config(path, env={"OPENCLAW_PROFILE": "a"}).gateway.port
+    assert port == 20000 + 0xE40C292C % 40000  # FNV-1a32("a"), the published test vector
+    assert load_config(path, env={"OPENCLAW_PROFILE": "dev"}).gateway.port == 19001
+    env = {"OPENCLAW_PROFILE": "a", "OPENCLAW_GATEWAY_PORT": "18001"}
+    assert load_config(path, env=env).gateway.port == 18001
+    configured = host(tmp_path, "{}", extra=" gateway: {port: 18002},")
+    assert load_config(configured, env={"OPENCLAW_PROFILE": "a"}).gateway.port == 18002
