@@ -198,7 +198,12 @@ class _Mapper:
             msg = f"{_describe(path)}: {msg}"
         code = schema.get("x-code", "E-SCHEMA-TYPE")
         hint = self._quote_hint(path, value, "string" in names)
-        if code == "E-DURATION-INVALID" and isinstance(value, int | float):
+        raw = _source_text(self.doc, path) or ""
+        if code == "E-PHONE-INVALID" and hint and not raw.startswith("+"):
+            # Quoting the digits alone would still not be E.164.
+            hint = (f"YAML reads {raw} as {type_name(value)}; write the number as quoted text, "
+                    "+ then the country code and number: '+15551234567'")  # fmt: skip
+        elif code == "E-DURATION-INVALID" and isinstance(value, int | float):
             msg = f"{_describe(path)}: {value} has no unit, so it is not a duration"
             hint = f"add a unit: {value}s, or {value}ms"
         elif value is None and path and path[0] == "nodes" and len(path) == 2:
