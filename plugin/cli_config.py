@@ -33,6 +33,19 @@ def show_cmd(state: State, as_json: bool) -> None:
     click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
 
 
+@config_group.command("check")
+@json_option()
+@click.pass_obj
+def check_cmd(state: State, as_json: bool) -> None:
+    """Check the config as `voicecall gateway` would before starting (nothing is started)."""
+    host = load_host_config(state, to_run=True)
+    where = str(host.path) if host.found else f"{host.path} (not found: built-in defaults)"
+    if as_json:
+        click.echo(json.dumps({"ok": True, "configPath": str(host.path), "found": host.found}))
+    else:
+        click.echo(f"config OK: {where}")
+
+
 def load_host_config(state: State, *, to_run: bool = False) -> HostConfig:
     """The host config for a command: the file named with --config, else as OpenClaw finds it.
 

@@ -128,3 +128,27 @@ def test_redaction_matches_whole_keys_only() -> None:
     assert redacted(value, sensitive) == {"tts": {
         "providers": {"a.b": {"apiKey": REDACTED}, "openai": {"apiKey": REDACTED}},
         "maxTokens": 5, "publicKey": "pk"}}  # fmt: skip
+
+
+def test_config_check_is_the_gateways_check_without_starting_it(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = host_config()
+    path = write(tmp_path, config)
+    ok = run(env, "--config", str(path), "config", "check")
+    assert ok.returncode == 0 and ok.stdout == f"config OK: {path}\n"
+    del config["plugins"]["entries"]["voice-call"]["config"]["twilio"]["authToken"]
+    path = write(tmp_path, config)
+    bad = run(env, "--config", str(path), "config", "check")
+    from_env = env | {"TWILIO_AUTH_TOKEN": "tw-env-SECRET-3"}
+    as_json = run(from_env, "--config", str(path), "config", "check", "--json")
+    assert_no_secret(ok, bad, as_json)
+    line = next(
+        n for n, text in enumerate(path.read_text().splitlines(), 1) if '"twilio": {' in text
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines() == [
+        f"Error: {path}:{line}:21: plugins.entries.voice-call.config.twilio.authToken is required "
+        "(or set TWILIO_AUTH_TOKEN env)"
+    ]
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["ok"] is True
