@@ -37,7 +37,7 @@ from voicecall.dsl.catalog import Catalog
 from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, load_bytes
 from voicecall.runtime.sim.schemas import check_test
-from voicecall.runtime.sim.script import Script, parse_script
+from voicecall.runtime.sim.script import Script, empty_as, parse_script
 from voicecall.runtime.sim.simulate import Simulation, SimulationError, parse_now, simulate
 
 PROVIDERS = ("twilio", "plivo", "telnyx")
@@ -93,7 +93,9 @@ def load_cases(path: Path) -> list[Case]:
     result = load_bytes(path.read_bytes(), str(path))
     doc = result.document
     if doc is None:
-        raise FlowError(result.diagnostics)
+        raise FlowError(empty_as(result.diagnostics, "flow test",
+                                 "start with `flow: NAME` and `cases:`; `voicecall schema "
+                                 "--test` describes every key"))  # fmt: skip
     problems = [d for d in (*result.diagnostics, *check_test(doc)) if d.severity is Severity.ERROR]
     if problems:
         raise FlowError(problems)

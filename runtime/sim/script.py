@@ -24,7 +24,7 @@ When a call needs a caller step and none is left, the caller hangs up. Any step 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
 from typing import Any
@@ -103,12 +103,20 @@ def load_script(path: FilePath) -> Script:
     """Reads a caller script file. Raises :class:`FlowError` with positioned diagnostics."""
     result = load_bytes(path.read_bytes(), str(path))
     if result.document is None:
-        raise FlowError(result.diagnostics)
+        raise FlowError(empty_as(result.diagnostics, "caller script",
+                                 "start with `caller: [answer, …]`; `voicecall schema --caller` "
+                                 "describes every step"))  # fmt: skip
     errors = [d for d in (*result.diagnostics, *check_caller(result.document))
               if d.severity is Severity.ERROR]  # fmt: skip
     if errors:
         raise FlowError(errors)
     return parse_script(result.document)
+
+
+def empty_as(diagnostics: Iterable[Diagnostic], what: str, hint: str) -> list[Diagnostic]:
+    """The loader's "holds no flow" for an empty file, said of the file it is (``what``)."""
+    return [replace(d, message=f"the file holds no {what}", hint=hint)
+            if d.code == "E-YAML-EMPTY" else d for d in diagnostics]  # fmt: skip
 
 
 def script_from_config(mock: Any) -> Script:

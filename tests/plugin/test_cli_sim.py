@@ -218,3 +218,27 @@ def test_a_missing_required_param_is_a_usage_error(runner: CliRunner) -> None:
     assert "call:" not in result.output
     data = json.loads(runner.invoke(cli, ["simulate", "notify", "--json"]).stdout)
     assert data == {"error": "required param not given: message (add --param message=VALUE)"}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["simulate", "x.yaml", "--caller", "empty.caller.yaml"],
+         "empty.caller.yaml:1:1: error[E-YAML-EMPTY]: the file holds no caller script"),
+        (["test", "empty.test.yaml"],
+         "empty.test.yaml:1:1: error[E-YAML-EMPTY]: the file holds no flow test"),
+        (["validate", "empty.caller.yaml"],
+         "empty.caller.yaml:1:1: error[E-YAML-EMPTY]: the file holds no caller script"),
+    ],
+)  # fmt: skip
+def test_an_empty_script_or_test_file_is_called_what_it_is(
+    runner: CliRunner, args: list[str], said: str
+) -> None:
+    """Both used to say "the file holds no flow", hint: start from a bundled flow."""
+    write(Path("x.yaml"), FLOW)
+    write(Path("empty.caller.yaml"), "")
+    write(Path("empty.test.yaml"), "# nothing yet\n")
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert said in result.output
+    assert "holds no flow\n" not in result.output and "bundled flow" not in result.output
