@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from voicecall.plugin.call_log import (
     latency_report,
 )
 from voicecall.plugin.config import ConfigError, HostConfig, load_config
+from voicecall.plugin.config_rules import profile_port
 from voicecall.plugin.gateway import client as gw
 from voicecall.plugin.host import GatewayError
 from voicecall.plugin.output import json_option
@@ -86,6 +88,7 @@ def target(state: Any, opts: Mapping[str, Any]) -> gw.Target:
     return gw.resolve_target(
         host(state).data, url=opts.get("url"), token=opts.get("token"),
         password=opts.get("password"),
+        fallback_port=profile_port(os.environ.get("OPENCLAW_PROFILE")),
     )  # fmt: skip
 
 

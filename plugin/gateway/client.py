@@ -104,12 +104,14 @@ def resolve_target(
     token: str | None = None,
     password: str | None = None,
     env: Mapping[str, str] | None = None,
+    fallback_port: int = DEFAULT_PORT,
 ) -> Target:
     """The Gateway to talk to, with OpenClaw's precedence (reference §1.2, §1.3).
 
     URL: ``url``, else $OPENCLAW_GATEWAY_URL (unless a port is given), else
     ``ws://127.0.0.1:<port>`` with the port from ``port``, $OPENCLAW_GATEWAY_PORT,
-    ``gateway.port`` or 18789. Secrets: the flags, else the environment, else
+    ``gateway.port`` or ``fallback_port`` (18789; another under a named OpenClaw profile).
+    Secrets: the flags, else the environment, else
     ``gateway.auth`` (not reused for an explicit URL, as in OpenClaw).
     """
     env = os.environ if env is None else env
@@ -118,7 +120,7 @@ def resolve_target(
     explicit = url or (None if port else env.get("OPENCLAW_GATEWAY_URL"))
     if not explicit:
         chosen = port or _int(env.get("OPENCLAW_GATEWAY_PORT")) or _int(gateway.get("port"))
-        explicit = f"ws://127.0.0.1:{chosen or DEFAULT_PORT}"
+        explicit = f"ws://127.0.0.1:{chosen or fallback_port}"
     mode = str(auth.get("mode") or ("password" if auth.get("password") else "token"))
     from_config = not (url or env.get("OPENCLAW_GATEWAY_URL"))
     token = token or env.get("OPENCLAW_GATEWAY_TOKEN") or None

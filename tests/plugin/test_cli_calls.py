@@ -116,6 +116,18 @@ def test_no_credentials_fails_before_connecting(tmp_path: Path, clean_env: Any) 
     assert "requires credentials before opening a websocket" in result.output
 
 
+def test_a_named_profile_moves_the_default_port(
+    tmp_path: Path, clean_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path)
+    data = json.loads(path.read_text())
+    del data["gateway"]["port"]
+    path.write_text(json.dumps(data))
+    monkeypatch.setenv("OPENCLAW_PROFILE", "dev")  # OpenClaw's dev profile: port 19001
+    result = invoke(path, "end", "--call-id", "c1")
+    assert result.exit_code == 1 and "ws://127.0.0.1:19001" in result.output
+
+
 def test_status_without_gateway_reads_the_store(config: Path) -> None:
     live, done = record("active", started=1000.0), record("completed", started=900.0)
     fill_store(config, live, done).close()

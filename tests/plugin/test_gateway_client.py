@@ -233,6 +233,8 @@ def test_target_precedence_flags_env_config() -> None:
     flags = gw.resolve_target(config, env=env, token="flag", port=20002)
     assert (flags.token, flags.url) == ("flag", "ws://127.0.0.1:20002")
     assert gw.resolve_target({}, env={}).url == "ws://127.0.0.1:18789"
+    assert gw.resolve_target({}, env={}, fallback_port=19001).url == "ws://127.0.0.1:19001"
+    assert gw.resolve_target(config, env={}, fallback_port=19001).url.endswith(":19999")
     # An explicit URL does not reuse the config's secret (OpenClaw's rule).
     assert gw.resolve_target(config, env={}, url="ws://127.0.0.1:1").token is None
     password = {"gateway": {"auth": {"mode": "password", "password": "pw"}}}
