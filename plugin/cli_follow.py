@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 from rich.text import Text
@@ -33,6 +34,11 @@ RINGING = ("initiated", "ringing")
 def console() -> Console:
     # Follows the terminal (or COLUMNS); click's NO_COLOR handling is mirrored by rich itself.
     return Console(highlight=False)
+
+
+def esc(value: Any) -> str:
+    """Text from the call (what the caller said, numbers) is shown as is, never as markup."""
+    return escape(str(value if value is not None else ""))
 
 
 def clock(ms: Any) -> str:
@@ -73,8 +79,8 @@ class LiveView:
     def start(self, call_id: str, params: Mapping[str, Any]) -> None:
         to = params.get("to") or "the configured number"
         what = params.get("flow") or params.get("mode")
-        self.out.print(f"[bold]Calling {to}[/bold] ({what})")
-        self.out.print(f"  call {call_id}", soft_wrap=True)
+        self.out.print(f"[bold]Calling {esc(to)}[/bold] ({esc(what)})")
+        self.out.print(f"  call {esc(call_id)}", soft_wrap=True)
         self.status = self.out.status(f"Ringing {to}…", spinner="dots")
         self.status.start()
 
@@ -92,7 +98,7 @@ class LiveView:
             line.add_column(style="dim", no_wrap=True)
             line.add_column(style=colour, width=4, no_wrap=True)
             line.add_column(overflow="fold")
-            line.add_row("", clock(payload.get("at")), speaker,
+            line.add_row("", clock(payload.get("at")), Text(speaker),
                          Text(str(payload.get("text", ""))))  # fmt: skip
             self.out.print(line)
 
@@ -110,9 +116,9 @@ class LiveView:
             if isinstance(end, int | float) and isinstance(begin, int | float):
                 took = f" after {(end - begin) / 1000:.1f} s"
             reason = payload.get("endReason") or state
-            self.out.print(f"[bold]Call ended: {reason}{took}[/bold]")
+            self.out.print(f"[bold]Call ended: {esc(reason)}{took}[/bold]")
         elif state in ("answered", "active"):
-            self.out.print(f"  [dim]{clock(payload.get('answeredAt'))}[/dim] [yellow]{state}"
+            self.out.print(f"  [dim]{clock(payload.get('answeredAt'))}[/dim] [yellow]{esc(state)}"
                            "[/yellow]")  # fmt: skip
 
     def _spin_off(self) -> None:
@@ -164,17 +170,17 @@ class TailPrinter:
             click.echo(json.dumps({"event": name, "payload": payload}, ensure_ascii=False,
                                   separators=(",", ":")))  # fmt: skip
             return
-        short = str(payload.get("callId", ""))[:8]
+        short = esc(str(payload.get("callId", ""))[:8])
         if name == CALL:
             at = payload.get("endedAt") or payload.get("answeredAt") or payload.get("startedAt")
-            reason = f" ({payload['endReason']})" if payload.get("endReason") else ""
-            self.out.print(f"[dim]{clock(at)}[/dim] {short} [yellow]{payload.get('state')}"
-                           f"[/yellow]{reason} {payload.get('direction', '')}")  # fmt: skip
+            reason = f" ({esc(payload['endReason'])})" if payload.get("endReason") else ""
+            self.out.print(f"[dim]{clock(at)}[/dim] {short} [yellow]{esc(payload.get('state'))}"
+                           f"[/yellow]{reason} {esc(payload.get('direction', ''))}")  # fmt: skip
         else:
             colour = "cyan" if payload.get("speaker") == "bot" else "green"
-            who = f"[{colour}]{payload.get('speaker')}[/{colour}]"
+            who = f"[{colour}]{esc(payload.get('speaker'))}[/{colour}]"
             self.out.print(f"[dim]{clock(payload.get('at'))}[/dim] {short} {who}: "
-                           f"{payload.get('text')}")  # fmt: skip
+                           f"{esc(payload.get('text'))}")  # fmt: skip
 
 
 async def tail(
@@ -260,7 +266,7 @@ def status_table(calls: Sequence[Mapping[str, Any]]) -> None:
             "answered": clock(call.get("answeredAt")),
             "ended": clock(call.get("endedAt")),
         }
-        table.add_row(str(call.get("callId", "")), *(cells[c] for c in columns))
+        table.add_row(Text(str(call.get("callId", ""))), *(Text(cells[c]) for c in columns))
     out.print(table)
 
 

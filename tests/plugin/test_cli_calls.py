@@ -169,6 +169,19 @@ def test_latency_reports_the_originals_payload_from_the_store(config: Path) -> N
     assert "turn latency" in table.stdout and "1900" in table.stdout
 
 
+def test_what_a_caller_says_is_never_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from voicecall.plugin.cli_follow import TailPrinter, status_table
+
+    said = "[/bold] press [red]1[/red]"
+    TailPrinter(as_json=False)(
+        "voicecall.transcript", {"callId": "c1", "speaker": "user", "text": said, "at": 0}
+    )
+    TailPrinter(as_json=False)("voicecall.call", {"callId": "[/x]", "state": "[b]ringing"})
+    status_table([{"callId": "[/x]", "state": "[bold]ringing"}])
+    out = capsys.readouterr().out
+    assert said in out and "[b]ringing" in out and "[bold]ringing" in out and "[/x]" in out
+
+
 def test_latency_counts_every_turn_a_call_kept() -> None:
     call = record("completed", started=1.0, lastTurnLatencyMs=300,
                   turnMetrics=[{"latencyMs": 100, "listenWaitMs": 5},
