@@ -379,8 +379,10 @@ def continue_cmd(state: Any, opts: dict[str, Any]) -> None:
     if opts["as_json"]:
         emit(result)
         return
-    click.echo(f"{click.style('bot ', fg='cyan')}  {opts['message']}")
-    click.echo(f"{click.style('user', fg='green')}  {result.get('transcript', '')}")
+    from voicecall.plugin.cli_follow import printable
+
+    click.echo(f"{click.style('bot ', fg='cyan')}  {printable(opts['message'])}")
+    click.echo(f"{click.style('user', fg='green')}  {printable(result.get('transcript', ''))}")
 
 
 def simple(

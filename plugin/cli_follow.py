@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,9 +37,20 @@ def console() -> Console:
     return Console(highlight=False)
 
 
+# Control characters, line breaks included: a caller's words stay on their line and cannot
+# drive the terminal (an escape sequence in a transcript would otherwise reach it raw).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> str:
+    """Text from a call (what the caller said) with control characters shown as ``\\xNN``."""
+    text = str(value if value is not None else "")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def esc(value: Any) -> str:
-    """Text from the call (what the caller said, numbers) is shown as is, never as markup."""
-    return escape(str(value if value is not None else ""))
+    """Text from a call, printable, shown as is: never as rich markup."""
+    return escape(printable(value))
 
 
 def clock(ms: Any) -> str:
@@ -98,8 +110,8 @@ class LiveView:
             line.add_column(style="dim", no_wrap=True)
             line.add_column(style=colour, width=4, no_wrap=True)
             line.add_column(overflow="fold")
-            line.add_row("", clock(payload.get("at")), Text(speaker),
-                         Text(str(payload.get("text", ""))))  # fmt: skip
+            line.add_row("", clock(payload.get("at")), Text(printable(speaker)),
+                         Text(printable(payload.get("text", ""))))  # fmt: skip
             self.out.print(line)
 
     def _state(self, payload: Mapping[str, Any]) -> None:
@@ -266,7 +278,8 @@ def status_table(calls: Sequence[Mapping[str, Any]]) -> None:
             "answered": clock(call.get("answeredAt")),
             "ended": clock(call.get("endedAt")),
         }
-        table.add_row(Text(str(call.get("callId", ""))), *(Text(cells[c]) for c in columns))
+        table.add_row(Text(printable(call.get("callId", ""))),
+                      *(Text(printable(cells[c])) for c in columns))  # fmt: skip
     out.print(table)
 
 

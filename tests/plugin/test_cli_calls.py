@@ -180,6 +180,11 @@ def test_what_a_caller_says_is_never_markup(capsys: pytest.CaptureFixture[str]) 
     status_table([{"callId": "[/x]", "state": "[bold]ringing"}])
     out = capsys.readouterr().out
     assert said in out and "[b]ringing" in out and "[bold]ringing" in out and "[/x]" in out
+    # Nor can it drive the terminal or fake a line of its own.
+    TailPrinter(as_json=False)("voicecall.transcript", {"callId": "c1", "speaker": "user",
+                               "text": "hi\x1b[2J\nc2 bot: fake", "at": 0})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "hi\\x1b[2J\\x0ac2 bot: fake" in out
 
 
 def test_latency_counts_every_turn_a_call_kept() -> None:
