@@ -117,7 +117,9 @@ def fail(message: str, *, as_json: bool, code: str | None = None, kind: str = ""
                  "message": message, "retryable": False}  # fmt: skip
         click.echo(json.dumps({"ok": False, "error": error}, indent=2))
     else:
-        click.echo(f"Error: {message}", err=True)
+        from voicecall.plugin.cli_follow import printable
+
+        click.echo(f"Error: {printable(message)}", err=True)  # one line, whatever it quotes
     sys.exit(1)
 
 

@@ -389,6 +389,9 @@ def test_a_named_flow_with_params_needs_no_message(gateway: Path) -> None:
     missing = cli_run(gateway, "call", "-t", "+15550001234", "--flow", "appointment-reminder",
                       "--param", "when=Thu")  # fmt: skip
     assert missing.returncode == 1 and "patient" in missing.stderr  # named by the Gateway
+    odd = cli_run(gateway, "call", "-t", "+15550001234", "--flow", "appointment-reminder",
+                  "--param", "bad\nkey=1")  # fmt: skip
+    assert odd.returncode == 1 and odd.stderr.count("\n") == 1 and "bad\\x0akey" in odd.stderr
     assert cli_run(gateway, "call").returncode == 2  # no message and no flow: wrong usage
 
 
