@@ -93,7 +93,10 @@ class RuntimeConfig:
     def credentials(self, provider: str) -> dict[str, str]:
         section = self.get(provider, {}) or {}
         env = ENV_CREDENTIALS.get(provider, {})
-        return {k: str(section.get(k) or os.environ.get(var, "")) for k, var in env.items()}
+        found = {k: str(section.get(k) or os.environ.get(var, "")) for k, var in env.items()}
+        if provider == "twilio" and section.get("region"):
+            found["region"] = str(section["region"])  # us1, ie1, au1: Twilio's regional hosts
+        return found
 
     def api_base(self, provider: str) -> str | None:
         """`<provider>.apiBaseUrl`: another REST base, for tests against a fake carrier.

@@ -126,7 +126,8 @@ class CallStatus(StrEnum):
 class AdapterSettings:
     """How an adapter reaches its carrier and checks what the carrier sends.
 
-    ``credentials`` keys, per provider: twilio ``accountSid``, ``authToken``; plivo ``authId``,
+    ``credentials`` keys, per provider: twilio ``accountSid``, ``authToken`` (and ``region``,
+    optional); plivo ``authId``,
     ``authToken``; telnyx ``apiKey``, ``connectionId``, ``publicKey``.
     """
 

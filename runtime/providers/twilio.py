@@ -277,7 +277,10 @@ class TwilioAdapter(Adapter):
 
             creds = self.settings.credentials
             self._http = AsyncTwilioHttpClient()
+            # `twilio.region` (us1, ie1, au1): the SDK sends REST to api.<region>.twilio.com.
+            region = creds.get("region") or None
             client = Client(creds.get("accountSid", ""), creds.get("authToken", ""),
+                            region=None if region == "us1" else region,
                             http_client=self._http)  # fmt: skip
             if self.settings.api_base:
                 # The Domain's base URL is settable (providers.md §1.1): the mock carrier.

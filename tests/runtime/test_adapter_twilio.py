@@ -23,6 +23,7 @@ from tests.runtime.adapter_support import (
     twilio_form_schema,
     twilio_signature,
 )
+from voicecall.runtime.app import RuntimeConfig
 from voicecall.runtime.providers.base import (
     BadRequest,
     CallStatus,
@@ -424,3 +425,24 @@ async def test_unreachable_api() -> None:
         assert await twilio.call_status("CA1") == CallStatus.UNKNOWN
     finally:
         await twilio.aclose()
+
+
+@pytest.mark.parametrize(
+    ("region", "host"),
+    [(None, "api.twilio.com"), ("us1", "api.twilio.com"), ("ie1", "api.ie1.twilio.com"),
+     ("au1", "api.au1.twilio.com")],
+)  # fmt: skip
+async def test_region_picks_twilios_regional_host(region: str | None, host: str) -> None:
+    creds = {**CREDS, "region": region} if region else CREDS
+    twilio = TwilioAdapter(settings(creds))
+    try:
+        url = twilio._client().get_hostname("https://api.twilio.com/2010-04-01/Accounts")
+        assert url == f"https://{host}/2010-04-01/Accounts"
+    finally:
+        await twilio.aclose()
+
+
+def test_twilio_region_reaches_the_adapter_from_the_config() -> None:
+    config = RuntimeConfig(raw={"twilio": {"accountSid": SID, "authToken": TOKEN, "region": "au1"}})
+    assert config.credentials("twilio")["region"] == "au1"
+    assert "region" not in RuntimeConfig(raw={"twilio": {"accountSid": SID}}).credentials("twilio")
