@@ -21,9 +21,10 @@ from voicecall.plugin.host import (
     PluginApi,
     RequestContext,
     Scope,
+    invalid,
     unavailable,
 )
-from voicecall.plugin.service import VoiceCallService
+from voicecall.plugin.service import VoiceCallService, unicode_problem
 
 log = logging.getLogger("voicecall.plugin")
 Operation = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -55,6 +56,9 @@ def method_table(service: VoiceCallService) -> dict[str, tuple[Operation, Scope,
 def handler(name: str, operation: Operation, failed: str) -> Callable[..., Awaitable[Any]]:
     async def handle(params: Any, context: RequestContext) -> dict[str, Any]:
         given: Mapping[str, Any] = params if isinstance(params, Mapping) else {}
+        problem = unicode_problem(given)
+        if problem is not None:
+            raise invalid(problem)
         try:
             return await operation(given)
         except GatewayError:

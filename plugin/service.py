@@ -62,6 +62,35 @@ def _text(params: Mapping[str, Any], key: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def unicode_problem(params: Any) -> str | None:
+    """Names the first string (key or value) in ``params`` that is not valid Unicode text.
+
+    JSON may escape a lone surrogate (``"\\ud800"``); such text cannot be encoded for a
+    carrier, the store or a log, so it is refused before it reaches a call (iterative: the
+    params came from a bounded frame, but their depth is the sender's)."""
+    stack: list[tuple[str, Any]] = [("", params)]
+    while stack:
+        path, value = stack.pop()
+        items: list[tuple[str, Any]] = []
+        if isinstance(value, str):
+            items = [(path or "params", value)]
+        elif isinstance(value, Mapping):
+            for key, inner in value.items():
+                # The key is the sender's text too: shown escaped and short in the error.
+                shown = str(key).encode("utf-8", "backslashreplace").decode()[:64]
+                name = f"{path}.{shown}" if path else shown
+                items.append((name, str(key)))
+                stack.append((name, inner))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}[{i}]", inner) for i, inner in enumerate(value))
+        for name, text in items:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{name} is not valid Unicode text (a lone surrogate)"
+    return None
+
+
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 

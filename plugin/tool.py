@@ -20,7 +20,7 @@ from typing import Any
 from voicecall.dsl import model as m
 from voicecall.plugin.flowparams import params_schema
 from voicecall.plugin.host import GatewayError, Tool, ToolContext
-from voicecall.plugin.service import VoiceCallService
+from voicecall.plugin.service import VoiceCallService, unicode_problem
 
 log = logging.getLogger("voicecall.plugin")
 NAME = "voice_call"
@@ -148,6 +148,9 @@ class VoiceCallTool:
         given: Mapping[str, Any] = params if isinstance(params, Mapping) else {}
         action = given.get("action")
         run = self.actions.get(action) if isinstance(action, str) else None
+        problem = unicode_problem(given)
+        if problem is not None:
+            return json_result({"error": problem})
         try:
             return json_result(await (run or self._legacy)(given))
         except (GatewayError, _Failure) as exc:

@@ -135,3 +135,36 @@ async def test_an_unexpected_failure_is_unavailable_in_one_log_line(
     assert [r.getMessage() for r in caplog.records] == [
         "voicecall.speak failed (RuntimeError): disk on fire"]  # fmt: skip
     assert all(r.exc_info is None for r in caplog.records)
+
+
+async def test_a_lone_surrogate_is_refused_and_does_not_poison_the_call(tmp_path: Path) -> None:
+    # JSON may carry "\ud800": such text cannot be encoded for a carrier or the store; it
+    # used to reach the call, after which speak, continue and even end failed on it.
+    async with running(tmp_path) as (service, _):
+        api = Registry()
+        register_methods(api, service)
+        placed = await call(api, "voicecall.initiate", {"message": "Hi", "mode": "conversation"})
+        call_id = placed["callId"]
+        await until(service, lambda: state(service, call_id) == "listening")
+        for method, params in (
+            ("voicecall.speak", {"callId": call_id, "message": "a\ud800b"}),
+            ("voicecall.initiate", {"message": "x\udfff"}),
+            ("voicecall.initiate", {"message": "x", "flow": "notify",
+                                    "params": {"message": ["\ud800"]}}),
+        ):  # fmt: skip
+            with pytest.raises(GatewayError) as caught:
+                await call(api, method, params)
+            assert caught.value.code == INVALID_REQUEST, caught.value.message
+            assert "not valid Unicode text" in caught.value.message
+        assert await call(api, "voicecall.end", {"callId": call_id}) == {"success": True}
+
+
+async def test_a_lone_surrogate_in_a_key_is_named_escaped() -> None:
+    async def never(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("not reached")
+
+    with pytest.raises(GatewayError) as caught:
+        await handler("voicecall.speak", never, "speak failed")(
+            {"params": {"k\ud800": 1}}, context("voicecall.speak"))  # fmt: skip
+    assert caught.value.message == "params.k\\ud800 is not valid Unicode text (a lone surrogate)"
+    caught.value.message.encode("utf-8")

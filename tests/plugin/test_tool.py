@@ -112,3 +112,11 @@ async def test_the_schema_has_7_shapes_and_the_flows(tmp_path: Path) -> None:
     assert not validator.is_valid({"action": "initiate_call", "mode": "notify"})
     assert validator.is_valid({"action": "initiate_call", "message": "Hi"})
     assert not validator.is_valid({"action": "initiate_call", "flow": "nope", "message": "x"})
+
+
+async def test_a_lone_surrogate_is_an_error_result(tmp_path: Path) -> None:
+    async with running(tmp_path) as (service, _):
+        result = await tool_for(service).execute(
+            "t", {"action": "initiate_call", "message": "hi\ud800"}
+        )
+    assert details(result) == {"error": "message is not valid Unicode text (a lone surrogate)"}
