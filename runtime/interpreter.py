@@ -240,6 +240,12 @@ class Interpreter:
         url = callback_url(self.base, call.call_id, "live", block_id, step + 1)
         return Run(fragments=[self.compiled.hold.render({}, {"callback_url": url})])
 
+    def listen_again(self, call: CallRecord, step: int) -> Run:
+        """A hold ran out with no agent command: listen once more, without saying the
+        waiting turn's words (or sending its digits) a second time."""
+        flow = adhoc.agent_flow(self.compiled, adhoc.LISTEN)
+        return self.advance(call, f"{adhoc.PREFIX}{adhoc.LISTEN}/{flow.start}", step)
+
     def agent_turn(self, call: CallRecord, kind: str, message: str) -> Run:
         """Says ``message``, then listens (turn), only listens (listen) or hangs up (final)."""
         flow = adhoc.agent_flow(self.compiled, kind)

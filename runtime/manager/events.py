@@ -179,7 +179,8 @@ class Events:
             self.calls.answered(call)
             return self.delivery.deliver(call, interp.start(call), out)
         if waiting and waiting.kind == "converse":
-            run = interp.advance(call, waiting.block, waiting.step)
+            # The hold ran out before the agent's next command: listen again, saying nothing.
+            run = interp.listen_again(call, waiting.step)
             return self.delivery.deliver(call, run, out)
         return self.delivery.hold(call, out)
 
