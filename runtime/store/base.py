@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +56,15 @@ class Store(Protocol):
         """Examines the next ``limit`` processed-event keys of a sweep through all of them and
         deletes those received before ``before`` (seconds since the epoch, on the manager's
         clock); returns how many were deleted and whether the sweep is complete."""
+        ...
+
+    def history(self, session: str, limit: int) -> list[tuple[str, str]]:
+        """The last ``limit`` messages of a responder session (its ``sessionScope`` key),
+        oldest first, as (role, content)."""
+        ...
+
+    def add_history(self, session: str, messages: Sequence[tuple[str, str]], keep: int) -> None:
+        """Appends messages to a responder session, durably, keeping only its last ``keep``."""
         ...
 
     def live(self) -> list[CallRecord]: ...

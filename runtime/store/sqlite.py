@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS aliases (
     call_id TEXT NOT NULL,
     PRIMARY KEY (provider, provider_call_id)
 );
+CREATE TABLE IF NOT EXISTS history (
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
 """
 # Webhooks arriving within this window share one commit; each is answered once it committed.
 # A trade-off measured with `make bench`: at 8 requests in flight, 1 ms gave batches of about
@@ -388,6 +396,28 @@ class SQLiteStore:
     def count_events(self) -> int:
         count: int = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
         return count
+
+    # --- the response model's conversation history ----------------------------------------------
+
+    def history(self, session: str, limit: int) -> list[tuple[str, str]]:
+        """The last ``limit`` messages of a responder session, oldest first: (role, content)."""
+        rows = self.db.execute(
+            "SELECT role, content FROM history WHERE session = ? ORDER BY seq DESC LIMIT ?",
+            (session, limit),
+        ).fetchall()
+        return [(str(role), str(content)) for role, content in reversed(rows)]
+
+    def add_history(self, session: str, messages: Sequence[tuple[str, str]], keep: int) -> None:
+        """Appends messages to a session, durably, and drops all but its last ``keep``."""
+        with self._tx() as db:
+            row = db.execute("SELECT max(seq) FROM history WHERE session = ?", (session,))
+            last = row.fetchone()[0]
+            seq = -1 if last is None else int(last)
+            db.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?)",
+                           [(session, seq + i + 1, self.now(), role, content)
+                            for i, (role, content) in enumerate(messages)])  # fmt: skip
+            db.execute("DELETE FROM history WHERE session = ? AND seq <= ?",
+                       (session, seq + len(messages) - keep))  # fmt: skip
 
     def cached(self) -> dict[str, int]:
         """How many entries each in-memory table holds (all of them per live call)."""
