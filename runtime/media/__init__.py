@@ -1,0 +1,1 @@
+"""The media path: μ-law codec, resampling, pacing, voice activity, stream protocols."""
