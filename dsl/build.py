@@ -226,7 +226,27 @@ class _Builder:
             system_prompt=self.text(a.get("system_prompt"), (*p, "system_prompt")),
             response_timeout_ms=_duration(a.get("response_timeout")),
             max_turns=a.get("max_turns") if isinstance(a.get("max_turns"), int) else None,
+            options=self.options(a, p),
+            collect=self.fields(a.get("collect"), (*p, "collect")),
+            on_done=self.ref(a.get("on_done"), (*p, "on_done")),
+            on_hangup=self.ref(a.get("on_hangup"), (*p, "on_hangup")),
+            on_timeout=self.ref(a.get("on_timeout"), (*p, "on_timeout")),
         )
+
+    def fields(self, raw: Any, p: Path) -> tuple[m.Field, ...]:
+        out = []
+        for name, spec in _dict(raw).items():
+            s = _dict(spec)
+            out.append(
+                m.Field(
+                    name=name,
+                    span=self.span((*p, name), key=True),
+                    type=_str(s.get("type")) or "string",
+                    description=_str(s.get("description")),
+                    required=s.get("required") is not False,
+                )
+            )
+        return tuple(out)
 
     def assignments(self, raw: Any, p: Path) -> tuple[m.Assignment, ...]:
         out = []

@@ -72,6 +72,7 @@ def run_checks(ctx: Context) -> list[Diagnostic]:
         check_templates,
         check_params,
         check_asks,
+        check_converses,
         check_values,
         check_subflows,
     ]
@@ -157,9 +158,9 @@ def check_refs(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def _jump_word(action: m.Action) -> str:
-    return {"goto": "goto", "branch": "branch", "ask": "ask exit", "transfer": "on_fail"}.get(
-        action.kind, action.kind
-    )
+    words = {"goto": "goto", "branch": "branch", "ask": "ask exit", "transfer": "on_fail",
+             "converse": "converse exit"}  # fmt: skip
+    return words.get(action.kind, action.kind)
 
 
 def check_branches(ctx: Context) -> Iterator[Diagnostic]:
@@ -288,6 +289,28 @@ def _check_ask(ctx: Context, ask: m.Ask) -> Iterator[Diagnostic]:
             yield ctx.diag("W-ASK-OPTION-UNUSED", f"{option} has no effect without {needs} "
                            "input", ask.option_span(option),
                            f"add {needs} to input, or remove {option}")  # fmt: skip
+
+
+def check_converses(ctx: Context) -> Iterator[Diagnostic]:
+    for node in ctx.flow.nodes:
+        for action in node.actions:
+            if isinstance(action, m.Converse):
+                yield from _check_converse(ctx, action)
+
+
+def _check_converse(ctx: Context, talk: m.Converse) -> Iterator[Diagnostic]:
+    if talk.collect and talk.on_done is None:
+        yield ctx.diag("E-CONVERSE-DONE", "collect needs on_done: the node that goes on with "
+                       "the collected values", talk.option_span("collect"))  # fmt: skip
+    if talk.on_timeout is not None and talk.max_turns is None:
+        yield ctx.diag("E-CONVERSE-EXIT-TURNS", "on_timeout can never happen: the "
+                       "conversation has no max_turns", talk.on_timeout.span)  # fmt: skip
+    target = ctx.flow.node(talk.on_hangup.name) if talk.on_hangup else None
+    for action in target.actions if target else ():
+        if isinstance(action, m.Say | m.Play | m.Ask | m.Transfer | m.Converse | m.SendDigits):
+            yield ctx.diag("W-HANDLER-HANGUP-SPEAKS", f"on_hangup runs after the caller hung "
+                           f"up; {action.kind} cannot reach them", action.span)  # fmt: skip
+            break
 
 
 def check_values(ctx: Context) -> Iterator[Diagnostic]:

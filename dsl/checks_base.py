@@ -120,6 +120,10 @@ def defines(action: m.Action) -> Iterator[tuple[str, str]]:
     elif isinstance(action, m.Set):
         for a in action.assignments:
             yield a.name, "value"
+    elif isinstance(action, m.Converse):
+        # Set only when the conversation finishes: known after it, on its on_done path.
+        for f in action.collect:
+            yield f.name, "value"
 
 
 Use = tuple[str, m.Text | m.Expr]  # ("template" | "expression", the source)

@@ -168,7 +168,11 @@ def _node_exits(
         for kind, what in steps(action):
             if kind == "def":
                 have = have | {what}
-        for dst, _ in exits(action):
-            yield dst, have
+        for dst, label in exits(action):
+            if isinstance(action, m.Converse) and label == "done":
+                # The collected values are saved only when the conversation finishes.
+                yield dst, have | {f.name for f in action.collect}
+            else:
+                yield dst, have
         if isinstance(action, m.ENDS_NODE):
             return

@@ -110,6 +110,10 @@ def _def_span(ctx: Context, name: str) -> Span:
                 for a in action.assignments:
                     if a.name == name:
                         return a.span
+            elif isinstance(action, m.Converse):
+                for f in action.collect:
+                    if f.name == name:
+                        return f.span
             elif any(n == name for n, _ in defines(action)):
                 return action.option_span("save_as", key=False)
     return ctx.flow.name_span

@@ -208,6 +208,16 @@ CODES: dict[str, Code] = {
             "on_no_match without a way to not match",
             "add `match:` or `valid_digits:` so that an answer can be rejected",
         ),
+        _e(
+            "E-CONVERSE-DONE",
+            "a conversation that collects values with nowhere to go when it finishes",
+            "add `on_done: node`; the collected names are set from there on",
+        ),
+        _e(
+            "E-CONVERSE-EXIT-TURNS",
+            "on_timeout on a conversation without max_turns",
+            "add `max_turns:` (the caller turns before on_timeout), or remove on_timeout",
+        ),
         # Subflows
         _e("E-FLOW-UNKNOWN", "call_flow names a flow that does not exist"),
         _e("E-FLOW-CYCLE", "flows that call each other in a cycle"),

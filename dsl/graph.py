@@ -119,6 +119,17 @@ def exits(action: m.Action) -> Iterator[tuple[str, str]]:
             yield action.on_no_match.name, "no match"
     elif isinstance(action, m.Transfer) and action.on_fail is not None:
         yield action.on_fail.name, "transfer failed"
+    elif isinstance(action, m.Converse):
+        for ref, label in converse_exits(action):
+            yield ref.name, label
+
+
+def converse_exits(action: m.Converse) -> Iterator[tuple[m.Ref, str]]:
+    """A conversation's exits back into the flow, each with its label."""
+    for ref, label in ((action.on_done, "done"), (action.on_hangup, "hung up"),
+                       (action.on_timeout, "turns used up")):  # fmt: skip
+        if ref is not None:
+            yield ref, label
 
 
 def refs(action: m.Action) -> Iterator[m.Ref]:
@@ -133,6 +144,8 @@ def refs(action: m.Action) -> Iterator[m.Ref]:
         yield from (r for r in (action.on_no_input, action.on_no_match) if r is not None)
     elif isinstance(action, m.Transfer) and action.on_fail is not None:
         yield action.on_fail
+    elif isinstance(action, m.Converse):
+        yield from (ref for ref, _ in converse_exits(action))
 
 
 def strongly_connected(nodes: Iterable[str], edges: Iterable[Edge]) -> list[list[str]]:  # noqa: PLR0912

@@ -104,6 +104,20 @@ class Ask(Action):
     on_no_match: Ref | None = None
 
 
+COLLECT_TYPES = ("string", "integer", "number", "boolean", "phone", "date")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Field:
+    """One value a conversation collects (``converse: {collect: {name: …}}``)."""
+
+    name: str
+    span: Span  # the name's span
+    type: str = "string"
+    description: str = ""
+    required: bool = True
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Converse(Action):
     kind: ClassVar[str] = "converse"
@@ -113,6 +127,10 @@ class Converse(Action):
     system_prompt: Text | None = None
     response_timeout_ms: int | None = None
     max_turns: int | None = None
+    collect: tuple[Field, ...] = ()
+    on_done: Ref | None = None
+    on_hangup: Ref | None = None
+    on_timeout: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
