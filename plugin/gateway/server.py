@@ -302,12 +302,17 @@ class GatewayServer:
         while True:
             item = await client.outbox.get()
             if isinstance(item, CloseConnection):
-                await client.ws.close(code=item.code, message=item.reason.encode()[:120])
+                await client.ws.close(code=item.code, message=_close_reason(item.reason))
                 return
+            text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
             try:
-                await client.ws.send_str(
-                    json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-                )
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate a client sent (JSON may escape one) and we echo back (an
+                # id, a method or property name): escaped, as a JavaScript server writes it.
+                text = json.dumps(item, separators=(",", ":"))
+            try:
+                await client.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
 
@@ -345,6 +350,12 @@ def _spawn(tasks: set[asyncio.Task[None]], coro: Any) -> asyncio.Task[None]:
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+def _close_reason(reason: str) -> bytes:
+    """At most 120 bytes of valid UTF-8 (RFC 6455: 123), whatever the reason quotes."""
+    raw = reason.encode("utf-8", "backslashreplace")[:120]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
 def _now_ms() -> int:

@@ -315,3 +315,38 @@ async def test_a_client_that_falls_behind_is_closed_not_buffered_without_bound()
     finally:
         await server.close()
         await ts.close()
+
+
+async def test_a_lone_surrogate_echoed_back_does_not_kill_the_connection(gw: Any) -> None:
+    # JSON may escape a lone surrogate; the server echoes ids, method and property names,
+    # which used to crash its writer (a traceback in the log, the client never answered).
+    _fx, _server, ts = gw
+    async with aiohttp.ClientSession() as session:
+        async with await open_ws(session, ts) as ws:
+            await recv(ws)
+            frame = connect(token=TOKEN)
+            frame["params"]["\ud800"] = 1
+            await ws.send_str(json.dumps(frame))
+            refused = await recv(ws)
+            close = await ws.receive()
+        assert refused["error"]["message"].startswith("invalid connect params")
+        assert close.type is aiohttp.WSMsgType.CLOSE and close.data == 1008
+        async with await connected(session, ts) as ws:
+            unknown = await call(ws, "\udfffx", {})
+            assert unknown["error"]["message"] == "unknown method: \udfffx"
+            echoed = await call(ws, "test.echo", {"k": "\ud800"})
+            assert echoed["payload"]["params"] == {"k": "\ud800"}
+            assert (await call(ws, "test.echo"))["ok"]
+
+
+async def test_a_close_reason_is_cut_on_a_character_boundary(gw: Any) -> None:
+    _fx, _server, ts = gw
+    async with aiohttp.ClientSession() as session, await open_ws(session, ts) as ws:
+        await recv(ws)
+        await ws.send_json(connect(token=TOKEN, role="a" + "é" * 100))
+        refused = await recv(ws)
+        close = await ws.receive()
+    assert refused["error"]["message"].startswith("unsupported role: aé")
+    assert close.type is aiohttp.WSMsgType.CLOSE and close.data == 1008, close
+    reason = str(close.extra)
+    assert reason.startswith("unsupported role: aé") and len(reason.encode()) <= 120
