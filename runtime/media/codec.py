@@ -70,8 +70,9 @@ def encode(pcm: bytes) -> bytes:
     """
     if len(pcm) % 2:
         raise ValueError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
-    samples = np.frombuffer(pcm, dtype=PCM16)
-    return _ENCODE[samples.astype(np.int16, copy=False).view(np.uint16)].tobytes()
+    # The table is indexed by the sample's bits, so little-endian uint16 reads them directly.
+    codes: npt.NDArray[np.uint8] = _ENCODE[np.frombuffer(pcm, dtype="<u2")]
+    return codes.tobytes()
 
 
 def decode(ulaw: bytes) -> bytes:

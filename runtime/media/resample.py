@@ -10,7 +10,7 @@ chunk (§3.2).
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -46,20 +46,18 @@ class Resampler:
         self._dtype = np.dtype(dtype)
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype=dtype, quality=_QUALITY)
 
-    def process(self, chunk: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def process(self, chunk: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Resample the next chunk (one-dimensional, of this resampler's dtype)."""
         if chunk.dtype != self._dtype or chunk.ndim != 1:
             raise ValueError(
                 f"expected a one-dimensional {self._dtype} chunk, got {chunk.ndim}-d {chunk.dtype}"
             )
-        out: npt.NDArray[np.generic] = self._stream.resample_chunk(chunk)
+        out: npt.NDArray[Any] = self._stream.resample_chunk(chunk)
         return out
 
-    def flush(self) -> npt.NDArray[np.generic]:
+    def flush(self) -> npt.NDArray[Any]:
         """The samples still inside the filter; the stream is over afterwards until ``reset``."""
-        out: npt.NDArray[np.generic] = self._stream.resample_chunk(
-            np.zeros(0, self._dtype), last=True
-        )
+        out: npt.NDArray[Any] = self._stream.resample_chunk(np.zeros(0, self._dtype), last=True)
         return out
 
     def reset(self) -> None:
@@ -76,9 +74,7 @@ class Resampler:
         return self.process(samples).astype("<i2", copy=False).tobytes()
 
 
-def resample(
-    samples: npt.NDArray[np.generic], in_rate: int, out_rate: int
-) -> npt.NDArray[np.generic]:
+def resample(samples: npt.NDArray[Any], in_rate: int, out_rate: int) -> npt.NDArray[Any]:
     """A whole clip at once (int16 or float32), e.g. a cached greeting."""
     resampler = Resampler(
         in_rate, out_rate, dtype="int16" if samples.dtype == np.int16 else "float32"

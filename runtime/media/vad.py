@@ -59,7 +59,8 @@ def level_dbfs(pcm: npt.NDArray[np.int16]) -> float:
     """RMS level of 16-bit samples in dB relative to full scale."""
     if pcm.size == 0:
         return _SILENT_DBFS
-    rms = math.sqrt(float(np.mean(np.square(pcm, dtype=np.float64))))
+    samples = pcm.astype(np.float64)
+    rms = math.sqrt(float(samples.dot(samples)) / samples.size)
     return 20 * math.log10(rms / 32768) if rms > 0 else _SILENT_DBFS
 
 
