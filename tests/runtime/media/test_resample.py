@@ -90,6 +90,25 @@ def test_chunks_join_like_one_pass() -> None:
     assert np.abs(pieces - whole).max() < 1e-4
 
 
+def test_reset_starts_a_fresh_stream() -> None:
+    # After a barge-in the next utterance must not begin with the old one's filter tail.
+    x = as_type(tone(1000, 24000, 0.2), "float32")
+    fresh = Resampler(24000, 8000, dtype="float32")
+    expected = np.concatenate([fresh.process(x), fresh.flush()])
+    reused = Resampler(24000, 8000, dtype="float32")
+    reused.process(as_type(tone(3000, 24000, 0.1), "float32"))
+    reused.reset()
+    assert np.array_equal(np.concatenate([reused.process(x), reused.flush()]), expected)
+
+
+def test_the_same_rate_passes_audio_through() -> None:
+    x = as_type(tone(1000, 8000, 0.1), "int16")
+    same = Resampler(8000, 8000)
+    out = np.concatenate([same.process(x), same.flush()]).astype(np.int32)
+    assert len(out) == len(x)
+    assert np.abs(out - x.astype(np.int32)).max() <= 1
+
+
 def test_bytes_api_round_trips_pcm() -> None:
     r = Resampler(8000, 16000)
     pcm = as_type(tone(1000, 8000, 0.02), "int16").astype("<i2").tobytes()
