@@ -71,8 +71,22 @@ class FlowSource(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelReply:
+    """A responder's answer: what to say ("" : nothing), and whether the call ends after it
+    (the model's end-call tool: the farewell is said, then the call hangs up)."""
+
+    text: str
+    end: bool = False
+    # The finishing tool of a conversation with `collect`: its values (checked, saved as flow
+    # variables, then the flow goes on at on_done; values that do not fit are rejected).
+    done: Mapping[str, Any] | None = None
+
+
 class Responder(Protocol):
-    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> str:
+    async def reply(
+        self, call: CallRecord, heard: str, options: Mapping[str, Any]
+    ) -> str | ModelReply:
         """The model's answer to what the caller said (empty: say nothing)."""
         ...
 

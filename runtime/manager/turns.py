@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicecall.runtime import adhoc
+from voicecall.runtime.collect import CollectError
 from voicecall.runtime.interpreter import Interpreter, Run
-from voicecall.runtime.manager.core import CallError, Calls, Responder
+from voicecall.runtime.manager.core import CallError, Calls, ModelReply, Responder
 from voicecall.runtime.manager.delivery import Delivery
 from voicecall.runtime.providers.errors import ProviderError
 from voicecall.runtime.state import CallRecord, Waiting
@@ -19,6 +20,9 @@ log = logging.getLogger("voicecall.runtime")
 # How long a webhook waits for the model's reply before answering with a hold (Twilio gives
 # up on a webhook after 15 s).
 INLINE_REPLY_S = 5.0
+# Over responseTimeoutMs: a responder answers its own deadline with a spoken fallback; this
+# only stops one that does not.
+REPLY_GRACE_S = 1.0
 MAX_TURNS = 100  # turn metrics kept per call (`voicecall latency`)
 
 
@@ -93,6 +97,24 @@ class AgentTurns:
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, [self.delivery.hangup_send(call)])
 
+    async def finish(self, call_id: str, values: Mapping[str, Any]) -> None:
+        """The agent (or a model's tool) finished the conversation with ``values``: saved as
+        flow variables, and the flow goes on at the conversation's on_done.
+
+        Raises:
+            CallError: the values do not fit its collect (saying what to fix), or the call
+                is in no conversation that can finish.
+        """
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            try:
+                run = self.calls.interpreter(call).converse_done(call, values)
+            except CollectError as exc:
+                raise CallError(f"not finished: {exc}") from None
+            outcome = self.delivery.push(call, run, "conversation done")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+
     async def _agent(self, call_id: str, kind: str, message: str) -> None:
         async with self.calls.lock(call_id):
             call = self.calls.live(call_id)
@@ -157,7 +179,7 @@ class AgentTurns:
         kind = adhoc.FINAL if last else adhoc.TURN
         if self.responder is None:
             return interp.agent_turn(call, kind, "")
-        timeout = (options.get("timeout_ms") or 30_000) / 1000
+        timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
         reply = asyncio.ensure_future(
             asyncio.wait_for(self.responder.reply(call, text, options), timeout))  # fmt: skip
         # A carrier waiting for the document gives up after ~15 s (Twilio): a slower reply is
@@ -165,20 +187,39 @@ class AgentTurns:
         inline = min(timeout, self.inline_reply_s) if interp.xml else timeout
         done, _ = await asyncio.wait({reply}, timeout=inline)
         if reply in done:
-            return interp.agent_turn(call, kind, _reply_text(call, reply))
+            return _answered(call, interp, kind, _reply_text(call, reply))
         self.delivery.background(self._late_reply(call.call_id, kind, reply))
         return interp.converse_input(call, waiting.block, waiting.step, "")
 
-    async def _late_reply(self, call_id: str, kind: str, task: asyncio.Future[str]) -> None:
+    async def _late_reply(
+        self, call_id: str, kind: str, task: asyncio.Future[str | ModelReply]
+    ) -> None:
         await asyncio.wait({task})
         async with self.calls.lock(call_id):
             call = self.calls.store.get(call_id)
             if call is None or call.ended:
                 return
-            run = self.calls.interpreter(call).agent_turn(call, kind, _reply_text(call, task))
+            run = _answered(call, self.calls.interpreter(call), kind, _reply_text(call, task))
             outcome = self.delivery.push(call, run, "model reply")
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
+
+
+def _answered(call: CallRecord, interp: Interpreter, kind: str, answer: ModelReply) -> Run:
+    """The model's reply as the call's next step: finished with values, the flow goes on at
+    on_done (values that do not fit are logged and the conversation goes on); on the last
+    turn, at on_timeout if the conversation has one; else the reply is said."""
+    if answer.done is not None:
+        try:
+            return interp.converse_done(call, answer.done)
+        except CollectError as exc:
+            log.warning("call %s: the conversation's values were rejected: %s", call.call_id, exc)
+            call.metadata["collectError"] = str(exc)
+    if kind == adhoc.FINAL and not answer.end:
+        timed_out = interp.converse_timeout(call)
+        if timed_out is not None:
+            return timed_out
+    return interp.agent_turn(call, adhoc.FINAL if answer.end else kind, answer.text)
 
 
 # The flow's converse options, and the dialled number's responder settings where the flow
@@ -196,10 +237,12 @@ def _options(call: CallRecord) -> dict[str, Any]:
     return options
 
 
-def _reply_text(call: CallRecord, task: asyncio.Future[str]) -> str:
-    """The model's reply; a failed or timed-out reply is silence, never a dropped call."""
+def _reply_text(call: CallRecord, task: asyncio.Future[str | ModelReply]) -> ModelReply:
+    """The model's reply (the end-call tool: its farewell, then the hangup); a failed or
+    timed-out reply is silence, never a dropped call."""
     try:
-        return task.result()
+        answer = task.result()
     except (TimeoutError, Exception) as exc:
         log.warning("call %s: the response model failed: %s", call.call_id, exc)
-        return ""
+        return ModelReply(text="")
+    return answer if isinstance(answer, ModelReply) else ModelReply(text=answer)

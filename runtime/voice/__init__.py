@@ -1,0 +1,1 @@
+"""Voice services: TTS, STT, responder, realtime bridges (one module per service)."""
