@@ -83,6 +83,14 @@ def test_speech_starts_within_100ms_and_ends_after_the_hangover() -> None:
     assert 150 <= events[1][0] <= 150 + 15 + 10  # after the 300 ms hangover, not mid-sentence
 
 
+def test_a_click_shorter_than_the_onset_is_not_speech() -> None:
+    inbound = LINE_NOISE.copy()
+    inbound[RATE : RATE + 2 * FRAME] += noise(2 * FRAME / RATE, -10, seed=4)  # 40 ms
+    assert run(Vad(), inbound) == []
+    inbound[3 * RATE : 3 * RATE + 3 * FRAME] += noise(3 * FRAME / RATE, -10, seed=4)  # 60 ms
+    assert [e for _, e in run(Vad(), inbound)] == [VadEvent.SPEECH_START, VadEvent.SPEECH_END]
+
+
 def test_quiet_speech_below_the_absolute_floor_is_ignored() -> None:
     inbound = LINE_NOISE.copy()
     inbound[RATE : 3 * RATE] += speech_like(2.0, -55)
