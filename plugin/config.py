@@ -135,8 +135,7 @@ def load_config(
     section, problems = _section(data, SECTION)
     problems += check_section(section)
     entry_enabled = _entry_enabled(data, problems)
-    gateway, more = gateway_settings(data, env, to_run=to_run)
-    problems += more + _messages_tts(data)
+    problems += _messages_tts(data)
     plugin: dict[str, Any] = {}
     from_env: dict[KeyPath, str] = {}
     if not problems:
@@ -144,6 +143,10 @@ def load_config(
                                      entry_enabled=entry_enabled)  # fmt: skip
         problems += _env_problems(plugin, from_env)
         problems += (provider_problems if to_run else mode_problems)(plugin, SECTION)
+    # Checked apart from the plugin's section, so that a missing Gateway secret hides none
+    # of the section's problems (all are listed at once).
+    gateway, more = gateway_settings(data, env, to_run=to_run)
+    problems = more + problems
     if to_run and not problems:
         base = path.parent if text is not None else Path.cwd()
         problems += flow_problems(plugin, base, SECTION)

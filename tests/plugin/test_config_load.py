@@ -349,3 +349,13 @@ def test_a_named_profile_moves_the_default_port_as_openclaw_does(tmp_path: Path)
     assert load_config(path, env=env).gateway.port == 18001
     configured = host(tmp_path, "{}", extra=" gateway: {port: 18002},")
     assert load_config(configured, env={"OPENCLAW_PROFILE": "a"}).gateway.port == 18002
+
+
+def test_a_missing_gateway_secret_hides_none_of_the_plugins_problems(tmp_path: Path) -> None:
+    # `voicecall config check` lists every problem at once, not the Gateway's first.
+    path = host(tmp_path, "  {provider: 'plivo', streaming: {enabled: true}}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={}, to_run=True)
+    lines = str(caught.value).replace(str(path), "F").splitlines()
+    assert lines[0].startswith("F:2:1: gateway.auth.token: required")
+    assert f'F:4:14: {PREFIX}.provider must be "twilio" when streaming.enabled is true' in lines
