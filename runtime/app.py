@@ -26,11 +26,14 @@ from voicecall.dsl.values import zone
 from voicecall.runtime.clock import Clock, RealClock
 from voicecall.runtime.forwarding import ForwardingTrust, is_loopback
 from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
+from voicecall.runtime.manager.core import ModelReply
+from voicecall.runtime.media.streams import PROTOCOLS, StreamEndpoint, StreamSettings
 from voicecall.runtime.providers.base import AdapterSettings
 from voicecall.runtime.providers.registry import get_adapter
 from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
 from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import SQLiteStore
+from voicecall.runtime.voice.responder import responder_from_config
 
 log = logging.getLogger("voicecall.runtime")
 
@@ -64,10 +67,12 @@ class CatalogFlows:
 class ScriptedResponder:
     """The model's replies from a caller script (simulations), one per caller turn."""
 
-    def __init__(self, replies: Sequence[str]):
+    def __init__(self, replies: Sequence[str | ModelReply]):
         self.replies = list(replies)
 
-    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> str:
+    async def reply(
+        self, call: CallRecord, heard: str, options: Mapping[str, Any]
+    ) -> str | ModelReply:
         return self.replies.pop(0) if self.replies else ""
 
 
@@ -151,6 +156,23 @@ class RuntimeConfig:
             ngrok_loopback=ngrok_loopback,
         )
 
+    def streaming(self) -> StreamSettings | None:
+        """`streaming.*` limits of the media-stream endpoint; None when streaming is off."""
+        section = dict(self.get("streaming", {}) or {})
+        if not section.get("enabled", False):
+            return None
+        path = str(section.get("streamPath", "/voice/stream"))
+        if path == self.serve()["path"]:
+            raise ValueError(f"streaming.streamPath: {path} is serve.path; streams need their own")
+        keys = {"preStartTimeoutMs": "pre_start_timeout_s", "maxConnections": "max_connections",
+                "maxPendingConnections": "max_pending",
+                "maxPendingConnectionsPerIp": "max_pending_per_ip"}  # fmt: skip
+        found = {f: section[k] for k, f in keys.items() if section.get(k) is not None}
+        if "pre_start_timeout_s" in found:
+            found["pre_start_timeout_s"] = float(found["pre_start_timeout_s"]) / 1000
+        return StreamSettings(path=path, **{k: v if k.endswith("_s") else int(v)
+                                            for k, v in found.items()})  # fmt: skip
+
     def allow_plivo_v2(self) -> bool:
         """`plivo.allowV2Signatures` (unsafe: V2 signs neither the body nor the query)."""
         return bool((self.get("plivo", {}) or {}).get("allowV2Signatures", False))
@@ -167,6 +189,7 @@ class Runtime:
     runner: web.AppRunner
     webhook_url: str
     carrier: Any = None  # the MockCarrier, with provider: mock
+    streams: StreamEndpoint | None = None  # with streaming.enabled
 
     async def stop(self) -> None:
         await self.manager.stop_background()
@@ -219,6 +242,9 @@ async def start_runtime(
         )
     )
     store = SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
+    if responder is None:  # the response model; with the mock carrier only when configured,
+        # so that a developer's OPENAI_API_KEY never makes a simulation call the network
+        responder = responder_from_config(config.raw, store, env=config.provider != "mock")
     placeholder = ManagerSettings(provider=provider, from_number="", webhook_base="")
     manager = CallManager(placeholder, store, adapter, CatalogFlows(catalog or Catalog()), clock,
                           responder)  # fmt: skip
@@ -227,7 +253,9 @@ async def start_runtime(
                             max_in_flight_per_ip=serve["max_in_flight"],
                             forwarding=config.forwarding(),
                             **config.webhook_limits())  # fmt: skip
-    runner = web.AppRunner(make_app(manager, server), access_log=None)
+    stream_settings = config.streaming()
+    streams = StreamEndpoint(PROTOCOLS[provider], stream_settings) if stream_settings else None
+    runner = web.AppRunner(make_app(manager, server, streams), access_log=None)
     await runner.setup()
     site = GuardedSite(runner, serve["bind"], serve["port"] if port is None else port, server)
     await site.start()
@@ -235,7 +263,7 @@ async def start_runtime(
     webhook = config.get("publicUrl") or f"http://{serve['bind']}:{bound}{serve['path']}"
     manager.settings = _manager_settings(config, provider, webhook, carrier is not None)
     runtime = Runtime(manager=manager, store=store, runner=runner, webhook_url=webhook,
-                      carrier=carrier)  # fmt: skip
+                      carrier=carrier, streams=streams)  # fmt: skip
     if restore:
         kept = await manager.restore()
         if kept:

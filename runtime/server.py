@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from voicecall.runtime.forwarding import ForwardingTrust, signed_url
 from voicecall.runtime.manager import CallManager
+from voicecall.runtime.media.streams import StreamEndpoint
 from voicecall.runtime.providers.base import (
     Adapter,
     BadRequest,
@@ -63,13 +64,19 @@ class ServerSettings:
     forwarding: ForwardingTrust = field(default_factory=ForwardingTrust)
 
 
-def make_app(manager: CallManager, settings: ServerSettings) -> web.Application:
-    """The webhook application (plain aiohttp: run it, or mount it in a bigger app)."""
+def make_app(
+    manager: CallManager, settings: ServerSettings, streams: StreamEndpoint | None = None
+) -> web.Application:
+    """The webhook application (plain aiohttp: run it, or mount it in a bigger app); with
+    ``streams``, also the media-stream WebSocket endpoint at its path."""
     app = web.Application(client_max_size=settings.max_body + 1)
     app[MANAGER] = manager
     gate = _Gate(manager.adapter, settings)
     app[GATE] = gate
     app.router.add_route("*", settings.path, gate.handle, expect_handler=gate.expect)
+    if streams is not None:
+        app.router.add_get(streams.settings.path, streams.handle)
+        app.on_shutdown.append(streams.shutdown)
     return app
 
 

@@ -64,6 +64,9 @@ class StreamTokens:
         """The call ended: its token opens nothing any more."""
         self._issued.pop(call_id, None)
 
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._issued
+
     def __len__(self) -> int:
         return len(self._issued)
 

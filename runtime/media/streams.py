@@ -1,0 +1,318 @@
+"""The media-stream WebSocket endpoint on the webhook server (``streaming.streamPath``).
+
+The carrier opens a WebSocket and sends its ``start``; the stream belongs to a call only if the
+``start`` carries the call id and the one-use token we issued for it (:mod:`.tokens`). The
+endpoint only moves frames: the carrier's protocol module (:mod:`.twilio`, :mod:`.telnyx`,
+:mod:`.plivo`) turns them into events, a :class:`StreamSink` given by whoever expected the
+stream receives them, and a :class:`StreamSession` sends ours.
+
+Limits, as the original's media-stream handler (each refusal is one log line):
+- ``maxConnections`` sockets in all: one more is answered 503 before the upgrade;
+- ``maxPendingConnections`` sockets without a valid ``start`` (503), ``maxPendingConnectionsPerIp``
+  of them from one address (429): an unauthenticated socket costs little but is bounded;
+- ``preStartTimeoutMs`` to send a valid ``start``, else closed 1008;
+- a frame cap (64 KB; more closes 1009);
+- an inactivity watchdog: a started stream with no frame for ``inactivity_timeout_s`` is a zombie
+  (carriers send media every 20 ms, silence included) and is closed 1011, its sink told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+
+from voicecall.runtime.media import plivo, telnyx, twilio
+from voicecall.runtime.media import protocol as p
+from voicecall.runtime.media.marks import MarkOutcome, MarkTracker
+from voicecall.runtime.media.tokens import StreamTokens, TokenCheck
+
+log = logging.getLogger("voicecall.stream")
+
+CALL_PARAM = "callId"  # the names of our parameters in the carrier's start
+TOKEN_PARAM = "token"
+PROTOCOLS = {m.NAME: m.PROTOCOL for m in (twilio, telnyx, plivo)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    path: str = "/voice/stream"  # streaming.streamPath
+    pre_start_timeout_s: float = 5.0  # streaming.preStartTimeoutMs
+    max_pending: int = 32  # streaming.maxPendingConnections
+    max_pending_per_ip: int = 4  # streaming.maxPendingConnectionsPerIp
+    max_connections: int = 128  # streaming.maxConnections
+    max_frame: int = 64 * 1024
+    inactivity_timeout_s: float = 32.0  # the original's watchdog: 30 s without media + 2 s
+    token_ttl_s: float = 30.0
+
+
+class StreamSink(Protocol):
+    """What the runtime gives a started stream: it receives the caller's side.
+
+    Called on the event loop for every frame: nothing here may block (hand audio to a bounded
+    queue, do the work elsewhere).
+    """
+
+    def on_audio(self, ulaw: bytes) -> None: ...
+    def on_mark(self, outcome: MarkOutcome) -> None: ...
+    def on_dtmf(self, digit: str) -> None: ...
+    def on_stop(self, reason: str) -> None: ...
+
+
+class StreamClosed(ConnectionError):
+    """Audio sent to a stream that has ended."""
+
+
+class StreamSession:
+    """One started stream, as the runtime uses it: send audio, clear it, mark it."""
+
+    def __init__(self, ws: web.WebSocketResponse, protocol: p.StreamProtocol, call_id: str,
+                 start: p.Start):  # fmt: skip
+        self.call_id = call_id  # ours
+        self.start = start  # the carrier's stream id, call id, format
+        self.provider = protocol.name
+        self.marks = MarkTracker()
+        self._ws = ws
+        self._protocol = protocol
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        """μ-law 8 kHz to play after what is queued (the caller hears it in order)."""
+        await self._send(self._protocol.media(self.start.stream_id, ulaw))
+
+    async def clear(self) -> tuple[str, ...]:
+        """Drops our queued audio (barge-in). Returns the marks cut off by it."""
+        cut = self.marks.cleared()
+        await self._send(self._protocol.clear(self.start.stream_id))
+        return cut
+
+    async def mark(self, name: str) -> None:
+        """Asks the carrier to tell when the audio sent so far has played (``on_mark``)."""
+        self.marks.sent(name)
+        await self._send(self._protocol.mark(self.start.stream_id, name))
+
+    async def close(self, reason: str = "closed by the runtime") -> None:
+        await self._ws.close(code=WSCloseCode.OK, message=reason.encode()[:120])
+
+    async def _send(self, frame: str) -> None:
+        if self._ws.closed:
+            raise StreamClosed(f"media stream of call {self.call_id} has ended")
+        try:
+            await self._ws.send_str(frame)
+        except ConnectionError as exc:
+            raise StreamClosed(f"media stream of call {self.call_id}: {exc}") from None
+
+
+SinkFactory = Callable[[StreamSession], StreamSink]
+
+
+class _Refused(Exception):
+    """The socket is closed with ``code`` and the reason logged."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+
+
+class StreamEndpoint:
+    """The WebSocket handler and its bookkeeping (see the module's docstring)."""
+
+    def __init__(self, protocol: p.StreamProtocol, settings: StreamSettings | None = None,
+                 tokens: StreamTokens | None = None):  # fmt: skip
+        self.protocol = protocol
+        self.settings = settings or StreamSettings()
+        self.tokens = StreamTokens(ttl_s=self.settings.token_ttl_s) if tokens is None else tokens
+        self.sessions: dict[str, StreamSession] = {}  # by our call id, while started
+        self._expected: dict[str, SinkFactory] = {}
+        self._open: set[web.WebSocketResponse] = set()
+        self._pending: Counter[str] = Counter()  # sockets not started, by address
+        self._pending_ws: dict[web.WebSocketResponse, str] = {}
+
+    def expect(self, call_id: str, open_sink: SinkFactory) -> str:
+        """A stream for ``call_id`` may start: returns the token to hand the carrier.
+
+        ``open_sink`` is called with the session once the stream has started.
+        """
+        token = self.tokens.issue(call_id)
+        self._expected = {c: f for c, f in self._expected.items() if c in self.tokens}
+        self._expected[call_id] = open_sink
+        return token
+
+    def forget(self, call_id: str) -> None:
+        """The call has ended: no stream may start for it any more."""
+        self.tokens.revoke(call_id)
+        self._expected.pop(call_id, None)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ip = request.remote or "?"
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            return _reject(request, *refusal)
+        ws = web.WebSocketResponse(max_msg_size=self.settings.max_frame, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return _reject(request, 400, "not a WebSocket upgrade")
+        self._pending[ip] += 1
+        self._pending_ws[ws] = ip
+        self._open.add(ws)
+        try:
+            await ws.prepare(request)
+            await self._serve(ws, ip)
+        finally:
+            self._open.discard(ws)
+            self._unpend(ws)
+        return ws
+
+    async def shutdown(self, app: web.Application | None = None) -> None:
+        """Closes every stream (the server is stopping): handlers must not hold it up."""
+        for ws in list(self._open):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
+    def _refusal(self, ip: str) -> tuple[int, str] | None:
+        s = self.settings
+        if len(self._open) >= s.max_connections:
+            return 503, f"more than {s.max_connections} media streams (streaming.maxConnections)"
+        if self._pending.total() >= s.max_pending:
+            return 503, (f"more than {s.max_pending} media streams not started "
+                         "(streaming.maxPendingConnections)")  # fmt: skip
+        if self._pending[ip] >= s.max_pending_per_ip:
+            return 429, (f"more than {s.max_pending_per_ip} media streams not started from {ip} "
+                         "(streaming.maxPendingConnectionsPerIp)")  # fmt: skip
+        return None
+
+    def _unpend(self, ws: web.WebSocketResponse) -> None:
+        ip = self._pending_ws.pop(ws, None)
+        if ip is not None:
+            self._pending[ip] -= 1
+            if self._pending[ip] <= 0:
+                del self._pending[ip]
+
+    async def _serve(self, ws: web.WebSocketResponse, ip: str) -> None:
+        try:
+            session, sink = await self._started(ws)
+        except _Refused as refused:
+            log.warning("media stream from %s refused: %s", ip, refused)
+            await ws.close(code=refused.code, message=str(refused).encode()[:120])
+            return
+        self._unpend(ws)
+        self.sessions[session.call_id] = session
+        reason = "disconnected"
+        try:
+            reason = await _Pump(ws, self.protocol, session, sink, self.settings).run()
+        finally:
+            if self.sessions.get(session.call_id) is session:
+                del self.sessions[session.call_id]
+            log.info("media stream of call %s ended: %s", session.call_id, reason)
+            sink.on_stop(reason)
+
+    async def _started(self, ws: web.WebSocketResponse) -> tuple[StreamSession, StreamSink]:
+        timeout = self.settings.pre_start_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                start = await self._await_start(ws)
+        except TimeoutError:
+            reason = f"no valid start in {timeout:g}s (streaming.preStartTimeoutMs)"
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, reason) from None
+        call_id = start.params.get(CALL_PARAM, "")
+        check = self.tokens.redeem(call_id, start.params.get(TOKEN_PARAM, ""))
+        if check is not TokenCheck.OK:
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {call_id!r}: {check.value}")
+        open_sink = self._expected.pop(call_id, None)
+        if open_sink is None:
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {call_id!r} expects no stream")
+        session = StreamSession(ws, self.protocol, call_id, start)
+        return session, open_sink(session)
+
+    async def _await_start(self, ws: web.WebSocketResponse) -> p.Start:
+        while True:
+            event = _event(await ws.receive(), self.protocol)
+            if isinstance(event, p.Start):
+                return event
+            if not isinstance(event, p.Connected):
+                raise _Refused(WSCloseCode.POLICY_VIOLATION, f"{_name(event)} before start")
+
+
+class _Pump:
+    """A started stream's inbound side: frames to the sink, until it stops or goes silent."""
+
+    def __init__(self, ws: web.WebSocketResponse, protocol: p.StreamProtocol,
+                 session: StreamSession, sink: StreamSink, settings: StreamSettings):  # fmt: skip
+        self.ws, self.protocol, self.session, self.sink = ws, protocol, session, sink
+        self.settings = settings
+        self.malformed = 0
+
+    async def run(self) -> str:
+        idle = self.settings.inactivity_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    message = await self.ws.receive()
+            except TimeoutError:
+                await self.ws.close(code=WSCloseCode.INTERNAL_ERROR,
+                                    message=f"no frame in {idle:g}s".encode())  # fmt: skip
+                return f"inactive: no frame in {idle:g}s"
+            try:
+                event = _event(message, self.protocol)
+            except _Refused as refused:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    self._malformed(refused)
+                    continue
+                if message.type == WSMsgType.ERROR:
+                    return f"error: {refused}"
+                return "disconnected"
+            if self.dispatch(event):
+                await self.ws.close()
+                return "stopped by the carrier"
+
+    def dispatch(self, event: p.Event) -> bool:
+        """Hands one event on; True when the stream has stopped."""
+        if isinstance(event, p.Media):
+            if event.track == "inbound":
+                self.sink.on_audio(event.payload)
+        elif isinstance(event, p.Mark):
+            for outcome in self.session.marks.echoed(event.name):
+                self.sink.on_mark(outcome)
+        elif isinstance(event, p.Dtmf):
+            self.sink.on_dtmf(event.digit)
+        elif isinstance(event, p.Cleared):
+            self.session.marks.forget_cut()
+        elif isinstance(event, p.StreamError):
+            log.warning("media stream of call %s: carrier error %s %s %s", self.session.call_id,
+                        event.code, event.title, event.detail[:200])  # fmt: skip
+        return isinstance(event, p.Stop)
+
+    def _malformed(self, exc: Exception) -> None:
+        # Logged once a stream: a carrier bug would otherwise log fifty lines a second.
+        self.malformed += 1
+        if self.malformed == 1:
+            log.warning("media stream of call %s: frame ignored: %s", self.session.call_id, exc)
+
+
+def _event(message: WSMessage, protocol: p.StreamProtocol) -> p.Event:
+    if message.type == WSMsgType.TEXT:
+        try:
+            return protocol.parse(message.data)
+        except p.ProtocolError as exc:
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"malformed frame: {exc}") from None
+    if message.type == WSMsgType.BINARY:
+        raise _Refused(WSCloseCode.UNSUPPORTED_DATA, "binary frame (the protocol is JSON text)")
+    if message.type == WSMsgType.ERROR:
+        raise _Refused(WSCloseCode.MESSAGE_TOO_BIG, f"{message.data}")
+    raise _Refused(WSCloseCode.OK, "closed")
+
+
+def _name(event: p.Event) -> str:
+    return type(event).__name__.lower()
+
+
+def _reject(request: web.Request, status: int, reason: str) -> web.Response:
+    log.warning("media stream %s from %s rejected with %d: %s", request.path, request.remote,
+                status, reason)  # fmt: skip
+    return web.Response(status=status, text=f"{reason}\n")
