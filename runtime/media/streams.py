@@ -48,6 +48,10 @@ class StreamSettings:
     max_connections: int = 128  # streaming.maxConnections
     max_frame: int = 64 * 1024
     inactivity_timeout_s: float = 32.0  # the original's watchdog: 30 s without media + 2 s
+    # aiohttp holds at most ~64 KB unsent and then makes a send wait: a carrier that stops
+    # reading would hold our sender forever. Past this wait the socket is dropped (the
+    # original closes 1013 past 1 MB buffered; no close frame reaches a peer that reads nothing).
+    send_timeout_s: float = 5.0
     token_ttl_s: float = 30.0
 
 
@@ -72,12 +76,15 @@ class StreamSession:
     """One started stream, as the runtime uses it: send audio, clear it, mark it."""
 
     def __init__(self, ws: web.WebSocketResponse, protocol: p.StreamProtocol, call_id: str,
-                 start: p.Start):  # fmt: skip
+                 start: p.Start, *, send_timeout_s: float = 5.0,
+                 transport: asyncio.Transport | None = None):  # fmt: skip
         self.call_id = call_id  # ours
         self.start = start  # the carrier's stream id, call id, format
         self.provider = protocol.name
         self.marks = MarkTracker()
         self._ws = ws
+        self._send_timeout_s = send_timeout_s
+        self._transport = transport
         self._protocol = protocol
 
     @property
@@ -106,7 +113,14 @@ class StreamSession:
         if self._ws.closed:
             raise StreamClosed(f"media stream of call {self.call_id} has ended")
         try:
-            await self._ws.send_str(frame)
+            async with asyncio.timeout(self._send_timeout_s):
+                await self._ws.send_str(frame)
+        except TimeoutError:
+            log.warning("media stream of call %s dropped: the carrier read nothing for %gs",
+                        self.call_id, self._send_timeout_s)  # fmt: skip
+            if self._transport is not None:
+                self._transport.abort()
+            raise StreamClosed(f"media stream of call {self.call_id}: not reading") from None
         except ConnectionError as exc:
             raise StreamClosed(f"media stream of call {self.call_id}: {exc}") from None
 
@@ -164,7 +178,7 @@ class StreamEndpoint:
         self._open.add(ws)
         try:
             await ws.prepare(request)
-            await self._serve(ws, ip)
+            await self._serve(ws, ip, request.transport)
         finally:
             self._open.discard(ws)
             self._unpend(ws)
@@ -194,9 +208,10 @@ class StreamEndpoint:
             if self._pending[ip] <= 0:
                 del self._pending[ip]
 
-    async def _serve(self, ws: web.WebSocketResponse, ip: str) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, ip: str,
+                     transport: asyncio.Transport | None) -> None:  # fmt: skip
         try:
-            session, sink = await self._started(ws)
+            session, sink = await self._started(ws, transport)
         except _Refused as refused:
             log.warning("media stream from %s refused: %s", ip, refused)
             await ws.close(code=refused.code, message=str(refused).encode()[:120])
@@ -212,7 +227,9 @@ class StreamEndpoint:
             log.info("media stream of call %s ended: %s", session.call_id, reason)
             sink.on_stop(reason)
 
-    async def _started(self, ws: web.WebSocketResponse) -> tuple[StreamSession, StreamSink]:
+    async def _started(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None
+    ) -> tuple[StreamSession, StreamSink]:
         timeout = self.settings.pre_start_timeout_s
         try:
             async with asyncio.timeout(timeout):
@@ -227,7 +244,8 @@ class StreamEndpoint:
         open_sink = self._expected.pop(call_id, None)
         if open_sink is None:
             raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {call_id!r} expects no stream")
-        session = StreamSession(ws, self.protocol, call_id, start)
+        session = StreamSession(ws, self.protocol, call_id, start, transport=transport,
+                                send_timeout_s=self.settings.send_timeout_s)  # fmt: skip
         return session, open_sink(session)
 
     async def _await_start(self, ws: web.WebSocketResponse) -> p.Start:

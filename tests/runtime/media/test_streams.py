@@ -22,6 +22,7 @@ from voicecall.runtime.media import plivo, telnyx, twilio
 from voicecall.runtime.media import protocol as p
 from voicecall.runtime.media.marks import MarkOutcome
 from voicecall.runtime.media.streams import (
+    StreamClosed,
     StreamEndpoint,
     StreamSession,
     StreamSettings,
@@ -399,3 +400,14 @@ async def test_connection_timers_do_not_cut_a_live_stream(served: Any) -> None:
     assert (await frame(ws))["event"] == "media"
     assert not ws.closed and not sink.stopped.done()
     assert len(sink.audio) == 10
+
+
+async def test_a_carrier_that_stops_reading_is_dropped(served: Any) -> None:
+    s: Served = await served(send_timeout_s=0.3)
+    _ws, sink = await started(s)  # the client never reads from here on
+    assert sink.session is not None
+    with pytest.raises(StreamClosed, match="not reading"):
+        for _ in range(1_000_000):  # bounded: buffers fill long before this
+            await sink.session.send_audio(AUDIO * 50)
+    assert await asyncio.wait_for(sink.stopped, GENEROUS_S) == "disconnected"
+    assert s.endpoint.sessions == {}
