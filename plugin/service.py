@@ -23,13 +23,13 @@ from typing import Any
 
 from voicecall.dsl import model as m
 from voicecall.dsl.catalog import Catalog
-from voicecall.dsl.errors import FlowError
+from voicecall.dsl.errors import FlowError, did_you_mean
 from voicecall.plugin.config import flow_dirs
 from voicecall.plugin.config_effective import mode_flow
 from voicecall.plugin.expose import Exposure, expose_runtime
 from voicecall.plugin.flowparams import check_params, describe_flow
 from voicecall.plugin.host import EventSink, GatewayError, invalid, unavailable
-from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
+from voicecall.runtime.app import Runtime, RuntimeConfig, ScriptedResponder, start_runtime
 from voicecall.runtime.clock import Clock
 from voicecall.runtime.manager import CallError, CallManager
 from voicecall.runtime.sim.script import script_from_config
@@ -155,8 +155,11 @@ class VoiceCallService:
         if self.runtime is not None:
             return
         script = script_from_config(self.raw.get("mock")) if self.provider == "mock" else None
+        # The mock callee's script may carry the model's replies; else the configured model.
+        scripted = ScriptedResponder(script.model) if script is not None and script.model else None
         runtime = await start_runtime(self.config, clock=self.clock, catalog=self.catalog,
-                                      mock_backend=self.mock_backend)  # fmt: skip
+                                      mock_backend=self.mock_backend,
+                                      responder=scripted)  # fmt: skip
         if runtime.carrier is not None and script is not None:
             runtime.carrier.script = script
         try:  # publicUrl, or the tunnel: the URL callbacks get and signatures are checked on
@@ -282,7 +285,13 @@ class VoiceCallService:
             (self.raw.get("outbound") or {}).get("defaultMode", "notify"))  # fmt: skip
         if mode not in MODES:
             raise invalid(f"mode must be notify or conversation, not {mode!r}")
-        name = _text(params, "flow") or mode_flow(self.raw, mode) or mode  # config flows.<mode>
+        asked = _text(params, "flow")
+        if asked and asked not in self.catalog.entries:
+            # A client names a flow, never a file: the catalog would take a path.
+            hint = did_you_mean(asked, self.catalog.entries)
+            known = ", ".join(sorted(self.catalog.entries))
+            raise invalid(f"no flow named '{asked}'; {hint or 'known flows: ' + known}")
+        name = asked or mode_flow(self.raw, mode) or mode  # config flows.<mode>
         given = params.get("params")
         if given is not None and not isinstance(given, Mapping):
             raise invalid("params must be an object of the flow's param values")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import pytest
 
-from tests.plugin.service_support import CALLEE, run, running, state, until
+from tests.plugin.service_support import CALLEE, FLOWS, run, running, state, until
 from voicecall.plugin.entry import register
 from voicecall.plugin.host import (
     INVALID_REQUEST,
@@ -168,3 +168,20 @@ async def test_a_lone_surrogate_in_a_key_is_named_escaped() -> None:
             {"params": {"k\ud800": 1}}, context("voicecall.speak"))  # fmt: skip
     assert caught.value.message == "params.k\\ud800 is not valid Unicode text (a lone surrogate)"
     caught.value.message.encode("utf-8")
+
+
+async def test_a_client_names_a_flow_never_a_file_path(tmp_path: Path) -> None:
+    # `flow` is one of the named flows (voicecall.flows): a path would let any client make
+    # the gateway read files of its choosing as flows, and tell which exist.
+    flow = tmp_path / "elsewhere.yaml"
+    flow.write_text((FLOWS / "collect-callback.yaml").read_text())
+    async with running(tmp_path) as (service, _):
+        api = Registry()
+        register_methods(api, service)
+        for name in (str(flow), "../../etc/passwd", str(FLOWS / "collect-callback.yaml")):
+            with pytest.raises(GatewayError) as caught:
+                await call(api, "voicecall.initiate", {"message": "Hi", "flow": name})
+            assert caught.value.code == INVALID_REQUEST
+            assert caught.value.message.startswith(f"no flow named '{name}'")
+        placed = await call(api, "voicecall.initiate", {"message": "Hi", "flow": "notify"})
+        assert placed["initiated"] is True
