@@ -1,10 +1,21 @@
-"""Shared pytest options: `--update-golden` rewrites golden files instead of comparing."""
+"""Shared pytest options: `--update-golden` rewrites golden files instead of comparing.
+
+Property tests explore new random inputs on every local run; under CI (``CI`` set) they replay
+a fixed sequence, so a landing is judged on the code, not on which examples a run happened to
+draw. Whatever a local run finds becomes a fixed regression test.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
