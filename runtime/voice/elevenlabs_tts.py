@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from voicecall.runtime.voice.tts import TtsConfigError, VoiceSettings
+from voicecall.runtime.voice.tts import TtsConfigError, VoiceSettings, check_base_url
 
 # The original's defaults (OpenClaw core TTS).
 DEFAULT_VOICE_ID = "pMsXgVXv3BLzUgSXRplE"
@@ -52,7 +52,7 @@ class ElevenLabsTtsConfig:
         """Raises TtsConfigError naming the key path of a value of the wrong type."""
         return cls(
             api_key=_text(section, "apiKey"),
-            base_url=_text(section, "baseUrl"),
+            base_url=check_base_url(section, "elevenlabs"),
             voice_id=_text(section, "voiceId") or DEFAULT_VOICE_ID,
             model_id=_text(section, "modelId") or DEFAULT_MODEL_ID,
             language_code=_text(section, "languageCode"),
@@ -106,7 +106,7 @@ class ElevenLabsTts:
         self._http = httpx.AsyncClient(timeout=_TIMEOUT_S, follow_redirects=False)
         kwargs: dict[str, Any] = {"api_key": config.api_key or env.get("ELEVENLABS_API_KEY")}
         if config.base_url:
-            kwargs["base_url"] = config.base_url.rstrip("/")
+            kwargs["base_url"] = config.base_url
         self._client = AsyncElevenLabs(httpx_client=self._http, **kwargs)
 
     @classmethod

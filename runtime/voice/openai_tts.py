@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from voicecall.runtime.media import codec
 from voicecall.runtime.media.resample import Resampler
-from voicecall.runtime.voice.tts import TtsConfigError, VoiceSettings
+from voicecall.runtime.voice.tts import TtsConfigError, VoiceSettings, check_base_url
 
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "alloy"
@@ -48,7 +48,7 @@ class OpenAiTtsConfig:
             raise TtsConfigError(f"tts.providers.openai.speed: expected 0.25..4, got {speed!r}")
         return cls(
             api_key=_text(section, "apiKey"),
-            base_url=_text(section, "baseUrl"),
+            base_url=check_base_url(section, "openai"),
             model=_text(section, "model") or DEFAULT_MODEL,
             voice=_text(section, "voice") or DEFAULT_VOICE,
             instructions=_text(section, "instructions"),

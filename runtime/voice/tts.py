@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from voicecall.plugin.config_effective import deep_merge
 
@@ -172,6 +173,24 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
+
+
+def check_base_url(section: Mapping[str, Any], provider: str) -> str | None:
+    """``tts.providers.<provider>.baseUrl``: a proxy or compatible service in front (None: none).
+
+    Raises:
+        TtsConfigError: not an http(s) URL with a host.
+    """
+    value = section.get("baseUrl")
+    if value is None or value == "":
+        return None
+    url = value if isinstance(value, str) else ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TtsConfigError(
+            f"tts.providers.{provider}.baseUrl: expected an http(s) URL, got {value!r}"
+        )
+    return url.rstrip("/")
 
 
 def _kind(exc: BaseException) -> str:

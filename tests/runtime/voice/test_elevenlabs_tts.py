@@ -90,6 +90,10 @@ async def test_the_key_comes_from_the_sdks_environment_variable(closing: Closing
         ),
         ({"voiceSettings": []}, "tts.providers.elevenlabs.voiceSettings: expected an object"),
         ({"voiceId": 7}, "tts.providers.elevenlabs.voiceId: expected a string"),
+        (
+            {"baseUrl": "ftp://example.com"},
+            "tts.providers.elevenlabs.baseUrl: expected an http(s) URL, got 'ftp://example.com'",
+        ),
     ],
 )
 def test_a_bad_value_names_its_key_path(section: dict[str, object], message: str) -> None:

@@ -97,6 +97,10 @@ async def test_key_and_base_url_come_from_the_sdks_environment_variables(closing
         ({"speed": 9}, "tts.providers.openai.speed: expected 0.25..4, got 9"),
         ({"speed": "fast"}, "tts.providers.openai.speed: expected 0.25..4, got 'fast'"),
         ({"voice": 3}, "tts.providers.openai.voice: expected a string"),
+        (
+            {"baseUrl": "api.openai.com/v1"},
+            "tts.providers.openai.baseUrl: expected an http(s) URL, got 'api.openai.com/v1'",
+        ),
     ],
 )
 def test_a_bad_value_names_its_key_path(section: dict[str, object], message: str) -> None:

@@ -197,3 +197,27 @@ async def test_first_audio_latency_is_measured(
     assert speech.outcome == "complete"
     with capsys.disabled():
         print(f"\nelevenlabs fake: first audio after {speech.first_audio_ms:.1f} ms")
+
+
+async def test_first_audio_latency_through_the_resampler_is_measured(
+    closing: Closing, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0.5 s of speech delivered in real time (20 ms chunks 20 ms apart): the first audio waits
+    # for the resampler's filter to fill as well as for the network.
+    chunks = tuple(b"\x10\x20" * 480 for _ in range(25))
+    answer = fake_openai.Audio(chunks=chunks, gap_s=0.02)
+    async with fake_openai.FakeOpenAISpeech([answer]) as fake:
+        speech = await start_speech(
+            closing(openai_service(fake.base_url)),
+            "Hi",
+            voice_settings=VoiceSettings(),
+            timeout_ms=5000,
+        )
+        assert isinstance(speech, Speech)
+        played = b"".join([chunk async for chunk in speech])
+    assert speech.outcome == "complete"
+    assert abs(len(played) - 4000) <= 2  # 0.5 s at 8 kHz
+    with capsys.disabled():
+        print(
+            f"\nopenai fake, real-time delivery: first audio after {speech.first_audio_ms:.1f} ms"
+        )
