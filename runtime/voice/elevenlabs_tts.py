@@ -9,6 +9,7 @@ Pointable: ``baseUrl`` in the config (the SDK's ``base_url``); ``apiKey``, else 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ class ElevenLabsTts:
             request_options={"chunk_size": FRAME_BYTES},
             **extra,
         )
-        async for chunk in stream:
-            if chunk:
-                yield chunk
+        # Closed here, not by the garbage collector, when the listener stops early (barge-in).
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                if chunk:
+                    yield chunk

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # The original's telephony TTS timeout: long enough for a slow first sentence, short enough
 # that a caller who hears nothing has not yet hung up.
 DEFAULT_TIMEOUT_MS = 8000
+MAX_AHEAD_BYTES = 60 * 8000  # 60 s of μ-law 8 kHz
 IGNORED_PROVIDERS = ("edge", "microsoft")
 PROVIDERS = ("openai", "elevenlabs")
 
@@ -81,7 +82,7 @@ class CarrierVoice:
     reason: str
 
 
-Outcome = Literal["playing", "complete", "stalled", "failed"]
+Outcome = Literal["playing", "complete", "stalled", "failed", "cancelled"]
 
 
 class Speech:
@@ -101,14 +102,14 @@ class Speech:
         self.first_audio_ms = first_audio_ms
         self.outcome: Outcome = "playing"
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
             while True:
                 chunk = await asyncio.wait_for(anext(self._rest), self._timeout_s)
                 if chunk:
@@ -124,6 +125,8 @@ class Speech:
             self.outcome = "failed"
             log.warning("tts failed mid-utterance: %s", _kind(exc))
         finally:
+            if self.outcome == "playing":  # the listener stopped (barge-in, hangup)
+                self.outcome = "cancelled"
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -166,6 +169,38 @@ async def start_speech(
         return CarrierVoice(text=text, reason=f"error: {_kind(exc)}")
     elapsed_ms = (time.perf_counter() - started) * 1000
     return Speech(first=first, rest=chunks, timeout_s=timeout_s, first_audio_ms=elapsed_ms)
+
+
+async def synthesize_ahead(
+    tts: TtsService | None,
+    text: str,
+    *,
+    voice_settings: VoiceSettings,
+    timeout_ms: int,
+    max_bytes: int = MAX_AHEAD_BYTES,
+) -> bytes | CarrierVoice:
+    """The whole of ``text`` as μ-law audio, for a greeting synthesized while the call rings.
+
+    Run it as a task when the call starts ringing and await it when the stream connects: the
+    first words are then not late. Returns :class:`CarrierVoice` as :func:`start_speech` does,
+    and also when synthesis stalls midway (a greeting cut short is worse than the carrier's).
+
+    Args:
+        max_bytes: a bound on the audio kept (default 60 s at 8 kHz); beyond it the text is
+            not a greeting and the carrier voice is used.
+    """
+    speech = await start_speech(tts, text, voice_settings=voice_settings, timeout_ms=timeout_ms)
+    if isinstance(speech, CarrierVoice):
+        return speech
+    audio = bytearray()
+    async for chunk in speech:
+        audio += chunk
+        if len(audio) > max_bytes:
+            await speech.aclose()
+            return CarrierVoice(text=text, reason="too long to synthesize ahead")
+    if speech.outcome != "complete":
+        return CarrierVoice(text=text, reason=speech.outcome)
+    return bytes(audio)
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:

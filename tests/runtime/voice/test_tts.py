@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,6 +24,7 @@ from voicecall.runtime.voice.tts import (
     choose_tts,
     effective_tts,
     start_speech,
+    synthesize_ahead,
 )
 
 OPENAI_KEY = fake_openai.API_KEY
@@ -221,3 +224,51 @@ async def test_first_audio_latency_through_the_resampler_is_measured(
         print(
             f"\nopenai fake, real-time delivery: first audio after {speech.first_audio_ms:.1f} ms"
         )
+
+
+async def test_a_listener_that_stops_early_leaves_the_speech_cancelled(closing: Closing) -> None:
+    frames = tuple(bytes([n]) * 160 for n in range(1, 11))
+    async with fake_elevenlabs.FakeElevenLabs([fake_elevenlabs.Audio(chunks=frames)]) as fake:
+        service = closing(
+            ElevenLabsTts.from_config({"apiKey": XI_KEY, "baseUrl": fake.base_url}, env={})
+        )
+        speech = await start_speech(service, "Hi", voice_settings=VoiceSettings(), timeout_ms=5000)
+        assert isinstance(speech, Speech)
+        async with contextlib.aclosing(aiter(speech)) as chunks:
+            async for _ in chunks:
+                break  # barge-in
+    assert speech.outcome == "cancelled"
+
+
+async def test_a_greeting_synthesized_ahead_is_the_whole_audio(closing: Closing) -> None:
+    frames = tuple(bytes([n]) * 160 for n in range(1, 6))
+    async with fake_elevenlabs.FakeElevenLabs([fake_elevenlabs.Audio(chunks=frames)]) as fake:
+        service = closing(
+            ElevenLabsTts.from_config({"apiKey": XI_KEY, "baseUrl": fake.base_url}, env={})
+        )
+        ringing = asyncio.create_task(
+            synthesize_ahead(service, "Hello", voice_settings=VoiceSettings(), timeout_ms=5000)
+        )
+        audio = await ringing
+    assert audio == b"".join(frames)
+
+
+@pytest.mark.parametrize(
+    ("answer", "max_bytes", "reason"),
+    [
+        (fake_elevenlabs.Audio(chunks=(b"\x01" * 160,) * 4, stall_after=2), 10_000, "stalled"),
+        (fake_elevenlabs.Audio(chunks=(b"\x01" * 160,) * 4), 400, "too long to synthesize ahead"),
+        (fake_elevenlabs.Audio(status=500), 10_000, "error: ApiError 500"),
+    ],
+)
+async def test_a_greeting_that_cannot_be_synthesized_whole_falls_back(
+    closing: Closing, answer: fake_elevenlabs.Audio, max_bytes: int, reason: str
+) -> None:
+    async with fake_elevenlabs.FakeElevenLabs([answer]) as fake:
+        service = closing(
+            ElevenLabsTts.from_config({"apiKey": XI_KEY, "baseUrl": fake.base_url}, env={})
+        )
+        result = await synthesize_ahead(
+            service, "Hello", voice_settings=VoiceSettings(), timeout_ms=300, max_bytes=max_bytes
+        )
+    assert result == CarrierVoice(text="Hello", reason=reason)
