@@ -8,6 +8,7 @@ goes through signature checks, the replay check and the real server on loopback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -258,7 +259,15 @@ async def start_runtime(
     runner = web.AppRunner(make_app(manager, server, streams), access_log=None)
     await runner.setup()
     site = GuardedSite(runner, serve["bind"], serve["port"] if port is None else port, server)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # close what was opened for it; one line naming the key
+        await runner.cleanup()
+        await adapter.aclose()
+        if carrier is not None:
+            await carrier.stop()
+        store.close()
+        raise _bind_error(exc, serve["bind"], serve["port"] if port is None else port) from None
     bound = runner.addresses[0][1] if runner.addresses else serve["port"]
     webhook = config.get("publicUrl") or f"http://{serve['bind']}:{bound}{serve['path']}"
     manager.settings = _manager_settings(config, provider, webhook, carrier is not None)
@@ -270,6 +279,11 @@ async def start_runtime(
             log.info("restored %d call(s) after restart", len(kept))
     manager.start_background()
     return runtime
+
+
+def _bind_error(exc: OSError, bind: str, port: int) -> OSError:
+    why = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+    return OSError(f"cannot listen on {bind}:{port} (serve.port): {why}")
 
 
 def _manager_settings(

@@ -4,6 +4,7 @@ written from the reference (openclaw-gateway.md §2, §3, §6)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 
 from .frames import connect, request
-from .support import TOKEN, GatewayProcess, client, raw, write_config
+from .support import GUARD_S, TOKEN, GatewayProcess, client, raw, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -255,3 +256,22 @@ async def test_plain_http_and_a_missing_secret_in_logs(gw: GatewayProcess) -> No
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{gw.port}/") as r:
         assert r.status == 426
     assert TOKEN not in gw.log.read_text()
+
+
+def test_a_webhook_port_in_use_is_one_line_naming_serve_port(tmp_path: Path) -> None:
+    # It used to print the bind error without its key, then asyncio's "Unclosed client
+    # session" lines: the carrier, adapter and store opened before the bind were left open.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, {"provider": "mock", "serve": {"port": port}})
+        gw = GatewayProcess(config)
+        try:
+            code = gw.proc.wait(GUARD_S)
+        finally:
+            gw.kill()
+    err = gw.log.read_text()
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert f"127.0.0.1:{port} (serve.port)" in err and "already in use" in err
