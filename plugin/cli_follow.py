@@ -257,15 +257,23 @@ async def poll_store(
 # --- tables ---------------------------------------------------------------------------------------
 
 
+NARROW = 80  # below this a table of a call id and its state does not fit: lines per call
+
+
 def status_table(calls: Sequence[Mapping[str, Any]]) -> None:
     out = console()
     columns = ["state", "direction", "provider", "started", "answered", "ended"]
-    if out.width < 100:  # a call id is copied into the next command: never cut; others go
+    if out.width < 110:  # a call id is copied into the next command: never cut; others go
         columns = ["state", "started", "ended"]
+    if out.width < NARROW:
+        _status_lines(out, calls)
+        return
     table = Table()
     table.add_column("call", no_wrap=True, min_width=36)
-    for name in columns:
-        table.add_column(name, overflow="fold")
+    for name in columns:  # a time (hh:mm:ss) is never cut either
+        table.add_column(
+            name, overflow="fold", no_wrap=name in TIMES, min_width=8 * (name in TIMES)
+        )
     for call in calls:
         state = str(call.get("state", ""))
         if call.get("endReason") and call.get("endReason") != state:
@@ -283,8 +291,28 @@ def status_table(calls: Sequence[Mapping[str, Any]]) -> None:
     out.print(table)
 
 
+TIMES = ("started", "answered", "ended")
+
+
+def _status_lines(out: Console, calls: Sequence[Mapping[str, Any]]) -> None:
+    """The call id on a line of its own, then its state and times (a narrow terminal)."""
+    for call in calls:
+        state = str(call.get("state", ""))
+        if call.get("endReason") and call.get("endReason") != state:
+            state += f" ({call['endReason']})"
+        times = f"started {clock(call.get('startedAt'))}"
+        if call.get("endedAt"):
+            times += f", ended {clock(call.get('endedAt'))}"
+        out.print(Text(printable(call.get("callId", ""))), no_wrap=True, crop=False)
+        out.print(Text(f"  {printable(state)}"))
+        out.print(Text(f"  {times}"))
+
+
 def latency_table(report: Mapping[str, Any]) -> None:
     scanned = report["recordsScanned"]
+    if console().width < 60:  # the table needs 58 columns
+        _latency_lines(report)
+        return
     table = Table(title=f"{scanned} call{'s' * (scanned != 1)} scanned")
     table.add_column("")
     for name in ("count", "min", "p50", "p95", "max", "avg"):
@@ -294,3 +322,15 @@ def latency_table(report: Mapping[str, Any]) -> None:
         table.add_row(label, str(s["count"]), str(s["minMs"]), str(s["p50Ms"]), str(s["p95Ms"]),
                       str(s["maxMs"]), str(s["avgMs"]))  # fmt: skip
     console().print(table)
+
+
+def _latency_lines(report: Mapping[str, Any]) -> None:
+    """The latency report as short lines (a narrow terminal)."""
+    out = console()
+    scanned = report["recordsScanned"]
+    out.print(f"{scanned} call{'s' * (scanned != 1)} scanned")
+    for label, key in (("turn latency", "turnLatency"), ("listen wait", "listenWait")):
+        s = report[key]
+        out.print(f"{label} (ms): {s['count']} counted")
+        out.print(f"  p50 {s['p50Ms']}, p95 {s['p95Ms']}")
+        out.print(f"  min {s['minMs']}, max {s['maxMs']}, avg {s['avgMs']}")

@@ -483,3 +483,23 @@ def test_tail_follows_an_original_calls_jsonl(tmp_path: Path, clean_env: dict[st
             proc.terminate()
             proc.wait(timeout=10)
     assert first == ["3", "4"] and added["callId"] == "new"
+
+
+def test_a_narrow_terminal_still_shows_each_calls_state_and_the_latency_figures(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicecall.plugin.cli_follow import latency_table, status_table
+
+    monkeypatch.setenv("COLUMNS", "40")
+    call_id = "0803a3e6-df7c-43c2-919f-e7e7ba15e1cf"
+    status_table([{"callId": call_id, "state": "listening", "startedAt": 0}])
+    out = capsys.readouterr().out
+    assert call_id in out and "listening" in out
+    assert max(len(line) for line in out.splitlines()) <= 40
+    figures = {"count": 12, "minMs": 301, "maxMs": 1911, "avgMs": 733, "p50Ms": 505,
+               "p95Ms": 1777}  # fmt: skip
+    latency_table({"recordsScanned": 4, "turnLatency": figures, "listenWait": figures})
+    out = capsys.readouterr().out
+    assert "turn latency" in out and "listen wait" in out
+    assert all(str(v) in out for v in figures.values())
+    assert max(len(line) for line in out.splitlines()) <= 40
