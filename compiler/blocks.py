@@ -139,9 +139,14 @@ class Dial(End):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Converse(End):
-    """Hand the call to the agent or the model until it ends."""
+    """Hand the call to the agent or the model until it ends, or until it finishes with its
+    collected values (``on_done``), the caller hangs up (``on_hangup``) or its turns are used
+    up (``on_timeout``): each the id of the block to go on at, or None."""
 
     converse: m.Converse
+    on_done: str | None = None
+    on_hangup: str | None = None
+    on_timeout: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

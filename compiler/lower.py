@@ -102,6 +102,10 @@ class _Lowering:
             if isinstance(action, PROVIDER_OPS):
                 ops.append(_op(action, source))
                 continue
+            if isinstance(action, m.Converse) and action.message is not None:
+                # The conversation's first words, said before it listens.
+                ops.append(b.SayOp(source=source, text=action.message, voice=None,
+                                   language=None, loop=1))  # fmt: skip
             end = self.terminate(_Here(scope, node, i, source, ident), action)
             break
         else:
@@ -148,7 +152,12 @@ class _Lowering:
                       timeout_ms=action.timeout_ms, on_fail=on_fail)  # fmt: skip
 
     def t_converse(self, here: _Here, action: m.Converse) -> b.End:
-        return b.Converse(source=here.source, converse=action)
+        def exit_to(ref: m.Ref | None) -> str | None:
+            return self.entry(here.scope, ref.name, 0) if ref else None
+
+        return b.Converse(source=here.source, converse=action, on_done=exit_to(action.on_done),
+                          on_hangup=exit_to(action.on_hangup),
+                          on_timeout=exit_to(action.on_timeout))  # fmt: skip
 
     def t_hangup(self, here: _Here, action: m.Hangup) -> b.End:
         return b.Hangup(source=here.source)

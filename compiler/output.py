@@ -25,6 +25,14 @@ def _gather(end: b.Gather) -> str:
     return "wait for the answer (" + ", ".join(exits) + ")"
 
 
+def _converse(end: b.Converse) -> str:
+    exits = [f"{what} go to {target}" for what, target in (
+        ("when done", end.on_done), ("if the caller hangs up", end.on_hangup),
+        ("when the turns are used up", end.on_timeout)) if target]  # fmt: skip
+    until = "; ".join(exits) if exits else "until the call ends"
+    return f"converse ({end.converse.driver}) {until}"
+
+
 def _decide(end: b.Decide) -> str:
     cases = "; ".join(f"if {expr.source} go to {target}" for expr, target in end.cases)
     return f"{cases}; else go to {end.otherwise}"
@@ -42,7 +50,7 @@ _DESCRIBE: dict[type[b.End], Callable[[Any], str]] = {
     b.Dial: lambda e: (
         f"transfer; if it fails go to {e.on_fail}" if e.on_fail else "transfer; hang up"
     ),
-    b.Converse: lambda e: f"converse ({e.converse.driver}) until the call ends",
+    b.Converse: _converse,
     b.Hangup: lambda e: "hang up (end of the flow)" if e.implicit else "hang up",
 }
 

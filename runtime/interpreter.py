@@ -23,6 +23,7 @@ from voicecall.dsl.errors import Span
 from voicecall.dsl.templates import environment
 from voicecall.dsl.values import zone
 from voicecall.runtime import adhoc
+from voicecall.runtime.collect import CollectError, check_values, tool_parameters
 from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
 from voicecall.runtime.urls import callback_url, encode_state
 
@@ -211,8 +212,14 @@ class Interpreter:
         ]  # fmt: skip
 
     def handler(self, call: CallRecord, event: str) -> Run | None:
-        """Runs the flow's handler for ``event`` (max_duration, error, hangup), if it has one."""
-        target = dict(self.compiled.handlers).get(event)
+        """Runs the flow's handler for ``event`` (max_duration, error, hangup), if it has one;
+        a hangup during a conversation with ``on_hangup`` runs that node instead."""
+        talk = self.conversation(call) if event == "hangup" else None
+        target = talk.on_hangup if talk and talk.on_hangup else None
+        if target is not None:
+            call.metadata.pop("converse", None)
+        else:
+            target = dict(self.compiled.handlers).get(event)
         return self.advance(call, target) if target else None
 
     def redirect_to(self, call: CallRecord, block_id: str, kind: str = "live") -> str:
@@ -239,6 +246,37 @@ class Interpreter:
             return Run()  # Telnyx: the transcription keeps listening
         url = callback_url(self.base, call.call_id, "live", block_id, step + 1)
         return Run(fragments=[self.compiled.hold.render({}, {"callback_url": url})])
+
+    def conversation(self, call: CallRecord) -> b.Converse | None:
+        """The flow's conversation the call is in, if any."""
+        block_id = (call.metadata.get("converse") or {}).get("block")
+        end = self.block(block_id).end if isinstance(block_id, str) else None
+        return end if isinstance(end, b.Converse) else None
+
+    def converse_done(self, call: CallRecord, values: Mapping[str, Any]) -> Run:
+        """The conversation finished with ``values``: checked against its ``collect``, saved
+        as flow variables, and the flow goes on at ``on_done``.
+
+        Raises:
+            CollectError: the values do not fit (nothing is saved; the driver may try again),
+                or the call is in no conversation that can finish.
+        """
+        talk = self.conversation(call)
+        if talk is None or talk.on_done is None:
+            raise CollectError("this conversation has no on_done to finish to")
+        saved = check_values(talk.converse.collect, values)
+        call.scopes.setdefault(self.block(talk.on_done).scope, {}).update(saved)
+        call.metadata.pop("converse", None)
+        return self.advance(call, talk.on_done)
+
+    def converse_timeout(self, call: CallRecord) -> Run | None:
+        """The conversation's turns are used up: its ``on_timeout``, else None (the caller
+        hears the last reply and the call ends)."""
+        talk = self.conversation(call)
+        if talk is None or talk.on_timeout is None:
+            return None
+        call.metadata.pop("converse", None)
+        return self.advance(call, talk.on_timeout)
 
     def listen_again(self, call: CallRecord, step: int) -> Run:
         """A hold ran out with no agent command: listen once more, without saying the
@@ -313,9 +351,12 @@ class Interpreter:
                                             block=block.id, step=step))  # fmt: skip
         if isinstance(block.end, b.Converse) and not block.id.startswith(adhoc.PREFIX):
             talk = block.end.converse
-            call.metadata["converse"] = {"driver": talk.driver, "model": talk.model,
+            call.metadata["converse"] = {"block": block.id, "driver": talk.driver,
+                                         "model": talk.model,
                                          "max_turns": talk.max_turns,
                                          "timeout_ms": talk.response_timeout_ms,
+                                         "collect": tool_parameters(talk.collect)
+                                         if block.end.on_done else None,
                                          "system_prompt": talk.system_prompt.source
                                          if talk.system_prompt else None}  # fmt: skip
         if kind is not None:

@@ -178,7 +178,7 @@ class AgentTurns:
         last = options.get("max_turns") and turns >= int(options["max_turns"])
         kind = adhoc.FINAL if last else adhoc.TURN
         if self.responder is None:
-            return interp.agent_turn(call, kind, "")
+            return _answered(call, interp, kind, ModelReply(text=""))
         timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
         reply = asyncio.ensure_future(
             asyncio.wait_for(self.responder.reply(call, text, options), timeout))  # fmt: skip

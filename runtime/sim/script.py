@@ -17,6 +17,7 @@ JSON Schema is ``caller.schema.json`` (`voicecall schema --caller`)::
       - end                          # or `end: Goodbye.`
     model:                 # the model's replies for `converse: {driver: model}`
       - Sure, I can help with that.
+      - done: {date: "2026-01-05"}   # finishes a conversation that collects values
 
 When a call needs a caller step and none is left, the caller hangs up. Any step may wait first:
 ``- say: {text: yes, after: 2s}``. Steps never used fail a flow test (simulate warns).
@@ -34,6 +35,7 @@ import yaml
 from voicecall.dsl.errors import Diagnostic, FlowError, Severity, Span
 from voicecall.dsl.loader import Document, Path, load_bytes
 from voicecall.dsl.values import parse_duration
+from voicecall.runtime.manager.core import ModelReply
 from voicecall.runtime.sim.schemas import check_caller
 
 OPENERS = ("answer", "no-answer", "busy", "voicemail")
@@ -58,7 +60,7 @@ class AgentStep:
 class Script:
     caller: tuple[Step, ...] = (Step(action="answer"),)
     agent: tuple[AgentStep, ...] = ()
-    model: tuple[str, ...] = ()
+    model: tuple[str | ModelReply, ...] = ()
     model_at: tuple[str, ...] = ()  # file:line:col of each model reply
     source: str = "<default>"
     # Once its steps are used up, the caller answers every prompt with a short sentence
@@ -168,7 +170,7 @@ def parse_script(doc: Document, base: Path = ()) -> Script:
     if errors:
         raise FlowError(errors)
     return Script(caller=caller or DEFAULT.caller, agent=agent,
-                  model=tuple(str(r) for r in replies),
+                  model=tuple(_model_reply(r) for r in replies),
                   model_at=tuple(reader.where((*base, "model", i)) for i in range(len(replies))),
                   source=doc.file)  # fmt: skip
 
@@ -207,6 +209,13 @@ class _Reader:
     def agent_steps(self, raw: list[Any], path: Path) -> Iterator[AgentStep]:
         for action, arg, at in self.items(raw, path):
             yield AgentStep(action=action, text=str(arg or ""), where=self.where(at))
+
+
+def _model_reply(raw: Any) -> str | ModelReply:
+    """A scripted model reply: its words, or the values it finishes a conversation with."""
+    if isinstance(raw, dict) and isinstance(raw.get("done"), dict):
+        return ModelReply(text="", done=dict(raw["done"]))
+    return str(raw)
 
 
 def _value_and_delay(arg: Any) -> tuple[str, float]:

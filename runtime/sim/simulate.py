@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from voicecall.dsl.values import zone
 from voicecall.runtime.app import Runtime, RuntimeConfig, ScriptedResponder, start_runtime
 from voicecall.runtime.clock import VirtualClock
 from voicecall.runtime.manager import CallError, CallManager
+from voicecall.runtime.manager.core import ModelReply
 from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.state import CallRecord
 
@@ -292,7 +293,9 @@ def _local(manager: CallManager, name: str, at: float) -> str:
     return datetime.fromtimestamp(at, zone(str(zone_name))).isoformat()
 
 
-def _unused(script: Script, session: Any, turns: _Turns, replies: list[str]) -> list[str]:
+def _unused(
+    script: Script, session: Any, turns: _Turns, replies: Sequence[str | ModelReply]
+) -> list[str]:
     """The script's own steps (not the defaults) the call never used, as `file:line:col: step`."""
     out = []
     caller = getattr(session, "caller", None)
@@ -304,7 +307,12 @@ def _unused(script: Script, session: Any, turns: _Turns, replies: list[str]) -> 
             out.append(f"{step.where}: agent {step.action}")
     used = len(script.model) - len(replies)
     for where, reply in zip(script.model_at[used:], script.model[used:], strict=False):
-        out.append(f"{where}: model reply {reply!r}")
+        shown = (
+            f"done {dict(reply.done)!r}"
+            if isinstance(reply, ModelReply) and reply.done is not None
+            else f"reply {getattr(reply, 'text', reply)!r}"
+        )
+        out.append(f"{where}: model {shown}")
     return out
 
 

@@ -34,7 +34,7 @@ SAMPLE = {
     "entry": {"text": "", "digits": "5551234567", "confidence": 1.0},
     "again": {"text": "", "digits": "9", "confidence": 1.0},
     "clinic": "Riverside Clinic", "opens": 9, "closes": 17, "front_desk": "+15550100300",
-    "nurse": "+15550100400",
+    "nurse": "+15550100400", "date": "2026-01-05", "party": 4, "note": "by the window",
     "now": datetime.datetime(2026, 1, 5, 19, 30, tzinfo=datetime.UTC),
 }  # fmt: skip
 

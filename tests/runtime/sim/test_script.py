@@ -76,7 +76,9 @@ def test_an_empty_script_keeps_the_default_caller(tmp_path: Path) -> None:
         ("agent:\n  - {continue: hi, extra: 1}\n",
          ("E-SCHEMA-VALUE", 2, 5, "agent[0]: an agent step is one `action: words`")),
         ("model: [fine, {text: no}]\n",
-         ("E-SCHEMA-TYPE", 1, 15, "model[1]: expected text, got mapping")),
+         ("E-SCHEMA-UNKNOWN-KEY", 1, 16, "unknown key 'text' in model[1]")),
+        ("model: [{done: 2026-01-05}]\n",
+         ("E-SCHEMA-TYPE", 1, 16, "model[0].done: expected a mapping, got date 2026-01-05")),
     ],
 )  # fmt: skip
 def test_every_mistake_is_positioned(
