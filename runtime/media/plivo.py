@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from plivo import plivoxml
+
 from voicecall.runtime.media import protocol as p
 
 NAME = "plivo"
@@ -86,6 +88,30 @@ def mark(stream_id: str, name: str) -> str:
 def clear(stream_id: str) -> str:
     """``clearAudio``: Plivo drops queued audio and answers ``clearedAudio``."""
     return p.dump({"event": "clearAudio", "streamId": stream_id})
+
+
+MAX_EXTRA_HEADERS = 512  # bytes, Plivo's limit
+
+
+def stream_xml(url: str, params: Mapping[str, str]) -> str:
+    """The Plivo XML that opens a bidirectional μ-law stream carrying ``params`` in
+    ``extraHeaders`` (``k=v,k2=v2``: alphanumerics only, at most 512 bytes).
+
+    Raises:
+        ValueError: a bad URL, or parameters Plivo would not carry.
+    """
+    if not all(k.isalnum() and k.isascii() and v.isalnum() and v.isascii()
+               for k, v in params.items()):  # fmt: skip
+        raise ValueError("Plivo extraHeaders carry alphanumeric names and values only")
+    headers = ",".join(f"{k}={v}" for k, v in params.items())
+    if len(headers) > MAX_EXTRA_HEADERS:
+        raise ValueError(f"Plivo extraHeaders are {MAX_EXTRA_HEADERS} bytes at most")
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.StreamElement(p.stream_url(url), bidirectional=True,
+                                        audioTrack="inbound", keepCallAlive=True,
+                                        contentType=f"{p.ULAW_CONTENT_TYPE};rate=8000",
+                                        extraHeaders=headers))  # fmt: skip
+    return str(response.to_string(pretty=False))
 
 
 PROTOCOL = p.StreamProtocol(name=NAME, parse=parse, media=media, clear=clear, mark=mark)

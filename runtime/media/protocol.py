@@ -186,6 +186,14 @@ def string_map(value: Any, key: str) -> dict[str, str]:
     return dict(value)
 
 
+def stream_url(url: str) -> str:
+    """A stream URL as carriers take it: ``wss://``, no query string (Twilio strips it and
+    refuses some, error 31920; our parameters travel in the protocol instead)."""
+    if not url.startswith("wss://") or "?" in url or "#" in url:
+        raise ValueError(f"stream URL must be wss:// with no query string, not {url!r}")
+    return url
+
+
 def tracks(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()

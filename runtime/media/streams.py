@@ -36,6 +36,14 @@ log = logging.getLogger("voicecall.stream")
 
 CALL_PARAM = "callId"  # the names of our parameters in the carrier's start
 TOKEN_PARAM = "token"
+
+
+def stream_key(call_id: str) -> str:
+    """A call id as it travels in stream parameters: alphanumeric (our call ids are UUIDs;
+    Plivo's ``extraHeaders`` allow alphanumerics only), so the hyphens go."""
+    return call_id.replace("-", "").lower()
+
+
 PROTOCOLS = {m.NAME: m.PROTOCOL for m in (twilio, telnyx, plivo)}
 
 
@@ -145,7 +153,7 @@ class StreamEndpoint:
         self.settings = settings or StreamSettings()
         self.tokens = StreamTokens(ttl_s=self.settings.token_ttl_s) if tokens is None else tokens
         self.sessions: dict[str, StreamSession] = {}  # by our call id, while started
-        self._expected: dict[str, SinkFactory] = {}
+        self._expected: dict[str, tuple[str, SinkFactory]] = {}  # by stream_key(call id)
         self._open: set[web.WebSocketResponse] = set()
         self._pending: Counter[str] = Counter()  # sockets not started, by address
         self._pending_ws: dict[web.WebSocketResponse, str] = {}
@@ -155,15 +163,16 @@ class StreamEndpoint:
 
         ``open_sink`` is called with the session once the stream has started.
         """
-        token = self.tokens.issue(call_id)
-        self._expected = {c: f for c, f in self._expected.items() if c in self.tokens}
-        self._expected[call_id] = open_sink
+        key = stream_key(call_id)
+        token = self.tokens.issue(key)
+        self._expected = {k: e for k, e in self._expected.items() if k in self.tokens}
+        self._expected[key] = (call_id, open_sink)
         return token
 
     def forget(self, call_id: str) -> None:
         """The call has ended: no stream may start for it any more."""
-        self.tokens.revoke(call_id)
-        self._expected.pop(call_id, None)
+        self.tokens.revoke(stream_key(call_id))
+        self._expected.pop(stream_key(call_id), None)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ip = request.remote or "?"
@@ -237,13 +246,14 @@ class StreamEndpoint:
         except TimeoutError:
             reason = f"no valid start in {timeout:g}s (streaming.preStartTimeoutMs)"
             raise _Refused(WSCloseCode.POLICY_VIOLATION, reason) from None
-        call_id = start.params.get(CALL_PARAM, "")
-        check = self.tokens.redeem(call_id, start.params.get(TOKEN_PARAM, ""))
+        key = stream_key(start.params.get(CALL_PARAM, ""))
+        check = self.tokens.redeem(key, start.params.get(TOKEN_PARAM, ""))
         if check is not TokenCheck.OK:
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {call_id!r}: {check.value}")
-        open_sink = self._expected.pop(call_id, None)
-        if open_sink is None:
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {call_id!r} expects no stream")
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {check.value}")
+        expected = self._expected.pop(key, None)
+        if expected is None:
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r} expects no stream")
+        call_id, open_sink = expected
         session = StreamSession(ws, self.protocol, call_id, start, transport=transport,
                                 send_timeout_s=self.settings.send_timeout_s)  # fmt: skip
         return session, open_sink(session)

@@ -112,4 +112,17 @@ def clear(stream_id: str) -> str:
     return p.dump({"event": "clear"})
 
 
+def streaming_start(url: str, params: Mapping[str, str]) -> dict[str, str]:
+    """The ``streaming_start`` command's parameters for a bidirectional PCMU stream (RTP mode:
+    our frames are raw 20 ms payloads) that carries ``params`` in ``client_state``.
+
+    Raises:
+        ValueError: ``url`` is not ``wss://`` or has a query string.
+    """
+    return {"stream_url": p.stream_url(url), "stream_track": "inbound_track",
+            "stream_codec": "PCMU", "stream_bidirectional_mode": "rtp",
+            "stream_bidirectional_codec": "PCMU",
+            "client_state": client_state(params)}  # fmt: skip
+
+
 PROTOCOL = p.StreamProtocol(name=NAME, parse=parse, media=media, clear=clear, mark=mark)

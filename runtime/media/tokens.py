@@ -2,7 +2,7 @@
 
 A token is issued when we hand the carrier a stream instruction (Twilio ``<Parameter>``, Plivo
 ``extraHeaders``, Telnyx ``client_state``) and comes back in the stream's ``start``. It is random
-(16 bytes), bound to one call id, compared in constant time, usable once and only for
+(16 bytes, hex), bound to one call id, compared in constant time, usable once and only for
 ``ttl_s`` after it was issued: a token seen in a log or replayed later opens nothing.
 """
 
@@ -38,9 +38,9 @@ class StreamTokens:
         self._issued: dict[str, _Issued] = {}
 
     def issue(self, call_id: str) -> str:
-        """A fresh token for ``call_id`` (base64url, 16 random bytes)."""
+        """A fresh token for ``call_id`` (16 random bytes, hex)."""
         self._purge()
-        token = secrets.token_urlsafe(16)
+        token = secrets.token_hex(16)  # alphanumeric: Plivo's extraHeaders allow no other
         self._issued[call_id] = _Issued(token=token, expires=self._now() + self.ttl_s)
         return token
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
 from voicecall.runtime.media import protocol as p
 
 NAME = "twilio"
@@ -79,6 +81,22 @@ def mark(stream_id: str, name: str) -> str:
 def clear(stream_id: str) -> str:
     """Drop the audio Twilio has queued; the pending marks come back at once."""
     return p.dump({"event": "clear", "streamSid": stream_id})
+
+
+def connect_stream(url: str, params: Mapping[str, str]) -> str:
+    """The TwiML that opens a bidirectional stream: ``<Connect><Stream>`` with ``params`` as
+    ``<Parameter>`` (TwiML after it waits until the socket closes).
+
+    Raises:
+        ValueError: ``url`` is not ``wss://`` or has a query string.
+    """
+    connect = Connect()
+    stream = connect.stream(url=p.stream_url(url))
+    for name, value in params.items():
+        stream.parameter(name=name, value=value)
+    response = VoiceResponse()
+    response.append(connect)
+    return str(response)
 
 
 PROTOCOL = p.StreamProtocol(name=NAME, parse=parse, media=media, clear=clear, mark=mark)

@@ -201,3 +201,44 @@ def test_marks_tell_heard_from_cut_off() -> None:
     marks.cleared()
     marks.forget_cut()
     assert marks.echoed("d") == ()
+
+
+PARAMS = {"callId": "0f1e2d3c", "token": "ab12" * 8}
+
+
+def test_twilio_connect_stream_twiml() -> None:
+    assert twilio.connect_stream("wss://h.example/voice/stream", PARAMS) == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+        '<Stream url="wss://h.example/voice/stream">'
+        '<Parameter name="callId" value="0f1e2d3c" />'
+        f'<Parameter name="token" value="{"ab12" * 8}" /></Stream></Connect></Response>'
+    )
+
+
+def test_plivo_stream_xml() -> None:
+    assert plivo.stream_xml("wss://h.example/voice/stream", PARAMS) == (
+        '<Response><Stream bidirectional="true" audioTrack="inbound" '
+        'contentType="audio/x-mulaw;rate=8000" '
+        f'extraHeaders="callId=0f1e2d3c,token={"ab12" * 8}" keepCallAlive="true">'
+        "wss://h.example/voice/stream</Stream></Response>"
+    )
+    with pytest.raises(ValueError, match="alphanumeric"):
+        plivo.stream_xml("wss://h/s", {"callId": "a-b"})
+    with pytest.raises(ValueError, match="512"):
+        plivo.stream_xml("wss://h/s", {"k": "a" * 600})
+
+
+def test_telnyx_streaming_start_carries_params_in_client_state() -> None:
+    command = telnyx.streaming_start("wss://h.example/voice/stream", PARAMS)
+    assert command == {"stream_url": "wss://h.example/voice/stream",
+                       "stream_track": "inbound_track", "stream_codec": "PCMU",
+                       "stream_bidirectional_mode": "rtp", "stream_bidirectional_codec": "PCMU",
+                       "client_state": command["client_state"]}  # fmt: skip
+    assert telnyx.client_state_params(command["client_state"]) == PARAMS
+
+
+@pytest.mark.parametrize("url", ["https://h/s", "wss://h/s?token=x", "ws://h/s"])
+def test_stream_urls_are_wss_without_query(url: str) -> None:
+    for build in (twilio.connect_stream, plivo.stream_xml, telnyx.streaming_start):
+        with pytest.raises(ValueError, match="wss://"):
+            build(url, PARAMS)

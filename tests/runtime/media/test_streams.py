@@ -219,7 +219,7 @@ async def test_plivo_stream_takes_its_token_from_extra_headers(served: Any) -> N
                                             "accountId": "MA1", "tracks": ["inbound"],
                                             "mediaFormat": {"encoding": "audio/x-mulaw",
                                                             "sampleRate": 8000}},
-                                  "extra_headers": f"callId=call-5;token={token}"}))  # fmt: skip
+                                  "extra_headers": f"callId=call5;token={token}"}))  # fmt: skip
     await ws.send_str(json.dumps({"event": "media", "sequenceNumber": 2, "streamId": "ST1",
                                   "media": {"track": "inbound", "timestamp": "1", "chunk": 1,
                                             "payload": B64}}))  # fmt: skip
@@ -228,6 +228,7 @@ async def test_plivo_stream_takes_its_token_from_extra_headers(served: Any) -> N
             break
         await asyncio.sleep(0.01)
     assert sink.audio == [AUDIO] and sink.session is not None
+    assert sink.session.call_id == "call-5"  # Plivo carried it without its hyphen
     await sink.session.send_audio(AUDIO)
     await sink.session.mark("m")
     assert (await frame(ws))["event"] == "playAudio"
