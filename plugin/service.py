@@ -29,7 +29,7 @@ from voicecall.plugin.config_effective import mode_flow
 from voicecall.plugin.expose import Exposure, expose_runtime
 from voicecall.plugin.flowparams import check_params, describe_flow
 from voicecall.plugin.host import EventSink, GatewayError, invalid, unavailable
-from voicecall.runtime.app import Runtime, RuntimeConfig, ScriptedResponder, start_runtime
+from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
 from voicecall.runtime.clock import Clock
 from voicecall.runtime.manager import CallError, CallManager
 from voicecall.runtime.sim.script import script_from_config
@@ -155,11 +155,8 @@ class VoiceCallService:
         if self.runtime is not None:
             return
         script = script_from_config(self.raw.get("mock")) if self.provider == "mock" else None
-        # The mock callee's script may carry the model's replies; else the configured model.
-        scripted = ScriptedResponder(script.model) if script is not None and script.model else None
         runtime = await start_runtime(self.config, clock=self.clock, catalog=self.catalog,
-                                      mock_backend=self.mock_backend,
-                                      responder=scripted)  # fmt: skip
+                                      mock_backend=self.mock_backend)  # fmt: skip
         if runtime.carrier is not None and script is not None:
             runtime.carrier.script = script
         try:  # publicUrl, or the tunnel: the URL callbacks get and signatures are checked on

@@ -27,6 +27,7 @@ from voicecall.runtime.manager import CallError, CallManager
 from voicecall.runtime.manager.core import ModelReply
 from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.state import CallRecord
+from voicecall.runtime.voice.responder import openai_options
 
 CALLER = "+15550001111"  # the other party's number in simulations
 OWN = "+15550000000"  # ours
@@ -194,8 +195,11 @@ class Simulator:
         self.runtime: Runtime | None = None
 
     async def __aenter__(self) -> Simulator:
+        # The model's replies come from the script, unless the config names an OpenAI
+        # (compatible) service for the responder: then it answers.
+        scripted = None if openai_options(self.config, env=False) else self.responder
         self.runtime = await start_runtime(RuntimeConfig(raw=self.config), clock=self.clock,
-                                           catalog=self.catalog, responder=self.responder,
+                                           catalog=self.catalog, responder=scripted,
                                            mock_backend=self.provider, port=0)  # fmt: skip
         return self
 
