@@ -35,7 +35,6 @@ from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
 from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import SQLiteStore
 from voicecall.runtime.voice.responder import responder_from_config
-from voicecall.runtime.voice.responder import responder_from_config
 
 log = logging.getLogger("voicecall.runtime")
 
@@ -244,9 +243,6 @@ async def start_runtime(
         )
     )
     store = SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
-    if responder is None:  # the response model; with the mock carrier only when configured,
-        # so that a developer's OPENAI_API_KEY never makes a simulation call the network
-        responder = responder_from_config(config.raw, store, env=config.provider != "mock")
     if responder is None:  # the response model; with the mock carrier only when configured,
         # so that a developer's OPENAI_API_KEY never makes a simulation call the network
         responder = responder_from_config(config.raw, store, env=config.provider != "mock")
