@@ -31,11 +31,7 @@ def parse(frame: str | bytes) -> p.Event:
     sid = p.text(data, "streamId")
     seq = p.number(data, "sequenceNumber")
     if event == "media":
-        media = p.obj(data, "media")
-        return p.Media(stream_id=sid, payload=p.payload(media), sequence=seq,
-                       track=p.text(media, "track", required=False) or "inbound",
-                       chunk=p.number(media, "chunk"),
-                       timestamp=p.number(media, "timestamp"))  # fmt: skip
+        return p.media(data, sid, seq)
     if event in ("playedStream", "played"):
         return p.Mark(stream_id=sid, name=p.text(data, "name"), sequence=seq)
     if event == "clearedAudio":

@@ -40,11 +40,7 @@ def _sequenced(event: str, data: Mapping[str, Any]) -> p.Event:
     sid = p.text(data, "stream_id")
     seq = p.number(data, "sequence_number")
     if event == "media":
-        media = p.obj(data, "media")
-        return p.Media(stream_id=sid, payload=p.payload(media), sequence=seq,
-                       track=p.text(media, "track", required=False) or "inbound",
-                       chunk=p.number(media, "chunk"),
-                       timestamp=p.number(media, "timestamp"))  # fmt: skip
+        return p.media(data, sid, seq)
     if event == "mark":
         return p.Mark(stream_id=sid, name=p.text(p.obj(data, "mark"), "name"), sequence=seq)
     if event == "dtmf":

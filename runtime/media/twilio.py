@@ -34,11 +34,7 @@ def parse(frame: str | bytes) -> p.Event:
     sid = p.text(data, "streamSid")
     seq = p.number(data, "sequenceNumber")
     if event == "media":
-        media = p.obj(data, "media")
-        return p.Media(stream_id=sid, payload=p.payload(media), sequence=seq,
-                       track=p.text(media, "track", required=False) or "inbound",
-                       chunk=p.number(media, "chunk"),
-                       timestamp=p.number(media, "timestamp"))  # fmt: skip
+        return p.media(data, sid, seq)
     if event == "mark":
         return p.Mark(stream_id=sid, name=p.text(p.obj(data, "mark"), "name"), sequence=seq)
     if event == "dtmf":
