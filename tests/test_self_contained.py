@@ -78,13 +78,13 @@ def test_no_file_names_a_path_outside_the_repository() -> None:
 @pytest.mark.parametrize(
     ("where", "line", "bad"),
     [
-        ("tests/compiler/x.py", 'SPECS = Path(__file__).resolve().parents[3] / "shared"', True),
+        ("tests/compiler/x.py", 'SPECS = Path(__file__).resolve().parents[3] / "sibling"', True),
         ("tests/compiler/x.py", 'SPECS = Path(__file__).resolve().parents[2] / "specs"', False),
         ("tests/x.py", "base = Path(__file__).parent.parent.parent", True),
         ("tests/x.py", "base = Path(__file__).parent.parent", False),
         ("tests/x.py", 'open("../../elsewhere/spec.json")', True),
         ("tests/x.py", 'open("../flows/notify.yaml")', False),
-        ("Makefile", "cp ../shared/x .", True),
+        ("Makefile", "cp ../sibling/x .", True),
         ("tests/x.py", "see /work/main/README.md", True),
         ("bench/run.py", 'default = "~/.openclaw/voice-calls"', False),
     ],
