@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import audio, longrun, rpc, webhooks
+from bench import audio, longrun, rpc, streams, webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
@@ -198,6 +198,7 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[[dict[str, An
     "longrun": (longrun.run, longrun.report),
     "rpc": (rpc.run, rpc.report),
     "audio": (audio.run, audio.report),
+    "streams": (streams.run, streams.report),
 }
 
 
