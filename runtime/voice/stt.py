@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import re
 from collections import deque
@@ -322,6 +323,8 @@ class OpenAITranscriber:
                 event = self._map(server_event)
                 if event is not None:
                     yield event
+            if not self._closed:
+                log.info("stt %s: openai realtime ended the session", self.call_id)
         except (ConnectionClosed, OSError) as exc:
             if not self._closed:
                 log.warning("stt %s: openai realtime connection lost (%s)", self.call_id,
@@ -425,8 +428,12 @@ class OpenAITranscriber:
             while self._pending and not self._closed:
                 count = min(len(self._pending), MAX_FRAMES_PER_APPEND)
                 chunk = b"".join(self._pending.popleft() for _ in range(count))
+                audio = base64.b64encode(chunk).decode("ascii")
+                event = {"type": "input_audio_buffer.append", "audio": audio}
                 try:
-                    await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+                    # send_raw, not input_audio_buffer.append: the SDK's TypedDict transform of
+                    # each event costs ~125 µs, 50 times a second per call, and changes nothing.
+                    await conn.send_raw(json.dumps(event))
                 except Exception as exc:  # the connection went; events() reports it
                     if not self._closed:
                         log.warning("stt %s: sending audio failed (%s)", self.call_id,

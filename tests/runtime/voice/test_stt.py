@@ -232,6 +232,20 @@ async def test_a_connection_closed_mid_session_ends_the_events(
     assert "c9" in caplog.text and "1011" in caplog.text
 
 
+async def test_the_service_ending_the_session_ends_the_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeOpenAIRealtime(close_after_frames=5, close_code=1000) as fake:
+        stt = OpenAITranscriber(settings(fake), call_id="c8")
+        await stt.start()
+        await feed_all(stt, silence(200))
+        with caplog.at_level(logging.INFO):
+            events = await until_final(stt)
+        await stt.close()
+    assert events == []
+    assert "c8: openai realtime ended the session" in caplog.text
+
+
 async def test_close_ends_the_events_and_is_idempotent(fake: FakeOpenAIRealtime) -> None:
     stt = OpenAITranscriber(settings(fake))
     await stt.start()
