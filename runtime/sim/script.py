@@ -7,6 +7,7 @@ JSON Schema is ``caller.schema.json`` (`voicecall schema --caller`)::
     caller:                # the callee (outbound) or the caller (inbound), step by step
       - answer             # first: answer (default), no-answer, busy or voicemail
       - say: yes please    # at a prompt: speak
+      - interrupt: wait    # on a media stream: speak over the bot (barge-in); elsewhere, say
       - press: "1"         # at a prompt: keypad digits
       - silence            # at a prompt: say nothing (the prompt times out)
       - dial: busy         # the outcome of a transfer: answered (default), busy, no-answer, failed
@@ -20,7 +21,9 @@ JSON Schema is ``caller.schema.json`` (`voicecall schema --caller`)::
       - done: {date: "2026-01-05"}   # finishes a conversation that collects values
 
 When a call needs a caller step and none is left, the caller hangs up. Any step may wait first:
-``- say: {text: yes, after: 2s}``. Steps never used fail a flow test (simulate warns).
+``- say: {text: yes, after: 2s}``. Steps never used fail a flow test (simulate warns). On a
+media stream the caller takes its turn once the bot's audio has played out, and delays are
+real time (a stream runs in real time).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ OPENERS = ("answer", "no-answer", "busy", "voicemail")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     action: str
-    value: str = ""  # say: the words; press: the digits; dial: the outcome
+    value: str = ""  # say, interrupt: the words; press: the digits; dial: the outcome
     after_s: float = 0.0  # wait this long (virtual time) before acting
     where: str = ""  # file:line, for messages
 

@@ -28,10 +28,12 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 from aiohttp import web
 from nacl.signing import SigningKey
 
 from voicecall.runtime.clock import Clock, RealClock
+from voicecall.runtime.sim.captions import Captions
 from voicecall.runtime.sim.script import DEFAULT, Script
 from voicecall.runtime.urls import decode_state
 
@@ -127,6 +129,14 @@ class MockCarrier:
         # Telnyx: call.hangup of the new leg for a transfer that did not connect, as Telnyx
         # sends it; off only to test the runtime's safety timer for a report that never comes.
         self.report_failed_transfer = True
+        # Media streams (streams.py): the words the caller speaks on them, for the offline
+        # recognizers, and how the caller takes turns (real seconds).
+        self.captions = Captions()
+        self.stream_reply_pause_s = 0.3  # a polite caller's pause after the bot's audio ends
+        self.stream_interrupt_after_s = 0.3  # `interrupt`: into the bot's audio by this much
+        self.stream_prompt_wait_s = 5.0  # the bot says nothing this long: the caller goes on
+        self.stream_dtmf_gap_s = 0.1  # between the keys of a `press` on a stream
+        self._stream_client: aiohttp.ClientSession | None = None
         self.sender = WebhookSender(provider, self.credentials, self.signing_key, clock=self.clock,
                                     timeout_s=15.0, in_flight=self._count_flight)  # fmt: skip
         self._in_flight = 0
@@ -139,6 +149,7 @@ class MockCarrier:
     async def start(self) -> None:
         """Starts the REST server on 127.0.0.1 (a free port) and the webhook client."""
         await self.sender.open()
+        self._stream_client = aiohttp.ClientSession()
         self._runner = web.AppRunner(create_app(self), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -153,6 +164,9 @@ class MockCarrier:
             await self._runner.cleanup()
             self._runner = None
         await self.sender.close()
+        if self._stream_client is not None:
+            await self._stream_client.close()
+            self._stream_client = None
 
     async def __aenter__(self) -> MockCarrier:
         await self.start()
@@ -169,9 +183,17 @@ class MockCarrier:
         return self._base
 
     @property
+    def stream_client(self) -> aiohttp.ClientSession:
+        """The HTTP client that opens media-stream WebSockets to the bot."""
+        if self._stream_client is None:
+            raise RuntimeError("the mock carrier is not started")
+        return self._stream_client
+
+    @property
     def idle(self) -> bool:
         """True when no webhook is in flight, no REST request is being handled and every call
-        waits on the clock or on the bot."""
+        waits on the clock or on the bot. An open media stream runs in real time and counts as
+        busy, except while its caller waits for the bot with nothing to say (streams.py)."""
         return self.work.busy == 0 and self._in_flight == 0
 
     @property

@@ -52,6 +52,7 @@ class MockCall:
     answered_at: float | None = None
     ended_at: float | None = None
     timeline: list[Entry] = field(default_factory=list)
+    streams: list[StreamRecord] = field(default_factory=list)  # media streams, in order
     ended_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -74,6 +75,73 @@ class MockCall:
     def said(self) -> list[str]:
         """What the bot said, in order."""
         return [str(e.detail.get("text", "")) for e in self.entries("bot", "say")]
+
+    @property
+    def stream_audio(self) -> bytes:
+        """Every byte of audio the bot sent on the call's media streams (μ-law 8 kHz)."""
+        return b"".join(bytes(s.audio) for s in self.streams)
+
+    @property
+    def clears(self) -> list[float]:
+        """When the bot cleared its queued audio (loop time), over all streams."""
+        return [c.at for s in self.streams for c in s.clears]
+
+
+@dataclass(slots=True, kw_only=True)
+class Utterance:
+    """Words the caller said on a stream (loop times: streams run in real time)."""
+
+    text: str
+    started: float
+    ended: float | None = None
+    over_bot: bool = False  # the bot's audio was still playing when the caller started
+    frames: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Clear:
+    """A ``clear`` from the bot: when, and how much queued audio it dropped."""
+
+    at: float  # loop time
+    dropped_bytes: int
+    cut_marks: tuple[str, ...] = ()
+
+
+@dataclass(eq=False, kw_only=True)
+class StreamRecord:
+    """One media stream the carrier opened to the bot, as it went.
+
+    Times are the event loop's (``loop.time()``): a stream runs in real time, 20 ms a frame,
+    whatever the call's clock does.
+    """
+
+    provider: str
+    url: str
+    params: dict[str, str]  # what the bot asked the stream's start to carry (callId, token)
+    stream_id: str = ""
+    opened_at: float | None = None  # the socket connected
+    closed_at: float | None = None
+    audio: bytearray = field(default_factory=bytearray, repr=False)  # the bot's, as received
+    arrivals: list[float] = field(default_factory=list, repr=False)  # one per media frame
+    played_bytes: int = 0  # the bot's audio played out to the caller (not cleared)
+    marks: list[str] = field(default_factory=list)  # mark names echoed, in order
+    clears: list[Clear] = field(default_factory=list)
+    utterances: list[Utterance] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)  # digits the caller pressed
+    frames_sent: int = 0  # media frames sent to the bot (silence included)
+    unknown: list[str] = field(default_factory=list)  # frames the carrier did not understand
+    error: str = ""  # why the socket could not be opened, if it could not
+    close_code: int | None = None  # the bot's close code, when the bot closed (1008: refused)
+    ended: str = ""  # why it ended: hangup, closed-by-bot, redirect, streaming_stop, …
+
+    @property
+    def refused(self) -> bool:
+        """The bot closed the socket as a policy violation (a bad token, no start)."""
+        return self.close_code == 1008
+
+    @property
+    def media_frames(self) -> int:
+        return len(self.arrivals)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
-from .documents import DialSpec, DocumentSession, InputSpec, text_of
+from voicecall.runtime.media.plivo import extra_headers
+
+from .documents import DialSpec, DocumentSession, Goto, InputSpec, text_of
 from .model import MockCall
+from .streams import StreamSpec
 
 # Our end reason -> (HangupCause, HangupCauseName, HangupSource); the source of a hang-up by
 # the bot depends on how (the Hangup element, the end of the document, the REST API).
@@ -51,7 +54,7 @@ class PlivoSession(DocumentSession):
     provider = "plivo"
     verbs: ClassVar[dict[str, str]] = {
         "Speak": "say", "Play": "play", "Wait": "pause", "GetInput": "gather", "Dial": "dial",
-        "Redirect": "redirect", "Hangup": "hangup", "DTMF": "dtmf",
+        "Redirect": "redirect", "Hangup": "hangup", "DTMF": "dtmf", "Stream": "stream",
     }  # fmt: skip
     prompt_verbs = frozenset({"Speak", "Play", "Wait"})
 
@@ -133,6 +136,24 @@ class PlivoSession(DocumentSession):
             "DialRingStatus": "true" if outcome in ("answered", "no-answer") else "false",
             "DialHangupCause": _DIAL_CAUSES.get(outcome, "NORMAL_CLEARING"),
         }
+
+    async def verb_stream(self, element: ET.Element, doc_url: str) -> Goto | None:
+        """``<Stream>``: the call stays on the stream until it ends, then goes on with the next
+        element; a transfer (REST) meanwhile ends the stream and runs the new XML. (Without
+        ``keepCallAlive`` Plivo would go on at once with the stream in the background; the mock
+        holds the call there either way, the caller being on the stream.)"""
+        url = text_of(element)
+        params = extra_headers(element.get("extraHeaders", ""))
+        self.record("bot", "stream", url=url, params=sorted(params),
+                    bidirectional=element.get("bidirectional") == "true",
+                    keep_call_alive=element.get("keepCallAlive") == "true")  # fmt: skip
+        stream = self.open_stream(StreamSpec(url=url, params=params))
+        try:
+            await self.await_stream(stream)
+        finally:
+            if not stream.ended:  # a transfer abandoned the XML
+                stream.stop("transfer")
+        return None
 
     # --- callbacks -----------------------------------------------------------------------------
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from voicecall.runtime.clock import Clock
 from voicecall.runtime.sim.script import PATIENT_REPLIES, Step
 
 from .model import Entry, MockCall
+from .streams import CarrierStream, StreamSpec
 
 if TYPE_CHECKING:
     from .carrier import MockCarrier
 
 T = TypeVar("T")
 PATIENT_PAUSE_S = 0.3  # how long a patient callee thinks before it answers
+STREAM_CLOSE_S = 3.0  # real seconds the call's end waits for its streams to close
 
 
 class Work:
@@ -122,6 +125,12 @@ class Caller:
         """The steps not taken yet (an answering machine takes none)."""
         return tuple(self._steps)
 
+    def pop(self) -> Step | None:
+        """The next step at once, whatever its delay (a stream waits it out in real time)."""
+        if self.machine or not self._steps:
+            return None
+        return self._steps.popleft()
+
     async def take(self) -> Step:
         """The next step, once its delay has passed; ``hangup`` when there is none left."""
         if self.machine:
@@ -143,7 +152,8 @@ class Caller:
 
 
 def _step_detail(step: Step) -> dict[str, Any]:
-    key = {"say": "text", "press": "digits", "dial": "outcome"}.get(step.action)
+    key = {"say": "text", "interrupt": "text", "press": "digits", "dial": "outcome"}.get(
+        step.action)  # fmt: skip
     return {key: step.value} if key else {}
 
 
@@ -160,6 +170,8 @@ class CallSession:
         script = call.script
         self.caller = Caller(script.turns, script.opener, carrier.work)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Open media streams and the tasks that run them (see streams.py).
+        self._streams: dict[CarrierStream, asyncio.Task[Any]] = {}
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -194,6 +206,9 @@ class CallSession:
             step = await self._patient_step()
         else:
             step = await self.caller.take()
+        if step.action == "interrupt":
+            # Barge-in needs a media stream; at a Gather the words are simply said.
+            step = replace(step, action="say")
         self.record("caller", step.action, **_step_detail(step))
         if step.action == "hangup":
             self.end("hangup-user", "remote")
@@ -215,6 +230,36 @@ class CallSession:
             if entry.who == "bot" and entry.what in ("say", "play", "dtmf"):
                 return True
         return False
+
+    # --- media streams -------------------------------------------------------------------------
+
+    def open_stream(
+        self, spec: StreamSpec, on_end: Callable[[CarrierStream], Awaitable[None]] | None = None
+    ) -> CarrierStream:
+        """Opens a media stream to the bot (in the background); ``on_end`` runs once it has
+        ended (a Telnyx ``streaming.stopped``). The call's end stops it and waits for both."""
+        stream = CarrierStream(self, spec)
+        self._streams[stream] = self.work.spawn(self._stream_life(stream, on_end))
+        return stream
+
+    async def _stream_life(
+        self, stream: CarrierStream, on_end: Callable[[CarrierStream], Awaitable[None]] | None
+    ) -> None:
+        try:
+            await stream.run()
+            if on_end is not None:
+                await on_end(stream)
+        finally:
+            self._streams.pop(stream, None)
+
+    async def await_stream(self, stream: CarrierStream) -> str:
+        """Waits (as on the bot: not busy) until ``stream`` has ended; why it ended."""
+        return await self.work.wait(stream.wait())
+
+    @property
+    def streams(self) -> tuple[CarrierStream, ...]:
+        """The media streams open now."""
+        return tuple(self._streams)
 
     # --- the call's life -----------------------------------------------------------------------
 
@@ -261,10 +306,17 @@ class CallSession:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
+        for stream in self._streams:
+            stream.stop("call-ended")
         self.work.spawn(self._finish(reason, by))
 
     async def _finish(self, reason: str, by: str) -> None:
         try:
+            # A stream ends (its stop frame, a Telnyx streaming.stopped) before the call's end
+            # is reported, as the carriers do.
+            running = [t for t in self._streams.values() if t is not asyncio.current_task()]
+            if running:
+                await asyncio.wait(running, timeout=STREAM_CLOSE_S)
             await self.on_ended(reason, by)
         finally:
             self.call.ended_event.set()

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from voicecall.runtime.media.telnyx import client_state_params
+
 from .model import MockCall
 from .session import CallSession
+from .streams import CarrierStream, StreamSpec
 
 # Events that name both parties (per the spec's payload schemas).
 _WITH_PARTIES = frozenset({"call.initiated", "call.answered", "call.hangup", "call.bridged",
@@ -106,7 +109,8 @@ class TelnyxSession(CallSession):
         "gather_using_audio": "gather", "gather": "gather", "gather_stop": "gather_stop",
         "transcription_start": "transcription_start",
         "transcription_stop": "transcription_stop", "transfer": "transfer",
-        "send_dtmf": "send_dtmf",
+        "send_dtmf": "send_dtmf", "streaming_start": "streaming_start",
+        "streaming_stop": "streaming_stop",
     }  # fmt: skip
 
     def __init__(
@@ -354,6 +358,41 @@ class TelnyxSession(CallSession):
         self.record("bot", "dial", to=[to])
         timeout = float(body.get("timeout_secs") or 30)
         self.start_input("transfer", self.transfer(to, timeout, self.client_state))
+
+    async def cmd_streaming_start(self, name: str, body: dict[str, Any]) -> None:
+        """Telnyx answers ``streaming.started`` and opens the WebSocket; ``streaming.stopped``
+        follows when it ends (``streaming_stop``, the bot closing it, the call's end), or
+        ``streaming.failed`` when it cannot be opened."""
+        url = str(body.get("stream_url") or "")
+        state = str(body.get("client_state") or self.client_state or "")
+        for stream in self.streams:  # one stream a call: a new one replaces it
+            stream.stop("replaced")
+            await self.await_stream(stream)
+        self.record("bot", "stream", url=url, codec=body.get("stream_codec"),
+                    mode=body.get("stream_bidirectional_mode"))  # fmt: skip
+        spec = StreamSpec(url=url, params=client_state_params(state), client_state=state)
+        stream = self.open_stream(spec, on_end=self._streaming_ended)
+        await self.emit(self.event("streaming.started", client_state=state,
+                                   stream_url=url, stream_id=stream.record.stream_id))  # fmt: skip
+
+    async def cmd_streaming_stop(self, name: str, body: dict[str, Any]) -> None:
+        self.record("bot", "stream-stop")
+        for stream in self.streams:
+            stream.stop("streaming_stop")
+            await self.await_stream(stream)
+
+    async def _streaming_ended(self, stream: CarrierStream) -> None:
+        record = stream.record
+        state = stream.spec.client_state
+        if record.ended == "connect-failed":
+            params = {"stream_url": record.url, "track": "inbound_track"}
+            failed = self.event("streaming.failed", client_state=state, stream_params=params,
+                                stream_id=record.stream_id, stream_type="websocket",
+                                failure_reason=record.error)  # fmt: skip
+            await self.emit(failed)
+            return
+        await self.emit(self.event("streaming.stopped", client_state=state,
+                                   stream_url=record.url, stream_id=record.stream_id))  # fmt: skip
 
     # --- input: what waits for the caller ------------------------------------------------------
 

@@ -21,6 +21,7 @@ from urllib.parse import urljoin
 
 from .documents import DialSpec, DocumentSession, Goto, InputSpec, text_of
 from .model import MockCall
+from .streams import StreamSpec
 
 API_VERSION = "2010-04-01"
 DEFAULT_EVENTS = ("completed",)  # what StatusCallback reports without StatusCallbackEvent
@@ -43,7 +44,7 @@ class TwilioSession(DocumentSession):
     provider = "twilio"
     verbs: ClassVar[dict[str, str]] = {
         "Say": "say", "Play": "play", "Pause": "pause", "Gather": "gather", "Dial": "dial",
-        "Redirect": "redirect", "Hangup": "hangup", "Reject": "reject",
+        "Redirect": "redirect", "Hangup": "hangup", "Reject": "reject", "Connect": "connect",
     }  # fmt: skip
     prompt_verbs = frozenset({"Say", "Play", "Pause"})
 
@@ -135,6 +136,32 @@ class TwilioSession(DocumentSession):
         self.record("bot", "reject", reason=reason)
         self.end("busy" if reason == "busy" else "rejected", "bot")
         return None
+
+    async def verb_connect(self, element: ET.Element, doc_url: str) -> Goto | None:
+        """``<Connect><Stream>``: the call stays on the stream until it ends; then Twilio
+        requests the Connect ``action`` and runs its reply (without one, the next verb). A
+        REST update meanwhile ends the stream and runs the new TwiML instead."""
+        stream_el = element.find("Stream")
+        if stream_el is None:
+            self.record("carrier", "unsupported", verb="Connect",
+                        noun=next((c.tag for c in element), ""))  # fmt: skip
+            return None
+        params = {p.get("name", ""): p.get("value", "") for p in stream_el.iter("Parameter")}
+        url = stream_el.get("url", "")
+        self.record("bot", "stream", url=url, params=sorted(params))
+        stream = self.open_stream(StreamSpec(url=url, params=params))
+        try:
+            await self.await_stream(stream)
+        finally:
+            if not stream.ended:  # a REST update abandoned the <Connect>
+                stream.stop("redirect")
+        if self.call.ended:
+            return None
+        action = element.get("action")
+        if not action:
+            return None
+        return Goto(url=urljoin(doc_url, action), method=element.get("method") or "POST",
+                    params=self.params(), event="connect")  # fmt: skip
 
     # --- status callbacks ----------------------------------------------------------------------
 
