@@ -366,6 +366,54 @@ async def test_telnyx_streaming_stop_sends_stop_and_streaming_stopped() -> None:
     assert [hit.event for hit in h.bot.hits][-2:] == ["streaming.stopped", "call.hangup"]
 
 
+async def test_plivo_transfer_ends_the_stream_and_runs_the_new_xml() -> None:
+    async with harness("plivo", steps("answer", "silence"), talk=False) as h:
+        call = await h.place()
+        await asyncio.wait_for(h.side.opened.wait(), GENEROUS_S)
+        path = f"/v1/Account/{h.carrier.credentials['authId']}/Call/{call.provider_call_id}/"
+        async with rest(h.carrier) as client:
+            body = {"legs": "aleg", "aleg_url": h.bot.url("/voice", kind="after")}
+            async with client.post(path, json=body) as response:
+                assert response.status == 202
+        reason = await asyncio.wait_for(h.side.stopped, GENEROUS_S)
+        call = await h.ended(call)
+    assert reason == "disconnected"  # Plivo has no stop frame: the socket closes
+    assert call.streams[0].ended == "transfer" and call.end_reason == "hangup-bot"
+    assert [hit.kind for hit in h.bot.hits] == ["answer", "after"]
+
+
+async def test_telnyx_hangup_stops_the_stream_before_call_hangup() -> None:
+    async with harness("telnyx", steps("answer", "silence"), talk=False) as h:
+        call = await h.place()
+        await asyncio.wait_for(h.side.opened.wait(), GENEROUS_S)
+        async with rest(h.carrier) as client:
+            url = f"/v2/calls/{call.provider_call_id}/actions/hangup"
+            async with client.post(url, json={}) as response:
+                assert response.status == 200
+        reason = await asyncio.wait_for(h.side.stopped, GENEROUS_S)
+        call = await h.ended(call)
+    assert reason == "stopped by the carrier" and call.streams[0].ended == "call-ended"
+    assert [hit.event for hit in h.bot.hits][-2:] == ["streaming.stopped", "call.hangup"]
+    # The webhooks after streaming_start carry its client_state (the stream's parameters).
+    state = h.bot.hits[-1].payload["client_state"]
+    assert telnyx_media.client_state_params(state)["callId"] == KEY
+
+
+@pytest.mark.parametrize("provider", ["twilio", "telnyx"])
+async def test_a_stream_that_cannot_connect(provider: str) -> None:
+    async with harness(provider, steps("answer")) as h:
+        h.ws_url = "ws://127.0.0.1:9/voice/stream"  # nothing listens there
+        call = await h.ended(await h.place())
+    record = call.streams[0]
+    assert record.ended == "connect-failed" and record.error and record.opened_at is None
+    if provider == "telnyx":
+        failed = h.bot.of("streaming.failed")[0].payload
+        assert failed["failure_reason"] == record.error
+        assert failed["stream_params"]["stream_url"] == record.url
+    else:
+        assert [hit.kind for hit in h.bot.hits] == ["answer", "after"]
+
+
 # --- idleness ------------------------------------------------------------------------------
 
 
