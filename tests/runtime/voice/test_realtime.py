@@ -53,7 +53,7 @@ class Handler:
         self.played_ms: int | None = None  # what a barge-in reports as heard
         self.close_on: str | None = None  # a tool whose call hands the call back
         self.session: RealtimeSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.truncating: list[asyncio.Task[None]] = []
 
     def play(self, ulaw: bytes) -> None:
         self.audio += ulaw
@@ -61,7 +61,7 @@ class Handler:
     def barge_in(self) -> None:
         self.barge_ins += 1
         if self.played_ms is not None and self.session is not None:
-            self._tasks.append(asyncio.create_task(self.session.truncate(self.played_ms)))
+            self.truncating.append(self.session.truncate(self.played_ms))
 
     def heard(self, text: str) -> None:
         self.caller.append(text)
@@ -84,6 +84,11 @@ async def until(check: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not check():
             await asyncio.sleep(0.005)
+
+
+async def played(handler: Handler, session: RealtimeSession, size: int) -> None:
+    """Wait for ``size`` bytes of assistant audio and the end of the response."""
+    await until(lambda: len(handler.audio) == size and not session.speaking)
 
 
 def settings(fake: FakeRealtimeVoice, **kw: Any) -> RealtimeSettings:
@@ -160,9 +165,9 @@ async def test_the_greeting_is_asked_for_and_played() -> None:
     handler = Handler()
     async with (
         FakeRealtimeVoice([Reply(say="Hello, this is Ann.", audio_ms=300)]) as fake,
-        bridge(fake, handler, greeting="Hello, this is Ann."),
+        bridge(fake, handler, greeting="Hello, this is Ann.") as session,
     ):
-        await until(lambda: len(handler.audio) == 2400)
+        await played(handler, session, 2400)
     assert "Hello, this is Ann." in fake.response_creates[0]["instructions"]
     assert handler.spoken == [("Hello, this is Ann.", False)]
 
@@ -175,7 +180,7 @@ async def test_a_caller_turn_is_heard_and_answered_with_audio_and_its_transcript
         bridge(fake, handler) as session,
     ):
         speak(session)
-        await until(lambda: len(handler.audio) == 3200)
+        await played(handler, session, 3200)
         assert handler.caller == ["I need a table"]
     assert handler.audio == tone(400)  # the service's μ-law, untouched and in order
     assert handler.spoken == [("For how many people?", False)]
@@ -208,13 +213,33 @@ async def test_barge_in_clears_the_call_side_and_truncates_at_what_was_played() 
         await until(lambda: len(handler.audio) == 2400)  # 300 ms, then the model holds
         handler.played_ms = 120
         speak(session)
-        await until(lambda: len(handler.audio) == 2400 + 1600)
+        await played(handler, session, 2400 + 1600)
         assert handler.barge_ins == 2  # each caller turn starts with one
         [truncate] = fake.truncates
     assert truncate["audio_end_ms"] == 120
     assert truncate["content_index"] == 0
     assert handler.caller == ["Tell me a story", "Stop"]
     assert handler.spoken == [("Let me tell you a long story", True), ("Sure.", False)]
+
+
+async def test_a_barge_in_the_call_side_hears_itself_truncates_too() -> None:
+    handler = Handler()
+    replies = [
+        Reply(say="Let me tell you a long story", audio_ms=2000, hold_after_ms=300),
+        Reply(say="Ok.", audio_ms=100),
+    ]
+    async with (
+        FakeRealtimeVoice(replies, heard=["Tell me a story", "Stop"]) as fake,
+        bridge(fake, handler) as session,
+    ):
+        speak(session)
+        await until(lambda: len(handler.audio) == 2400)  # 300 ms, then the model holds
+        await session.truncate(100)  # the call side's own VAD, before the service's
+        await until(lambda: len(fake.truncates) == 1)
+        speak(session)
+        await played(handler, session, 2400 + 800)
+    assert [t["audio_end_ms"] for t in fake.truncates] == [100]
+    assert handler.spoken == [("Let me tell you a long story", True), ("Ok.", False)]
 
 
 async def test_a_barge_in_after_everything_was_heard_truncates_nothing() -> None:
@@ -225,10 +250,10 @@ async def test_a_barge_in_after_everything_was_heard_truncates_nothing() -> None
         bridge(fake, handler) as session,
     ):
         speak(session)
-        await until(lambda: len(handler.audio) == 1600)
+        await played(handler, session, 1600)
         handler.played_ms = 200
         speak(session)
-        await until(lambda: len(handler.audio) == 2400)
+        await played(handler, session, 2400)
     assert fake.truncates == []
     assert handler.spoken == [("Yes.", False), ("Ok.", False)]
 
@@ -288,7 +313,7 @@ async def test_finish_conversation_hands_the_values_to_the_call_side() -> None:
         bridge(fake, handler, collect=PARTY) as session,
     ):
         speak(session)
-        await until(lambda: len(handler.audio) == 800)
+        await played(handler, session, 800)
     assert handler.tools == [("finish_conversation", {"party_size": -4})]
     assert output(fake) == {"error": "'party_size' must be positive"}
     assert fake.response_creates == [{}]  # the model goes on after the output
@@ -320,9 +345,9 @@ async def test_a_configured_tool_without_a_handler_is_answered_and_the_call_goes
         bridge(fake, handler, settings=settings(fake, tools=(LOOKUP,))) as session,
     ):
         speak(session)
-        await until(lambda: len(handler.audio) == 1600)
+        await played(handler, session, 1600)
         speak(session)
-        await until(lambda: len(handler.audio) == 2400)
+        await played(handler, session, 2400)
     assert handler.tools == [("lookup_order", {"order": "A1"})]
     assert "no handler is bound" in output(fake)["error"]
 
