@@ -136,6 +136,10 @@ class MockCarrier:
         self.stream_interrupt_after_s = 0.3  # `interrupt`: into the bot's audio by this much
         self.stream_prompt_wait_s = 5.0  # the bot says nothing this long: the caller goes on
         self.stream_dtmf_gap_s = 0.1  # between the keys of a `press` on a stream
+        # A stream counts as busy (a simulation's virtual clock stays put) except while its
+        # caller waits for the bot with nothing to say (silence, a dial step, a machine); off:
+        # busy for as long as it is open.
+        self.stream_idle_while_waiting = True
         self._stream_client: aiohttp.ClientSession | None = None
         self.sender = WebhookSender(provider, self.credentials, self.signing_key, clock=self.clock,
                                     timeout_s=15.0, in_flight=self._count_flight)  # fmt: skip

@@ -634,8 +634,12 @@ class CarrierStream:
         utterance.ended = loop.time()
 
     async def _idle(self, awaitable: Awaitable[Any]) -> None:
-        """Waits on the bot (idle: a simulation may move its clock meanwhile)."""
-        await self.session.work.wait(awaitable)
+        """Waits on the bot: idle (a simulation may move its clock meanwhile, so that the bot's
+        own timers fire), unless the carrier's ``stream_idle_while_waiting`` is off."""
+        if self.carrier.stream_idle_while_waiting:
+            await self.session.work.wait(awaitable)
+        else:
+            await awaitable
 
     def _note_bot_audio(self) -> None:
         """Puts the bot's audio played since the caller's last step on the timeline."""

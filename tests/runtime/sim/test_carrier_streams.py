@@ -434,6 +434,23 @@ async def test_busy_while_the_caller_talks_idle_while_it_waits_silently() -> Non
     assert call.entries("caller", "hangup")[0].detail == {}
 
 
+async def test_busy_throughout_when_told_so() -> None:
+    async with harness("twilio", steps("answer", "silence"), talk=False) as h:
+        h.carrier.stream_idle_while_waiting = False
+        call = await h.place()
+        await asyncio.wait_for(h.side.opened.wait(), GENEROUS_S)
+        async with asyncio.timeout(GENEROUS_S):
+            while not call.entries("caller", "silence"):
+                await asyncio.sleep(0.01)
+        for _ in range(5):
+            await asyncio.sleep(0.02)
+            assert not h.carrier.idle
+        assert h.side.session is not None
+        await h.side.session.close()
+        call = await h.ended(call)
+    assert call.streams[0].ended == "closed-by-bot"
+
+
 # --- the caller's voice -------------------------------------------------------------------------
 
 
