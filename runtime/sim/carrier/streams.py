@@ -361,6 +361,9 @@ class CarrierStream:
         tasks: list[asyncio.Task[Any]] = []
         reason = "disconnected"
         try:
+            if self._stop.is_set():  # ended before it could start (a redirect at once)
+                reason = self._stop_reason
+                return reason
             if not await self._connect():
                 reason = "connect-failed"
                 return reason
@@ -561,8 +564,8 @@ class CarrierStream:
                 await self._idle(asyncio.Event().wait())
                 continue
             if step is None:
-                await self._turn()
-                step = self._patient() or Step(action="hangup", where="<no step left>")
+                prompted = await self._turn()
+                step = self._patient(prompted) or Step(action="hangup", where="<no step left>")
             elif step.action == "interrupt":
                 await self._barge_in_moment(step)
                 caller.pop()
@@ -574,25 +577,28 @@ class CarrierStream:
             if await self._act(step):
                 return
 
-    def _patient(self) -> Step | None:
-        """A patient callee's short reply (the Gateway's mock), else None."""
+    def _patient(self, prompted: bool) -> Step | None:
+        """A patient callee (the Gateway's mock): a short reply when the bot said something,
+        else silence; None for any other caller (it hangs up)."""
         if not self.session.call.script.patient:
             return None
+        if not prompted:
+            return Step(action="silence")
         said = sum(1 for e in self.session.call.timeline if e.who == "caller" and e.what == "say")
         return Step(action="say", value=PATIENT_REPLIES[said % len(PATIENT_REPLIES)])
 
-    async def _turn(self) -> None:
-        """Waits for the caller's turn: the bot's audio has played out and a pause passed (or
-        the bot has said nothing for ``stream_prompt_wait_s``)."""
+    async def _turn(self) -> bool:
+        """Waits for the caller's turn: the bot's audio has played out and a pause passed
+        (True), or the bot has said nothing for ``stream_prompt_wait_s`` (False)."""
         loop = asyncio.get_running_loop()
         since = loop.time()
         while True:
             now = loop.time()
             if self._bot_spoke:
                 if not self._queued and now - self._drained_at >= self.carrier.stream_reply_pause_s:
-                    return
+                    return True
             elif now - since >= self.carrier.stream_prompt_wait_s:
-                return
+                return False
             await self._next_tick()
 
     async def _barge_in_moment(self, step: Step) -> None:

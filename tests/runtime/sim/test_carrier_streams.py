@@ -33,7 +33,7 @@ from voicecall.runtime.media.streams import (
 )
 from voicecall.runtime.media.vad import Vad, VadEvent
 from voicecall.runtime.sim.carrier import MockCall, MockCarrier, clips
-from voicecall.runtime.sim.script import Script, Step
+from voicecall.runtime.sim.script import PATIENT_REPLIES, Script, Step
 
 from .carrier_support import Bot, Hit, rest
 
@@ -290,6 +290,7 @@ async def test_a_streamed_conversation(provider: str) -> None:
     # The caller hung up: a stop frame (Plivo: the socket closes), the call ended by the caller.
     assert reason == ("disconnected" if provider == "plivo" else "stopped by the carrier")
     assert record.ended == "hangup" and call.end_reason == "hangup-user"
+    assert record.unknown == []  # every frame the bot sent was the carrier's protocol
     whats = [(e.who, e.what) for e in call.timeline if e.what != "status"]
     assert whats[-2:] == [("caller", "hangup"), ("carrier", "stream-end")]
     assert ("caller", "interrupt") in whats and ("bot", "clear") in whats
@@ -449,6 +450,23 @@ async def test_busy_throughout_when_told_so() -> None:
         await h.side.session.close()
         call = await h.ended(call)
     assert call.streams[0].ended == "closed-by-bot"
+
+
+async def test_a_patient_callee_answers_only_when_the_bot_spoke() -> None:
+    patient = Script(caller=(Step(action="answer"),), patient=True)
+    async with harness("twilio", patient, talk=False) as h:
+        call = await h.place()
+        async with asyncio.timeout(GENEROUS_S):
+            while not call.entries("caller", "silence"):  # the bot said nothing yet
+                await asyncio.sleep(0.01)
+            await h.side.say("hello", GREETING)
+            while not call.streams[0].utterances or call.streams[0].utterances[0].ended is None:
+                await asyncio.sleep(0.01)
+        assert h.side.session is not None
+        await h.side.session.close()
+        call = await h.ended(call)
+    assert [u.text for u in call.streams[0].utterances] == [PATIENT_REPLIES[0]]
+    assert call.end_reason == "hangup-bot"  # the Connect action's <Hangup/>
 
 
 # --- the caller's voice -------------------------------------------------------------------------
