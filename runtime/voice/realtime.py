@@ -443,6 +443,8 @@ class RealtimeSession:
         """
         from openai import AsyncOpenAI  # lazily: only realtime calls pay the import
 
+        if self._closing:
+            raise RealtimeError("realtime session did not start: closed before it started")
         cfg = self.settings
         self._client = AsyncOpenAI(
             api_key=cfg.api_key, base_url=cfg.base_url, websocket_base_url=cfg.ws_url
@@ -452,15 +454,15 @@ class RealtimeSession:
                 self._conn = await self._client.realtime.connect(model=cfg.model).enter()
                 await self._conn.session.update(session=cast("Session", self._config))
                 await self._until_updated(self._conn)
+                if self._greeting:
+                    say = f'Greet the caller by saying exactly this, then wait: "{self._greeting}"'
+                    await self._conn.response.create(response={"instructions": say})
         except Exception as exc:  # every failure is one line to the caller
             reason = _kind(exc)
             await self._shutdown()
             raise RealtimeError(f"realtime session did not start: {reason}") from None
         self._spawn(self._read(self._conn))
         self._spawn(self._send_audio(self._conn))
-        if self._greeting:
-            say = f'Greet the caller by saying exactly this, then wait: "{self._greeting}"'
-            await self._conn.response.create(response={"instructions": say})
 
     async def _until_updated(self, conn: AsyncRealtimeConnection) -> None:
         while True:
@@ -602,6 +604,8 @@ class RealtimeSession:
     # --- server events --------------------------------------------------------------------
 
     def _on_event(self, event: RealtimeServerEvent) -> None:
+        if self._closing:  # ending: nothing more reaches the call side
+            return
         if isinstance(event, ResponseAudioDeltaEvent):
             self._on_audio(event)
         elif isinstance(event, ResponseAudioTranscriptDeltaEvent):
@@ -659,10 +663,14 @@ class RealtimeSession:
         if not calls or done.status != "completed":
             return
         end = next((c for c in calls if c.name == END_CALL), None)
-        if end is not None:
-            self._on_end_call(end, spoken=response.audio_bytes > 0)
-        else:
+        spoken = response.audio_bytes > 0
+        if end is None:
             self._spawn(self._run_tools(calls))
+        elif len(calls) == 1:
+            self._on_end_call(end, spoken=spoken)
+        else:  # e.g. finish_conversation and end_call together: the values first
+            others = [c for c in calls if c is not end]
+            self._spawn(self._tools_then_end(others, end, spoken=spoken))
 
     def _flush_said(self) -> None:
         said, self._said = self._said, []
@@ -680,6 +688,18 @@ class RealtimeSession:
         # end after that response, so the caller never loses the goodbye (#155271).
         self._farewell = farewell
         self._spawn(self._say_farewell(call, farewell))
+
+    async def _tools_then_end(
+        self,
+        calls: Sequence[RealtimeConversationItemFunctionCall],
+        end: RealtimeConversationItemFunctionCall,
+        *,
+        spoken: bool,
+    ) -> None:
+        for call in calls:
+            await self._tool_output(call)  # the call is ending: nobody reads the outputs
+        if not self._closing:  # the handler did not hand the call back meanwhile
+            self._on_end_call(end, spoken=spoken)
 
     async def _say_farewell(self, call: RealtimeConversationItemFunctionCall, text: str) -> None:
         conn = self._conn
@@ -726,6 +746,7 @@ class RealtimeSession:
             log.warning("realtime: tool %s failed: %s", call.name, type(exc).__name__)
             return {"error": "the tool failed; go on without it"}
         if result is None:
+            log.info("realtime: no handler for tool %s on this call", call.name)
             return {"error": f"no handler is bound to {call.name!r} on this call; go on without it"}
         return result
 

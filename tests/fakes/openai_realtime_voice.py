@@ -37,14 +37,20 @@ CHUNK_MS = 100  # audio per output delta
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     """One scripted response: speech (a tone of ``audio_ms`` with ``say`` as its transcript),
-    then optionally a function call. ``hold_after_ms``: stop after that much audio and wait for
-    the caller to barge in, then end the response cancelled."""
+    then optionally function calls (``tool`` with ``arguments``, then each of ``more``).
+    ``hold_after_ms``: stop after that much audio and wait for the caller to barge in, then
+    end the response cancelled."""
 
     say: str = ""
     audio_ms: int = 300
     tool: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    more: tuple[tuple[str, dict[str, Any]], ...] = ()
     hold_after_ms: int | None = None
+
+    @property
+    def calls(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        return ((self.tool, self.arguments), *self.more) if self.tool else self.more
 
     @property
     def speaks(self) -> bool:
@@ -73,12 +79,14 @@ class FakeRealtimeVoice:
         captions: Captions | None = None,
         captions_key: str = ANY,
         api_key: str = API_KEY,
+        refuse_update: str | None = None,
     ) -> None:
         self.replies = list(replies or [])
         self.heard = list(heard or [])
         self.captions = captions
         self.captions_key = captions_key
         self.api_key = api_key
+        self.refuse_update = refuse_update  # an error code answering session.update
         self.models: list[str] = []  # the ``model`` query of each connection
         self.session_updates: list[dict[str, Any]] = []
         self.response_creates: list[dict[str, Any]] = []
@@ -166,6 +174,12 @@ class _Conversation:
             self.fake.session_updates.append(session)
             vad = session.get("audio", {}).get("input", {}).get("turn_detection") or {}
             self.silence_ms = int(vad.get("silence_duration_ms", self.silence_ms))
+            if self.fake.refuse_update:
+                # OpenAI's messages can quote the key; the client must not pass them on.
+                error = {"type": "invalid_request_error", "code": self.fake.refuse_update,
+                         "message": f"Invalid session for key {self.fake.api_key}"}  # fmt: skip
+                await self.send({"type": "error", "error": error})
+                return
             await self.send({"type": "session.updated", "session": session})
         elif kind == "input_audio_buffer.append":
             await self.on_audio(base64.b64decode(event["audio"]))
@@ -259,8 +273,8 @@ class _Conversation:
             item, cut = await self.speech(rid, reply)
             output.append(item)
             status = "cancelled" if cut else status
-        if reply.tool and status == "completed":
-            output.append(await self.function_call(rid, reply, len(output)))
+        for name, arguments in reply.calls if status == "completed" else ():
+            output.append(await self.function_call(rid, name, arguments, len(output)))
         await self.send({"type": "response.done",
                          "response": {"id": rid, "object": "realtime.response",
                                       "status": status, "output": output}})  # fmt: skip
@@ -294,16 +308,18 @@ class _Conversation:
                          "output_index": 0, "item": done})  # fmt: skip
         return done, False
 
-    async def function_call(self, rid: str, reply: Reply, index: int) -> dict[str, Any]:
+    async def function_call(
+        self, rid: str, name: str, arguments: dict[str, Any], index: int
+    ) -> dict[str, Any]:
         item = {"id": self.fake.next_id("item"), "object": "realtime.item",
-                "type": "function_call", "status": "completed", "name": reply.tool,
+                "type": "function_call", "status": "completed", "name": name,
                 "call_id": self.fake.next_id("call"),
-                "arguments": json.dumps(reply.arguments)}  # fmt: skip
+                "arguments": json.dumps(arguments)}  # fmt: skip
         await self.send({"type": "response.output_item.added", "response_id": rid,
                          "output_index": index, "item": {**item, "arguments": ""}})  # fmt: skip
         await self.send({"type": "response.function_call_arguments.done", "response_id": rid,
                          "item_id": item["id"], "output_index": index,
-                         "call_id": item["call_id"], "name": reply.tool,
+                         "call_id": item["call_id"], "name": name,
                          "arguments": item["arguments"]})  # fmt: skip
         await self.send({"type": "response.output_item.done", "response_id": rid,
                          "output_index": index, "item": item})  # fmt: skip

@@ -52,6 +52,7 @@ class Handler:
         self.ended: list[tuple[str, int]] = []  # farewell, audio bytes played by then
         self.played_ms: int | None = None  # what a barge-in reports as heard
         self.close_on: str | None = None  # a tool whose call hands the call back
+        self.stall = asyncio.Event()  # a tool named "slow" waits for this
         self.session: RealtimeSession | None = None
         self.truncating: list[asyncio.Task[None]] = []
 
@@ -71,6 +72,10 @@ class Handler:
 
     async def tool(self, name: str, arguments: dict[str, Any]) -> Mapping[str, Any] | None:
         self.tools.append((name, arguments))
+        if name == "broken":
+            raise RuntimeError("sk-tool-secret")
+        if name == "slow":
+            await self.stall.wait()
         if name == self.close_on and self.session is not None:
             await self.session.close()
         return self.results.get(name)
@@ -352,6 +357,35 @@ async def test_a_configured_tool_without_a_handler_is_answered_and_the_call_goes
     assert "no handler is bound" in output(fake)["error"]
 
 
+async def test_finish_and_end_call_together_hand_over_the_values_then_end() -> None:
+    handler = Handler({"finish_conversation": {"ok": True}})
+    bye = ("end_call", {"farewell": "Goodbye!"})
+    reply = Reply(say="Booked, goodbye!", audio_ms=200, tool="finish_conversation",
+                  arguments={"party_size": 2}, more=(bye,))  # fmt: skip
+    async with (
+        FakeRealtimeVoice([reply], heard=["two"]) as fake,
+        bridge(fake, handler, collect=PARTY) as session,
+    ):
+        speak(session)
+        assert await session.wait_closed() is None
+    assert handler.tools == [("finish_conversation", {"party_size": 2})]
+    assert handler.ended == [("Goodbye!", 1600)]
+
+
+async def test_a_tool_that_fails_or_stalls_is_answered_with_an_error() -> None:
+    broken = {**LOOKUP, "name": "broken"}
+    slow = {**LOOKUP, "name": "slow"}
+    handler = Handler()
+    replies = [Reply(tool="broken"), Reply(tool="slow"), Reply(say="Sorry.", audio_ms=100)]
+    async with FakeRealtimeVoice(replies, heard=["x"]) as fake:
+        config = settings(fake, tools=(broken, slow), tool_timeout_s=0.05)
+        async with bridge(fake, handler, settings=config) as session:
+            speak(session)
+            await played(handler, session, 800)
+    assert output(fake, 0) == {"error": "the tool failed; go on without it"}
+    assert "did not answer in time" in output(fake, 1)["error"]
+
+
 # --- failures -----------------------------------------------------------------------------
 
 
@@ -365,6 +399,15 @@ async def test_a_wrong_key_fails_start_with_one_line_and_no_key() -> None:
     assert "401" in message
     assert "sk-wrong" not in message and "987654" not in message and "\n" not in message
     assert "sk-wrong" not in repr(config)
+
+
+async def test_a_refused_session_update_fails_start_without_the_message() -> None:
+    async with FakeRealtimeVoice(refuse_update="invalid_value") as fake:
+        with pytest.raises(RealtimeError) as caught:
+            await RealtimeSession(settings(fake), Handler()).start()
+    assert str(caught.value) == (
+        "realtime session did not start: refused by the service (invalid_value)"
+    )
 
 
 async def test_a_service_that_is_not_there_fails_start() -> None:
