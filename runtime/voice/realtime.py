@@ -311,7 +311,11 @@ class RealtimeHandler(Protocol):
         """The caller said ``text`` (the service's transcription of one turn)."""
 
     def said(self, text: str, cut: bool) -> None:
-        """The assistant said ``text`` in one response; ``cut``: the caller interrupted it."""
+        """The assistant said ``text`` in one response; ``cut``: the caller interrupted it.
+
+        The model's audio arrives faster than it plays, so a response is reported once its
+        fate is known: at a truncate, the next caller transcript, the next response, the
+        end of the call or close; in order with :meth:`heard`."""
 
     async def tool(self, name: str, arguments: dict[str, Any]) -> Mapping[str, Any] | None:
         """A function tool call; the result goes back to the model, which then goes on.
