@@ -502,6 +502,8 @@ class Caller(asyncio.Protocol):
         self._write(json.dumps(echo, separators=(",", ":")).encode())
 
     def send_media(self) -> None:
+        if not self.started:
+            return
         self.seq += 1
         self.sent += 1
         payload = self.payloads[(self.index * 7 + self.sent) % len(self.payloads)]
@@ -914,8 +916,8 @@ def report(r: dict[str, Any]) -> None:
         f"{'' if s.get('favoured') else ' (priority not raised: neighbours may show)'}"
     )
     print(f"  {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>9} {'server':>7} {'(sys)':>6}"
-          f" {'wait':>5} {'pre/s':>5} {'lag>20':>6} {'loader':>7} {'other':>6} {'resync':>6} {'gc2 ms':>7}"
-          "  in heard/sent")  # fmt: skip
+          f" {'wait':>5} {'pre/s':>5} {'lag>20':>6} {'loader':>7} {'other':>6} {'resync':>6}"
+          f" {'gc2 ms':>7}  in heard/sent")  # fmt: skip
     for x in r["steps"]:
         heard = x["inbound_heard"] / x["inbound_sent"] if x["inbound_sent"] else 0.0
         flags = ("" if x["passed"] else "  over") + ("  (noisy)" if _noisy(x) else "")
