@@ -812,7 +812,7 @@ def _passed(r: dict[str, Any]) -> bool:
 
 def _noise(r: dict[str, Any]) -> float:
     """How much other processes disturbed the server: 1 is the limit of a usable step."""
-    return max(r["server_run_delay"] / NOISY, r["server_preempted"] / PREEMPTED)
+    return max(float(r["server_run_delay"]) / NOISY, float(r["server_preempted"]) / PREEMPTED)
 
 
 def _noisy(r: dict[str, Any]) -> bool:
