@@ -14,7 +14,8 @@ frames under 20 ms (target >= 200). Three processes per measurement, as bench.we
   frame every 20 ms, marks echoed back). It is a plain asyncio protocol with hand-written
   WebSocket framing, not aiohttp's client: aiohttp costs about as much per frame on the client
   as on the server, so the loader would saturate its core with the server and be what is
-  measured. Its callers send on staggered 1 ms slots (real calls are not in phase);
+  measured. Its streams start at random moments of a first second and send on staggered 1 ms
+  slots (real calls are not in phase);
 - this one, conducting.
 
 Added delay of frame *k* of a stream = its arrival at the caller − (its schedule's start + k ×
@@ -29,7 +30,11 @@ one core) and the loader's are reported so a reader can tell which side saturate
 what the rest of the machine used meanwhile. On a machine shared with other work the server and
 the loader run at nice -10 (in sessions of their own, so that autogroups do not undo it) when
 allowed, and a step whose server waited for its core more than 15% of the window (schedstat's
-run delay) is run again: otherwise the neighbours are measured, not one core's capacity.
+run delay) or was preempted more than 200 times a second is run again: otherwise the
+neighbours are measured, not one core's capacity. The capacity is the largest N that passed
+below the smallest that failed. The server also reports its full GC pauses and its own loop
+lag (a 10 ms tick) in the window, to tell a collector pause or a CPU-bound loop from transport.
+``--repeat`` under 10 (``bench.run --only streams --repeat 5``) is a quick mode.
 
 A microbench times the send path per frame in the server process pinned to a core, to a reader
 that drains its socket from another process: the Twilio media framing (base64 + JSON), aiohttp's
@@ -38,7 +43,7 @@ that drains its socket from another process: the Twilio media framing (base64 + 
     python -m bench.streams serve --streams N --cpu C    # prints {"port", "calls"} on stdout
     python -m bench.streams load --cpu C                 # reads the plan on stdin
     python -m bench.streams micro --cpu C                # prints the microbench's results
-    python -m bench.streams once --streams N             # one measurement, printed
+    python -m bench.streams once --streams N [--gc freeze]   # one measurement, printed
 """
 
 from __future__ import annotations
