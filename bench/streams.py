@@ -668,6 +668,28 @@ def drain(port: int, call_id: str, token: str) -> None:
         pass
 
 
+def blast(port: int, call_id: str, token: str, number: int) -> None:
+    """A caller that opens a stream and sends ``number`` media frames at once, then reads."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(_handshake(port))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise SystemExit(f"blast: {head[:80]!r}")
+    sock.sendall(_twilio_opening(1, call_id, token))
+    payloads = _inbound_payloads()
+    frames = b"".join(
+        _ws_frame(b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":'
+                  b'"%d","timestamp":"%d","payload":"%s"},"streamSid":"MZ1"}'
+                  % (n + 2, n + 1, n * 20, payloads[n % len(payloads)].encode()))
+        for n in range(number)
+    )  # fmt: skip
+    sock.sendall(frames)
+    while sock.recv(1 << 16):
+        pass
+
+
 async def _us_per_await(fn: Callable[[], Awaitable[object]], number: int,
                         rounds: int = 5) -> float:  # fmt: skip
     """Median over rounds of the mean time of one await. The loop runs every 100 awaits, as
@@ -699,6 +721,52 @@ async def _timeout_only() -> None:
         pass
 
 
+class _Listener:
+    """The receiving side of a streamed conversation for the receive-path microbench: each
+    caller frame through the VAD; the CPU time between the first frame and the last."""
+
+    def __init__(self, number: int) -> None:
+        from voicecall.runtime.media.vad import Vad
+
+        self.vad = Vad()
+        self.number = number
+        self.heard = 0
+        self.first_cpu = 0.0
+        self.done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def on_audio(self, ulaw: bytes) -> None:
+        self.vad.feed_ulaw(ulaw)
+        self.heard += 1
+        if self.heard == 1:
+            self.first_cpu = time.process_time()
+        elif self.heard == self.number and not self.done.done():
+            self.done.set_result(time.process_time() - self.first_cpu)
+
+    def on_mark(self, outcome: object) -> None: ...
+    def on_dtmf(self, digit: str) -> None: ...
+    def on_stop(self, reason: str) -> None: ...
+
+
+async def _receive_path(endpoint: Any, port: int, number: int) -> float:
+    """Server CPU per caller frame, received through the endpoint (aiohttp's reader, the pump,
+    the Twilio parse, the sink's VAD), from a caller that sends them all at once: reads come
+    in large batches, so this is the path's floor; one frame per wake-up costs more."""
+    (_, call_id) = _call_ids(2)
+    listener = _Listener(number)
+    token = endpoint.expect(call_id, lambda session: listener)
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.streams", "blast", "--port", str(port), "--call-id",
+        call_id, "--token", token, "--number", str(number), "--cpu", "1", cwd=ROOT,
+        start_new_session=True)  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            cpu = await listener.done
+    finally:
+        sender.kill()
+        await sender.wait()
+    return cpu / (number - 1) * 1e6
+
+
 async def micro(number: int) -> dict[str, float]:
     """Per-frame cost of the send path to a connected caller (and the inbound steps)."""
     from voicecall.runtime.media import protocol as p
@@ -706,7 +774,7 @@ async def micro(number: int) -> dict[str, float]:
     from voicecall.runtime.media.pacing import Framer
     from voicecall.runtime.media.vad import Vad
 
-    endpoint = _endpoint(1)
+    endpoint = _endpoint(2)
     idle: dict[str, Any] = {}
 
     class Idle:
@@ -726,6 +794,7 @@ async def micro(number: int) -> dict[str, float]:
         sys.executable, "-m", "bench.streams", "drain", "--port", str(port), "--call-id",
         call_id, "--token", token, "--cpu", "1", cwd=ROOT, start_new_session=True)  # fmt: skip
     try:
+        inbound_us = await _receive_path(endpoint, port, number * 2)
         for _ in range(1000):
             if "session" in idle:
                 break
@@ -748,6 +817,7 @@ async def micro(number: int) -> dict[str, float]:
             "session.send_audio (all)": await _us_per_await(
                 lambda: session.send_audio(frame), number
             ),
+            "receive path (all, batched)": inbound_us,
             "twilio.parse (inbound media)": _us_per_call(lambda: twilio.parse(inbound), number),
             "vad.feed_ulaw": _us_per_call(lambda: vad.feed_ulaw(frame), number),
             "vad.played_ulaw": _us_per_call(lambda: vad.played_ulaw(frame), number),
@@ -953,7 +1023,7 @@ def report(r: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("command", choices=("serve", "load", "micro", "drain", "once"))
+    parser.add_argument("command", choices=("serve", "load", "micro", "drain", "blast", "once"))
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--cpu", type=int, default=0)
     parser.add_argument("--number", type=int, default=10000)
@@ -976,6 +1046,8 @@ def main() -> int:
               flush=True)  # fmt: skip
     elif args.command == "micro":
         print(json.dumps(asyncio.run(micro(args.number))), flush=True)
+    elif args.command == "blast":
+        blast(args.port, args.call_id, args.token, args.number)
     else:
         drain(args.port, args.call_id, args.token)
     return 0
