@@ -94,6 +94,11 @@ class CompiledBlock:
     after_input: tuple[CommandTemplate, ...] = ()  # telnyx: sent once the answer arrived
     native_retries: bool = False  # the provider retries the ask itself (telnyx maximum_tries)
     ops: tuple[b.Op, ...] = ()  # what the block says and plays, for transcripts
+    # A conversation served over a media stream (streaming on, or driver realtime): the
+    # block's operations without the conversation's message (spoken over the stream
+    # instead), then the stream's opening. Only on Converse blocks.
+    stream_xml: XmlTemplate | None = None
+    stream_commands: tuple[CommandTemplate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,11 +183,14 @@ class Backend:
         compiled: dict[str, CompiledBlock] = {}
         for block in lowered.blocks:
             emitted = self.emit_block(block)
+            streamed = self.emit_stream(block) if isinstance(block.end, b.Converse) else None
             compiled[block.id] = CompiledBlock(
                 id=block.id, scope=block.scope, flow=block.flow, source=block.source,
                 end=block.end, kind=self.kind, xml=emitted.xml,
                 commands=tuple(emitted.commands), after_input=tuple(emitted.after_input),
                 native_retries=emitted.native_retries, ops=block.ops,
+                stream_xml=streamed.xml if streamed else None,
+                stream_commands=tuple(streamed.commands) if streamed else (),
             )  # fmt: skip
         answer = self.answer_block(lowered, compiled)
         redirect, hold = self.runtime_fragments()
@@ -194,6 +202,10 @@ class Backend:
                             answer=answer, redirect=redirect, hold=hold)  # fmt: skip
 
     def emit_block(self, block: b.Block) -> Emitted:
+        raise NotImplementedError
+
+    def emit_stream(self, block: b.Block) -> Emitted:
+        """A conversation block as served over a media stream (see CompiledBlock)."""
         raise NotImplementedError
 
     def runtime_fragments(self) -> tuple[XmlTemplate | None, XmlTemplate | None]:
@@ -242,6 +254,18 @@ class XmlBackend(Backend):
         getattr(self, f"end_{block.end.__class__.__name__}", self.end_server)(block.end)
         return Emitted(xml=self.fragment())
 
+    def emit_stream(self, block: b.Block) -> Emitted:
+        self.doc = self.new_document()
+        self.ph = Placeholders()
+        for op in stream_ops(block.end, block.ops):
+            getattr(self, f"op_{op.__class__.__name__}")(op)
+        self.end_stream()
+        return Emitted(xml=self.fragment())
+
+    def end_stream(self) -> None:
+        """The document's opening of a bidirectional media stream."""
+        raise NotImplementedError
+
     def fragment(self) -> XmlTemplate:
         return XmlTemplate.split(self.serialize(), self.ph.slots)
 
@@ -266,6 +290,15 @@ class XmlBackend(Backend):
 
     def end_server(self, end: b.End) -> None:
         """Server decisions emit nothing: the runtime chains the next block."""
+
+
+def stream_ops(end: b.End, ops: tuple[b.Op, ...]) -> tuple[b.Op, ...]:
+    """A conversation block's operations without its message: over a media stream the
+    message is synthesized and played on the stream, never a carrier <Say> beside it."""
+    if (isinstance(end, b.Converse) and end.converse.message is not None and ops
+            and isinstance(ops[-1], b.SayOp) and ops[-1].text is end.converse.message):  # fmt: skip
+        return ops[:-1]
+    return ops
 
 
 # --- the registry ------------------------------------------------------------------------------

@@ -143,5 +143,14 @@ class PlivoBackend(XmlBackend):
     def end_Hangup(self, end: b.Hangup) -> None:
         self.doc.add_hangup()
 
+    def end_stream(self) -> None:
+        # keepCallAlive holds the call while the stream is open; the key and token travel in
+        # extraHeaders. When the stream ends, Plivo goes on with the redirect.
+        self.doc.add(plivoxml.StreamElement(
+            self.ph(system_slot("stream_url")), bidirectional=True, audioTrack="inbound",
+            keepCallAlive=True, contentType="audio/x-mulaw;rate=8000",
+            extraHeaders=self.ph(system_slot("stream_headers"))))  # fmt: skip
+        self.doc.add_redirect(self.ph(system_slot("callback_url")), method="POST")
+
 
 BACKEND = PlivoBackend

@@ -25,7 +25,10 @@ _MARK = re.compile("\ue000([0-9]+)\ue001")
 # Characters XML 1.0 forbids even when escaped; a caller's value could carry them.
 _XML_FORBIDDEN = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF])
 
-SYSTEM_SLOTS = ("callback_url", "client_state", "command_id")
+# The runtime values a compiled block may hold: its callback URL, Telnyx state and command id,
+# and a media stream's opening (URL, the call's key and one-use token, Plivo's extraHeaders).
+SYSTEM_SLOTS = ("callback_url", "client_state", "command_id", "stream_url", "call_key",
+                "stream_token", "stream_headers")  # fmt: skip
 
 
 class RenderError(Exception):

@@ -19,6 +19,7 @@ from voicecall.compiler.base import (
     Emitted,
     emulated,
     ignored,
+    stream_ops,
     unsupported,
 )
 from voicecall.compiler.render import CommandTemplate, system_slot, template_slot
@@ -185,6 +186,19 @@ class TelnyxBackend(Backend):
 
     def end_Hangup(self, end: b.Hangup) -> None:
         self.send("hangup", {}, "call.hangup", end.source)
+
+    def emit_stream(self, block: b.Block) -> Emitted:
+        # The stream's client_state carries the call's key and token beside the usual state
+        # (the runtime fills it); the call then listens on the stream, not by transcription.
+        self.out = Emitted()
+        for op in stream_ops(block.end, block.ops):
+            getattr(self, f"op_{op.__class__.__name__}")(op)
+        body = {"stream_url": system_slot("stream_url"), "stream_track": "inbound_track",
+                "stream_codec": "PCMU", "stream_bidirectional_mode": "rtp",
+                "stream_bidirectional_codec": "PCMU"}  # fmt: skip
+        self.send("streaming_start", body, None, block.end.source)
+        self.send("listen", {"timeout_ms": 0}, None, block.end.source)
+        return self.out
 
     def answer_block(self, lowered: b.Lowered, compiled: dict[str, CompiledBlock]) -> str | None:
         """Inbound calls must be answered with a command before anything can be said."""

@@ -130,5 +130,14 @@ class TwilioBackend(XmlBackend):
     def end_Hangup(self, end: b.Hangup) -> None:
         self.doc.hangup()
 
+    def end_stream(self) -> None:
+        # <Connect><Stream> holds the call while the stream is open; Twilio strips query
+        # strings from stream URLs, so the call's key and token travel as <Parameter>s. When
+        # the stream ends without a live update, Twilio posts to the action URL.
+        connect = self.doc.connect(action=self.ph(system_slot("callback_url")), method="POST")
+        stream = connect.stream(url=self.ph(system_slot("stream_url")))
+        stream.parameter(name="callId", value=self.ph(system_slot("call_key")))
+        stream.parameter(name="token", value=self.ph(system_slot("stream_token")))
+
 
 BACKEND = TwilioBackend

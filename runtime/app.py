@@ -34,6 +34,7 @@ from voicecall.runtime.providers.registry import get_adapter
 from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
 from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import SQLiteStore
+from voicecall.runtime.voice.conversation import CallStreams, VoiceServices
 from voicecall.runtime.voice.responder import responder_from_config
 
 log = logging.getLogger("voicecall.runtime")
@@ -191,8 +192,11 @@ class Runtime:
     webhook_url: str
     carrier: Any = None  # the MockCarrier, with provider: mock
     streams: StreamEndpoint | None = None  # with streaming.enabled
+    conversations: CallStreams | None = None  # the conversations on those streams
 
     async def stop(self) -> None:
+        if self.conversations is not None:
+            await self.conversations.aclose()
         await self.manager.stop_background()
         await self.manager.drain()
         await self.runner.cleanup()
@@ -214,10 +218,7 @@ async def start_runtime(
 ) -> Runtime:
     """Starts the webhook server and the call manager as configured; restores live calls."""
     clock = clock or RealClock()
-    try:  # flows read `now` in it: an unknown zone fails here, not on the first call
-        zone(str(config.get("timezone") or "UTC"))
-    except ValueError as exc:
-        raise ValueError(f"timezone: {exc}") from None
+    _check_timezone(config)
     provider, carrier, credentials, api_base = config.provider, None, {}, None
     if provider == "mock":
         from voicecall.runtime.sim.carrier.carrier import MockCarrier
@@ -262,23 +263,102 @@ async def start_runtime(
     try:
         await site.start()
     except OSError as exc:  # close what was opened for it; one line naming the key
-        await runner.cleanup()
-        await adapter.aclose()
-        if carrier is not None:
-            await carrier.stop()
-        store.close()
+        await _close_opened(runner, adapter, carrier, store)
         raise _bind_error(exc, serve["bind"], serve["port"] if port is None else port) from None
     bound = runner.addresses[0][1] if runner.addresses else serve["port"]
     webhook = config.get("publicUrl") or f"http://{serve['bind']}:{bound}{serve['path']}"
     manager.settings = _manager_settings(config, provider, webhook, carrier is not None)
+    try:
+        conversations = _conversations(config, manager, streams, carrier)
+    except ValueError:
+        await _close_opened(runner, adapter, carrier, store)
+        raise
     runtime = Runtime(manager=manager, store=store, runner=runner, webhook_url=webhook,
-                      carrier=carrier, streams=streams)  # fmt: skip
+                      carrier=carrier, streams=streams,
+                      conversations=conversations)  # fmt: skip
     if restore:
         kept = await manager.restore()
         if kept:
             log.info("restored %d call(s) after restart", len(kept))
     manager.start_background()
     return runtime
+
+
+def _conversations(
+    config: RuntimeConfig, manager: CallManager, streams: StreamEndpoint | None, carrier: Any
+) -> CallStreams | None:
+    """The conversations on media streams (None with streaming off), attached to the manager."""
+    if streams is None:
+        return None
+    conversations = CallStreams(streams, _voice_services(config, streams, carrier),
+                                manager)  # fmt: skip
+    manager.calls.streams = conversations
+    return conversations
+
+
+_OPENAI = "openai"  # streaming.providers.<id> (free-form per provider: not schema keys)
+
+
+def _voice_services(config: RuntimeConfig, streams: StreamEndpoint, carrier: Any) -> VoiceServices:
+    """The voice services of streamed conversations, from the config. With the mock carrier
+    nothing reaches the network unless a section configures it: the offline stand-ins (a tone
+    voice, a transcriber reading the mock caller's captions) are used and labelled."""
+    from voicecall.runtime.voice.tts import TtsConfigError, choose_tts
+
+    section = dict(config.get("streaming", {}) or {})
+    mock = carrier is not None
+    try:
+        choice = choose_tts(config.get("tts"), env={} if mock else None)
+    except TtsConfigError as exc:
+        raise ValueError(str(exc)) from None
+    tts = choice.service
+    transcriber: Any = None
+    stt_services = dict(section.get("providers") or {})
+    if mock and "baseUrl" not in dict(stt_services.get(_OPENAI) or {}):
+        from voicecall.runtime.voice.stt import scripted_stt
+
+        transcriber = scripted_stt(carrier.captions)
+        log.info("media streams: offline stand-in speech recognition (the mock caller's words)")
+    else:
+        from voicecall.runtime.voice.stt import stt_from_config
+
+        transcriber = stt_from_config(config.raw, {} if mock else os.environ)
+    if tts is None:
+        if not mock:
+            raise ValueError("streaming.enabled: streamed conversations need a TTS service: "
+                             "set tts.provider (openai or elevenlabs) and its apiKey")  # fmt: skip
+        from voicecall.runtime.sim.voice import ToneVoice
+
+        tts = ToneVoice()
+        log.info("media streams: offline stand-in voice (a tone, not speech)")
+    from voicecall.runtime.voice.realtime import realtime_from_config
+
+    # Flow nodes may ask for `driver: realtime` whatever realtime.enabled says (the original's
+    # whole-call switch); with the mock carrier, only a configured key counts.
+    realtime = realtime_from_config(config.raw, {} if mock else os.environ)
+    return VoiceServices(
+        stream_path=streams.settings.path, tts=tts,
+        tts_timeout_ms=choice.timeout_ms, transcriber=transcriber, realtime=realtime,
+        streaming=bool(section.get("enabled")),
+        protect_greeting=str(section.get("protectGreeting") or "outbound"),
+    )  # fmt: skip
+
+
+def _check_timezone(config: RuntimeConfig) -> None:
+    """Flows read `now` in it: an unknown zone fails at start, not on the first call."""
+    try:
+        zone(str(config.get("timezone") or "UTC"))
+    except ValueError as exc:
+        raise ValueError(f"timezone: {exc}") from None
+
+
+async def _close_opened(runner: web.AppRunner, adapter: Any, carrier: Any, store: Any) -> None:
+    """What start_runtime opened, closed when it cannot finish (no 'Unclosed' warnings)."""
+    await runner.cleanup()
+    await adapter.aclose()
+    if carrier is not None:
+        await carrier.stop()
+    store.close()
 
 
 def _bind_error(exc: OSError, bind: str, port: int) -> OSError:

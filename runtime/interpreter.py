@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from voicecall.compiler import blocks as b
-from voicecall.compiler.base import CompiledBlock, CompiledFlow
+from voicecall.compiler.base import CompiledBlock, CompiledFlow, stream_ops
 from voicecall.compiler.render import RenderError, template_slot
 from voicecall.dsl import model as m
 from voicecall.dsl.errors import Span
@@ -46,6 +46,30 @@ class Run:
     fragments: list[str] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     hangup: bool = False  # the answer ends the call
+
+
+class StreamHook(Protocol):
+    """Where conversations are served over media streams (:mod:`voicecall.runtime.voice.
+    conversation`): whether one is, and the opening of its stream."""
+
+    def wants(self, call: CallRecord, talk: m.Converse) -> bool:
+        """Whether this conversation of this call is served over a media stream."""
+        ...
+
+    def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
+        """Expects the call's stream; returns the opening's slots (stream_url, call_key,
+        stream_token, stream_headers). ``greeting`` is said on the stream first."""
+        ...
+
+    def live(self, call_id: str) -> LiveStream | None:
+        """The call's conversation on a started stream, if any."""
+        ...
+
+
+class LiveStream(Protocol):
+    def say(self, text: str, *, final: bool = False) -> None:
+        """Says ``text`` on the stream (``final``: then the call hangs up)."""
+        ...
 
 
 @lru_cache(maxsize=4096)
@@ -116,12 +140,14 @@ class Interpreter:
         webhook_base: str,
         config: Mapping[str, Any],
         now: Callable[[], float],
+        streams: StreamHook | None = None,
     ):
         self.compiled = compiled
         self.base = webhook_base
         self.config = dict(config)
         self.now = now
         self.xml = compiled.kind == "xml"
+        self.streams = streams
 
     # --- entry points ----------------------------------------------------------------------------
 
@@ -338,26 +364,35 @@ class Interpreter:
         kind = _wait_kind(block.end)
         url_kind = "input" if kind == "converse" else kind or "live"  # a turn is an input too
         url = callback_url(self.base, call.call_id, url_kind, block.id, step)
-        self.said(call, block, values)
-        if block.xml is not None:
-            run.fragments.append(block.xml.render(values, {"callback_url": url}))
+        opening = self.stream_opening(call, block, values)
+        # Over a stream the conversation's message is said (and recorded) on the stream.
+        self.said(call, block, values, stream_ops(block.end, block.ops) if opening else block.ops)
+        xml = block.stream_xml if opening else block.xml
+        if xml is not None:
+            run.fragments.append(xml.render(values, {"callback_url": url, **opening}))
         else:
             seq = int(call.metadata["entries"])
-            state = encode_state(call.call_id, block.id, step)
-            for i, cmd in enumerate(block.commands):
-                system = {"client_state": state, "command_id": f"{call.call_id}-{seq}-{i}"}
-                body = cmd.render(values, system)
+            extra = {"callId": opening["call_key"], "token": opening["stream_token"]} if (
+                opening) else None  # fmt: skip
+            state = encode_state(call.call_id, block.id, step, extra)
+            system = {**opening, "client_state": state}
+            for i, cmd in enumerate(block.stream_commands if opening else block.commands):
+                body = cmd.render(values, {**system, "command_id": f"{call.call_id}-{seq}-{i}"})
                 run.commands.append(Command(command=cmd.command, body=body, awaits=cmd.awaits,
                                             block=block.id, step=step))  # fmt: skip
         if isinstance(block.end, b.Converse) and not block.id.startswith(adhoc.PREFIX):
             talk = block.end.converse
             call.metadata["converse"] = {"block": block.id, "driver": talk.driver,
+                                         "stream": bool(opening),
+                                         "language": self.compiled.flow.settings.language,
                                          "model": talk.model,
                                          "max_turns": talk.max_turns,
                                          "timeout_ms": talk.response_timeout_ms,
                                          "collect": tool_parameters(talk.collect)
                                          if block.end.on_done else None,
-                                         "system_prompt": talk.system_prompt.source
+                                         "system_prompt": template_slot(
+                                             talk.system_prompt.source, str(block.end.source)
+                                         ).value(values, {})
                                          if talk.system_prompt else None}  # fmt: skip
         if kind is not None:
             call.waiting = Waiting(block=block.id, kind=kind, step=step)
@@ -367,9 +402,56 @@ class Interpreter:
             call.ending = call.ending or "hangup-bot"
             call.waiting = None
 
-    def said(self, call: CallRecord, block: CompiledBlock, values: Mapping[str, Any]) -> None:
+    def stream_opening(
+        self, call: CallRecord, block: CompiledBlock, values: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """The slots of a conversation's media-stream opening, or {} when it is served by the
+        carrier's speech recognition. A flow's conversation streams when the hook wants it; an
+        agent's turn within a streamed conversation streams too (its words in the carrier's
+        voice first: a stand-in when synthesis failed, never mixed into a live stream)."""
+        if self.streams is None or not isinstance(block.end, b.Converse):
+            return {}
+        if not (block.stream_xml or block.stream_commands):
+            return {}
+        if block.id.startswith(adhoc.PREFIX):
+            if not (call.metadata.get("converse") or {}).get("stream"):
+                return {}
+            greeting = ""
+        else:
+            talk = block.end.converse
+            if not self.streams.wants(call, talk):
+                return {}
+            message = talk.message
+            greeting = (template_slot(message.source, str(block.end.source)).value(values, {})
+                        if message is not None else "")  # fmt: skip
+        return self.streams.open(call, block.id, greeting)
+
+    def leave_stream(self, call: CallRecord, run: Run) -> Run:
+        """Telnyx: a run that goes on after a streamed conversation stops the stream first
+        (XML carriers end it themselves when the call's document is replaced)."""
+        if self.xml or not (call.metadata.get("stream") or {}).get("open"):
+            return run
+        call.metadata["stream"]["open"] = False
+        seq = int(call.metadata.get("entries", 0))
+        body = {"client_state": encode_state(call.call_id),
+                "command_id": f"{call.call_id}-{seq}-stop"}  # fmt: skip
+        run.commands.insert(
+            0,
+            Command(
+                command="streaming_stop",
+                body=body,
+                awaits=None,
+                block=run.commands[0].block if run.commands else "",
+            ),
+        )
+        return run
+
+    def said(
+        self, call: CallRecord, block: CompiledBlock, values: Mapping[str, Any],
+        ops: tuple[b.Op, ...],
+    ) -> None:  # fmt: skip
         texts: list[tuple[m.Text, str]] = [
-            (op.text, str(op.source)) for op in block.ops if isinstance(op, b.SayOp)
+            (op.text, str(op.source)) for op in ops if isinstance(op, b.SayOp)
         ]
         end = block.end
         if isinstance(end, b.Gather):

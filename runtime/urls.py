@@ -69,9 +69,13 @@ def place_from_query(query: Mapping[str, str]) -> Place:
     )
 
 
-def encode_state(call_id: str, block: str | None = None, step: int | None = None) -> str:
-    """Telnyx client_state: base64 of {"c": call, "b": block, "s": step} (echoed in webhooks)."""
-    data = {"c": call_id, "b": block, "s": step}
+def encode_state(
+    call_id: str, block: str | None = None, step: int | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> str:  # fmt: skip
+    """Telnyx client_state: base64 of {"c": call, "b": block, "s": step} (echoed in webhooks),
+    with ``extra`` keys beside them (a media stream's callId and token)."""
+    data: dict[str, object] = {**(extra or {}), "c": call_id, "b": block, "s": step}
     raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     return base64.b64encode(raw).decode()
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from voicecall.compiler.base import CompiledFlow, compile_flow
 from voicecall.dsl import model as m
 from voicecall.runtime.clock import Clock
-from voicecall.runtime.interpreter import Interpreter
+from voicecall.runtime.interpreter import Interpreter, StreamHook
 from voicecall.runtime.manager.keyed import CallTimers, KeyedLocks
 from voicecall.runtime.providers.base import Adapter, Reply
 from voicecall.runtime.state import CallRecord
@@ -124,6 +124,8 @@ class Calls:
         # Run when a call ends, with (call_id, reason): each collaborator frees what it
         # holds for the call (waiters; later media streams).
         self.end_hooks: list[EndHook] = []
+        # Conversations over media streams (set by the server when streaming is possible).
+        self.streams: StreamHook | None = None
 
     @property
     def clock(self) -> Clock:
@@ -153,7 +155,7 @@ class Calls:
         if greeting is not None:  # the dialled number's own greeting (config `numbers`)
             view = {**view, "inboundGreeting": greeting}
         return Interpreter(self.compiled(call.flow), self.settings.webhook_base, view,
-                           self.clock.now)  # fmt: skip
+                           self.clock.now, self.streams)  # fmt: skip
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         """The per-call lock (``async with calls.lock(call_id):``)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from voicecall.runtime import adhoc
@@ -14,7 +15,7 @@ from voicecall.runtime.interpreter import Interpreter, Run
 from voicecall.runtime.manager.core import CallError, Calls, ModelReply, Responder
 from voicecall.runtime.manager.delivery import Delivery
 from voicecall.runtime.providers.errors import ProviderError
-from voicecall.runtime.state import CallRecord, Waiting
+from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
 
 log = logging.getLogger("voicecall.runtime")
 # How long a webhook waits for the model's reply before answering with a hold (Twilio gives
@@ -24,6 +25,16 @@ INLINE_REPLY_S = 5.0
 # only stops one that does not.
 REPLY_GRACE_S = 1.0
 MAX_TURNS = 100  # turn metrics kept per call (`voicecall latency`)
+MAX_STREAM_RECOVERIES = 2  # a dropped media stream is opened again this often per call
+STREAM_LOST = "Sorry, the line is breaking up. Please call again."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamReply:
+    """What to say on the stream after the caller's turn; ``end``: then hang up."""
+
+    text: str
+    end: bool = False
 
 
 class AgentTurns:
@@ -107,8 +118,9 @@ class AgentTurns:
         """
         async with self.calls.lock(call_id):
             call = self.calls.live(call_id)
+            interp = self.calls.interpreter(call)
             try:
-                run = self.calls.interpreter(call).converse_done(call, values)
+                run = interp.leave_stream(call, interp.converse_done(call, values))
             except CollectError as exc:
                 raise CallError(f"not finished: {exc}") from None
             outcome = self.delivery.push(call, run, "conversation done")
@@ -116,11 +128,19 @@ class AgentTurns:
         self.delivery.queue_sends(call_id, outcome.sends)
 
     async def _agent(self, call_id: str, kind: str, message: str) -> None:
+        live = self.calls.streams.live(call_id) if self.calls.streams is not None else None
+        if live is not None and kind in (adhoc.TURN, adhoc.FINAL):
+            # On a media stream the words are synthesized and played there; the caller's
+            # answer comes back through the stream's transcriber.
+            self._turn_started.setdefault(call_id, self.calls.clock.now())
+            live.say(message, final=kind == adhoc.FINAL)
+            return
         async with self.calls.lock(call_id):
             call = self.calls.live(call_id)
             if call.answered_at is None:
                 raise CallError("the call is not answered yet")
-            run = self.calls.interpreter(call).agent_turn(call, kind, message)
+            interp = self.calls.interpreter(call)
+            run = interp.leave_stream(call, interp.agent_turn(call, kind, message))
             outcome = self.delivery.push(call, run, f"agent {kind}")
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
@@ -139,6 +159,8 @@ class AgentTurns:
         waiting turn gets it."""
         interp = self.calls.interpreter(call)
         options = _options(call)
+        if options.get("stream") and not text:
+            return self._stream_lost(call, interp)
         if options.get("driver") == "model" and text:
             return await self._model_turn(call, interp, waiting, text, options)
         run = interp.converse_input(call, waiting.block, waiting.step, text)
@@ -165,6 +187,100 @@ class AgentTurns:
         turns.append({"latencyMs": meta["lastTurnLatencyMs"],
                       "listenWaitMs": meta["lastTurnListenWaitMs"]})  # fmt: skip
         meta["turnMetrics"] = turns
+
+    # --- conversations on a media stream ------------------------------------------------------
+
+    async def carrier_turn(self, call_id: str, message: str, *, final: bool = False) -> None:
+        """Says ``message`` in the carrier's voice (synthesis failed on a stream): the stream
+        is left for it and, unless ``final``, opened again after."""
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            interp = self.calls.interpreter(call)
+            kind = adhoc.FINAL if final else adhoc.TURN
+            run = interp.leave_stream(call, interp.agent_turn(call, kind, message))
+            outcome = self.delivery.push(call, run, "carrier voice")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+
+    async def stream_heard(
+        self, call_id: str, text: str, on_request: Callable[[], None] | None = None
+    ) -> StreamReply | None:
+        """The caller said ``text`` on a streamed conversation. The model answers (what to
+        say, and whether the call ends after it); an agent's waiting turn gets it (None: the
+        agent speaks through its commands); a finished conversation goes on in the flow
+        (None: the stream is left)."""
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            interp = self.calls.interpreter(call)
+            options = _options(call)
+            block = options.get("block")
+            interp.heard(call, text, interp.block(block) if isinstance(block, str) else
+                         interp.block(call.waiting.block if call.waiting else ""))  # fmt: skip
+            turns = int(call.metadata.get("turns", 0)) + 1
+            call.metadata["turns"] = turns
+            self.calls.store.save(call)
+        if options.get("driver") != "model":
+            waiter = self._waiters.pop(call_id, None)
+            if waiter is not None and not waiter.done():
+                self._latency(call)
+                waiter.set_result(text)
+            return None
+        last = bool(options.get("max_turns") and turns >= int(options["max_turns"]))
+        answer = ModelReply(text="")
+        if self.responder is not None:
+            timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
+            if on_request is not None:
+                on_request()
+            task = asyncio.ensure_future(asyncio.wait_for(
+                self.responder.reply(call, text, options), timeout))  # fmt: skip
+            await asyncio.wait({task})
+            answer = _reply_text(call, task)
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            interp = self.calls.interpreter(call)
+            run: Run | None = None
+            if answer.done is not None:
+                try:
+                    run = interp.converse_done(call, answer.done)
+                except CollectError as exc:
+                    log.warning("call %s: the conversation's values were rejected: %s",
+                                call_id, exc)  # fmt: skip
+                    call.metadata["collectError"] = str(exc)
+            if run is None and last and not answer.end:
+                run = interp.converse_timeout(call)
+            if run is None:
+                self.calls.store.save(call)
+                return StreamReply(text=answer.text, end=answer.end or last)
+            outcome = self.delivery.push(call, interp.leave_stream(call, run), "conversation done")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+        return None
+
+    def _stream_lost(self, call: CallRecord, interp: Interpreter) -> Run:
+        """The carrier came back from a streamed conversation that had not finished (the
+        stream dropped): open it again, a bounded number of times; then the caller hears why
+        and the call ends. Never silence."""
+        meta = call.metadata.setdefault("stream", {})
+        lost = int(meta.get("lost", 0)) + 1
+        meta["lost"] = lost
+        if lost > MAX_STREAM_RECOVERIES:
+            log.warning("call %s: the media stream dropped %d times; ending the call",
+                        call.call_id, lost)  # fmt: skip
+            return interp.agent_turn(call, adhoc.FINAL, STREAM_LOST)
+        log.warning("call %s: the media stream dropped; opening it again", call.call_id)
+        return interp.agent_turn(call, adhoc.LISTEN, "")
+
+    def stream_said(self, call_id: str, line: TranscriptLine) -> None:
+        """A line our side said on a stream, recorded once it has played or been cut off."""
+        self.delivery.background(self._record(call_id, line))
+
+    async def _record(self, call_id: str, line: TranscriptLine) -> None:
+        async with self.calls.lock(call_id):
+            call = self.calls.store.get(call_id)
+            if call is None:
+                return
+            call.transcript.append(line)
+            self.calls.store.save(call)
 
     # --- the response model --------------------------------------------------------------------
 

@@ -215,7 +215,10 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     config = RuntimeConfig(raw={"provider": "twilio", "twilio": {"accountSid": "AC1",
                                 "authToken": "rt-token"}, "fromNumber": "+15550001111",
                                 "tunnel": {"provider": "tailscale-funnel"},
-                                "streaming": {"enabled": True},
+                                "streaming": {"enabled": True, "providers": {
+                                    "openai": {"apiKey": "sk-stt"}}},
+                                "tts": {"provider": "openai",
+                                        "providers": {"openai": {"apiKey": "sk-tts"}}},
                                 "store": str(tmp_path)})  # fmt: skip
     started = await start_runtime(config, port=0)
     yield started

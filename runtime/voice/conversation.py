@@ -1,0 +1,602 @@
+"""Conversations over carrier media streams: the caller's audio in, synthesized speech out.
+
+When ``streaming.enabled`` (or a conversation's driver is ``realtime``), a flow's ``converse``
+node answers the carrier with a stream opening instead of speech ``<Gather>``s (see
+:meth:`voicecall.runtime.interpreter.Interpreter.stream_opening`). :class:`CallStreams` issues
+the stream's one-use token, synthesizes the conversation's first words while the carrier
+connects, and once the stream has started runs a :class:`StreamedConversation` on it:
+
+- **out**: each utterance is synthesized (:func:`~voicecall.runtime.voice.tts.start_speech`),
+  cut into 20 ms frames and paced in real time a few frames ahead of the carrier's playout,
+  then marked; the mark's echo says whether the caller heard it or it was cut off, and the
+  transcript records which;
+- **in**: every frame goes to the local voice-activity detector (barge-in without waiting for
+  the speech service: the carrier's queued audio is cleared the moment speech starts, unless
+  the greeting is protected; our own echo does not count) and to the transcriber, whose final
+  transcripts are the caller's turns;
+- **turns**: :meth:`~voicecall.runtime.manager.turns.AgentTurns.stream_heard` asks the model
+  (or hands the words to a waiting agent); its reply is spoken, its end-call tool says the
+  farewell and hangs up once the farewell has played, its finishing tool leaves the stream and
+  the flow goes on at ``on_done``;
+- **failure is never silence**: synthesis that fails mid-conversation is said in the carrier's
+  voice (the stream is closed for it and opened again after), a transcriber that cannot start
+  ends the call with a spoken apology, and a stream that drops is opened again by the carrier's
+  callback (:meth:`~voicecall.runtime.manager.turns.AgentTurns._stream_lost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from voicecall.runtime.interpreter import LiveStream
+from voicecall.runtime.media.marks import MarkOutcome
+from voicecall.runtime.media.pacing import Framer, Pacer
+from voicecall.runtime.media.streams import StreamClosed, StreamEndpoint, StreamSession, stream_key
+from voicecall.runtime.media.vad import Vad, VadEvent
+from voicecall.runtime.state import CallRecord, TranscriptLine
+from voicecall.runtime.voice.stt import Final, SpeechStarted, SttError, Transcriber
+from voicecall.runtime.voice.tts import (
+    DEFAULT_TIMEOUT_MS,
+    CarrierVoice,
+    Speech,
+    TtsService,
+    VoiceSettings,
+    start_speech,
+    synthesize_ahead,
+)
+
+log = logging.getLogger("voicecall.voice")
+
+# Frames sent ahead of real time: the carrier's jitter buffer never runs dry, and a clear
+# still drops at most this much that was already on its way.
+LEAD_FRAMES = 3
+STT_UNAVAILABLE = "Sorry, I can't hear you right now. Please call again later."
+TranscriberFactory = Callable[[str, "str | None"], Transcriber]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceServices:
+    """What streamed conversations use, from the config (see ``runtime/app.py``)."""
+
+    stream_path: str  # streaming.streamPath, on the webhook's host
+    tts: TtsService | None = None
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    tts_timeout_ms: int = DEFAULT_TIMEOUT_MS
+    transcriber: TranscriberFactory | None = None
+    realtime: Any = None  # a RealtimeFactory (runtime/voice/realtime.py), or None
+    streaming: bool = False  # streaming.enabled: model and agent conversations stream
+    # Whose first words the caller cannot interrupt: "outbound" (the original's rule: a call
+    # we placed says why before it listens), "always" or "never".
+    protect_greeting: str = "outbound"
+
+
+def stream_url(webhook: str, path: str) -> str:
+    """Where carriers open media streams: the webhook's host (as it is now: a tunnel may have
+    replaced it after start) with ``ws(s)://`` and the stream path. Carriers need ``wss://``;
+    plain ``ws://`` is for a loopback host (the mock carrier)."""
+    parts = urlsplit(webhook)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class Metrics:
+    """Latencies of the audio path, for `make bench` and the call's turn metrics (seconds)."""
+
+    def __init__(self) -> None:
+        self.first_frame: list[float] = []  # first TTS byte -> first frame sent
+        self.clear: list[float] = []  # speech onset detected -> clear sent
+        self.turn: list[float] = []  # final transcript -> responder request
+
+
+class CallStreams:
+    """The runtime's streamed conversations: the interpreter's stream hook, and the live
+    conversations by call id (agent commands speak through them)."""
+
+    def __init__(self, endpoint: StreamEndpoint, services: VoiceServices, manager: Any):
+        self.endpoint = endpoint
+        self.services = services
+        self.manager = manager  # the CallManager: its turns, store and clock
+        self.conversations: dict[str, StreamedConversation] = {}
+        self.metrics = Metrics()
+        self._ahead: dict[str, asyncio.Task[bytes | CarrierVoice]] = {}
+        manager.calls.end_hooks.append(self._ended)
+
+    # --- the interpreter's hook ----------------------------------------------------------------
+
+    def wants(self, call: CallRecord, talk: Any) -> bool:
+        if talk.driver == "realtime":
+            return self.services.realtime is not None
+        return self.services.streaming and self.services.transcriber is not None
+
+    def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
+        meta = call.metadata.setdefault("stream", {})
+        meta.update(block=block_id, open=True, opens=int(meta.get("opens", 0)) + 1)
+        if greeting and self.services.tts is not None:
+            self._synthesize_ahead(call.call_id, greeting)
+
+        def started(session: StreamSession) -> StreamedConversation:
+            return self._started(session, greeting)
+
+        token = self.endpoint.expect(call.call_id, started)
+        key = stream_key(call.call_id)
+        url = stream_url(self.manager.settings.webhook_base, self.services.stream_path)
+        return {"stream_url": url, "call_key": key, "stream_token": token,
+                "stream_headers": f"callId={key},token={token}"}  # fmt: skip
+
+    def live(self, call_id: str) -> LiveStream | None:
+        return self.conversations.get(call_id)
+
+    # --- streams starting and ending ------------------------------------------------------------
+
+    def _synthesize_ahead(self, call_id: str, text: str) -> None:
+        """The greeting is synthesized while the carrier fetches the document and connects the
+        stream, so the caller's first second is not spent waiting for the first audio."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        s = self.services
+        task = asyncio.ensure_future(synthesize_ahead(
+            s.tts, text, voice_settings=s.voice, timeout_ms=s.tts_timeout_ms))  # fmt: skip
+        previous = self._ahead.pop(call_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._ahead[call_id] = task
+
+    def _started(self, session: StreamSession, greeting: str) -> StreamedConversation:
+        call = self.manager.calls.store.get(session.call_id)
+        options = dict((call.metadata.get("converse") or {}) if call else {})
+        direction = call.direction if call else "inbound"
+        rule = self.services.protect_greeting
+        protect = rule == "always" or (rule == "outbound" and direction == "outbound")
+        kind = RealtimeConversation if options.get("driver") == "realtime" else (
+            StreamedConversation)  # fmt: skip
+        conversation = kind(self, session, options, greeting=greeting,
+                                            ahead=self._ahead.pop(session.call_id, None),
+                                            protect_greeting=protect)  # fmt: skip
+        old = self.conversations.get(session.call_id)
+        if old is not None:
+            old.stop("replaced by a new stream")
+        self.conversations[session.call_id] = conversation
+        conversation.begin()
+        return conversation
+
+    def _ended(self, call_id: str, reason: str) -> None:
+        self.endpoint.forget(call_id)
+        ahead = self._ahead.pop(call_id, None)
+        if ahead is not None:
+            ahead.cancel()
+        conversation = self.conversations.pop(call_id, None)
+        if conversation is not None:
+            conversation.stop(f"the call ended: {reason}")
+
+    def finished(self, conversation: StreamedConversation) -> None:
+        if self.conversations.get(conversation.call_id) is conversation:
+            del self.conversations[conversation.call_id]
+
+    async def aclose(self) -> None:
+        for conversation in list(self.conversations.values()):
+            conversation.stop("server stopping")
+        for task in self._ahead.values():
+            task.cancel()
+        self._ahead.clear()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Utterance:
+    text: str
+    source: str
+    final: bool = False  # hang up once it has played
+    protected: bool = False  # barge-in does not cut it
+    audio: bytes | None = None  # synthesized ahead
+    done: asyncio.Future[bool] | None = None  # True: heard to the end
+
+
+class StreamedConversation:
+    """One call's conversation on a started media stream (a :class:`StreamSink`)."""
+
+    def __init__(
+        self, owner: CallStreams, session: StreamSession, options: dict[str, Any], *,
+        greeting: str = "", ahead: asyncio.Task[bytes | CarrierVoice] | None = None,
+        protect_greeting: bool = False,
+    ):  # fmt: skip
+        self.owner = owner
+        self.session = session
+        self.call_id = session.call_id
+        self.options = options
+        self.driver = str(options.get("driver") or "agent")
+        self.greeting = greeting
+        self.protect_greeting = protect_greeting
+        self.vad = Vad()
+        self.transcriber: Transcriber | None = None
+        self.stopped = False
+        self._ahead = ahead
+        self._queue: asyncio.Queue[_Utterance] = asyncio.Queue()
+        self._playing: _Utterance | None = None
+        self._player: asyncio.Task[None] | None = None
+        self._framer = Framer()
+        self._pacer = Pacer(max_lag=0.1)
+        self._marks: dict[str, asyncio.Future[bool]] = {}  # sent, not echoed yet
+        self._mark_seq = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._turn_lock = asyncio.Lock()
+        self._onset_at: float | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._spawn(self._main())
+
+    def stop(self, reason: str) -> None:
+        """Ends the conversation's work (the call ended, the stream stopped or was replaced)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        log.info("call %s: streamed conversation stopped: %s", self.call_id, reason)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._playing is not None and self._playing.done and not self._playing.done.done():
+            self._playing.done.set_result(False)
+        if self.transcriber is not None:
+            _CLOSING.add(asyncio.ensure_future(_quietly(self.transcriber.close())))
+        self.owner.finished(self)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    async def _main(self) -> None:
+        self._player = self._spawn(self._play_queue())
+        greeting = self._say(self.greeting, self.driver, protected=self.protect_greeting,
+                             ahead=self._ahead) if self.greeting else None  # fmt: skip
+        factory = self.owner.services.transcriber
+        if factory is None:
+            return
+        try:
+            self.transcriber = factory(self.call_id, self.options.get("language"))
+            await self.transcriber.start()
+        except SttError as exc:
+            log.warning("call %s: speech recognition unavailable: %s", self.call_id, exc)
+            if greeting is not None:
+                await greeting
+            await self.owner.manager.turns.end_call(self.call_id, STT_UNAVAILABLE)
+            return
+        async for event in self.transcriber.events():
+            if isinstance(event, SpeechStarted):
+                self.barge_in("speech recognition")
+            elif isinstance(event, Final) and event.text.strip():
+                self._spawn(self._turn(event.text.strip()))
+
+    # --- the caller's side (StreamSink) ----------------------------------------------------------
+
+    def on_audio(self, ulaw: bytes) -> None:
+        if self.vad.feed_ulaw(ulaw) is VadEvent.SPEECH_START:
+            self._onset_at = time.perf_counter()
+            self.barge_in("voice activity")
+        if self.transcriber is not None:
+            self.transcriber.feed(ulaw)
+
+    def on_mark(self, outcome: MarkOutcome) -> None:
+        marked = self._marks.pop(outcome.name, None)
+        if marked is not None and not marked.done():
+            marked.set_result(outcome.heard)
+
+    def on_dtmf(self, digit: str) -> None:
+        log.info("call %s: keypad %r on the stream (not used by conversations)", self.call_id,
+                 digit)  # fmt: skip
+
+    def on_stop(self, reason: str) -> None:
+        self.stop(f"stream {reason}")
+
+    # --- our side ------------------------------------------------------------------------------
+
+    def say(self, text: str, *, final: bool = False) -> None:
+        """An agent's words (LiveStream): spoken after what is queued."""
+        if text:
+            self._say(text, "agent", final=final, protected=final)
+        elif final:
+            self._spawn(self.owner.manager.turns.end_call(self.call_id))
+
+    def _say(
+        self, text: str, source: str, *, final: bool = False, protected: bool = False,
+        ahead: asyncio.Task[bytes | CarrierVoice] | None = None,
+    ) -> asyncio.Future[bool]:  # fmt: skip
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        utterance = _Utterance(text=text, source=source, final=final, protected=protected,
+                               done=done)  # fmt: skip
+        if ahead is not None:
+            self._spawn(self._queue_ahead(utterance, ahead))
+        else:
+            self._queue.put_nowait(utterance)
+        return done
+
+    async def _queue_ahead(
+        self, utterance: _Utterance, ahead: asyncio.Task[bytes | CarrierVoice]
+    ) -> None:
+        audio = await ahead
+        if isinstance(audio, bytes):
+            utterance.audio = audio
+        self._queue.put_nowait(utterance)
+
+    def barge_in(self, why: str) -> None:
+        """The caller started speaking: what we are saying stops now (unless protected)."""
+        playing = self._playing
+        if playing is None or playing.protected or self.stopped:
+            return
+        log.info("call %s: barge-in (%s): clearing our audio", self.call_id, why)
+        self._playing = None
+        self._framer.clear()
+        if self._player is not None:
+            self._player.cancel()
+        self._spawn(self._clear(playing))
+
+    async def _clear(self, playing: _Utterance) -> None:
+        with contextlib.suppress(StreamClosed):
+            await self.session.clear()
+        if self._onset_at is not None:
+            self.owner.metrics.clear.append(time.perf_counter() - self._onset_at)
+            self._onset_at = None
+        for marked in self._marks.values():
+            if not marked.done():
+                marked.set_result(False)
+        self._marks.clear()
+        self._record(playing, heard=False)
+        if playing.done is not None and not playing.done.done():
+            playing.done.set_result(False)
+        if not self.stopped:
+            self._player = self._spawn(self._play_queue())
+
+    async def _play_queue(self) -> None:
+        while True:
+            utterance = await self._queue.get()
+            self._playing = utterance
+            heard = await self._play(utterance)
+            if self._playing is not utterance:
+                continue  # cut off: _clear recorded it
+            self._playing = None
+            if heard is None:
+                continue  # said in the carrier's voice instead
+            self._record(utterance, heard=heard)
+            if utterance.done is not None and not utterance.done.done():
+                utterance.done.set_result(heard)
+            if utterance.final:
+                await self.owner.manager.turns.end_call(self.call_id)
+                return
+
+    async def _play(self, utterance: _Utterance) -> bool | None:
+        """Plays one utterance: True once its mark says it was heard to the end, False when
+        it was cut off, None when the carrier's voice said it instead."""
+        s = self.owner.services
+        chunks: Any
+        if utterance.audio is not None:
+            chunks = _once(utterance.audio)
+            first_at = time.perf_counter()
+        else:
+            speech = await start_speech(s.tts, utterance.text, voice_settings=s.voice,
+                                        timeout_ms=s.tts_timeout_ms)  # fmt: skip
+            if isinstance(speech, CarrierVoice):
+                if utterance.done is not None and not utterance.done.done():
+                    utterance.done.set_result(True)
+                await self._carrier_voice(utterance)
+                return None
+            chunks, first_at = speech, time.perf_counter()
+        self._pacer.restart()
+        sent = 0
+        try:
+            async for chunk in chunks:
+                for frame in self._framer.push(chunk):
+                    if sent >= LEAD_FRAMES:  # the first few go at once: the carrier's buffer
+                        await self._pacer.wait()
+                    self.vad.played_ulaw(frame)
+                    await self.session.send_audio(frame)
+                    sent += 1
+                    if sent == 1:
+                        self.owner.metrics.first_frame.append(time.perf_counter() - first_at)
+            tail = self._framer.flush()
+            if tail is not None:
+                self.vad.played_ulaw(tail)
+                await self.session.send_audio(tail)
+            self._mark_seq += 1
+            name = f"u{self._mark_seq}"
+            marked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._marks[name] = marked
+            await self.session.mark(name)
+        except StreamClosed:
+            return False
+        finally:
+            if isinstance(chunks, Speech):
+                await chunks.aclose()
+        return await marked
+
+    async def _carrier_voice(self, utterance: _Utterance) -> None:
+        """Synthesis failed: the words are said in the carrier's voice. The stream is left
+        for it (never a <Say> beside a live stream) and opened again after."""
+        log.warning("call %s: speaking in the carrier's voice (synthesis unavailable)",
+                    self.call_id)  # fmt: skip
+        await self.owner.manager.turns.carrier_turn(self.call_id, utterance.text,
+                                                    final=utterance.final)  # fmt: skip
+
+    def _record(self, utterance: _Utterance, *, heard: bool | None) -> None:
+        source = utterance.source if heard else f"{utterance.source}; cut off"
+        line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="bot",
+                              text=utterance.text, source=source)  # fmt: skip
+        self.owner.manager.turns.stream_said(self.call_id, line)
+
+    # --- the caller's turns --------------------------------------------------------------------
+
+    async def _turn(self, text: str) -> None:
+        async with self._turn_lock:
+            started = time.perf_counter()
+            turns = self.owner.manager.turns
+            reply = await turns.stream_heard(self.call_id, text, on_request=lambda: (
+                self.owner.metrics.turn.append(time.perf_counter() - started)))  # fmt: skip
+            if reply is None:
+                return
+            if reply.text:
+                # A farewell is not cut off: the call ends once it has been heard.
+                await self._say(reply.text, self.driver, final=reply.end, protected=reply.end)
+            elif reply.end:
+                await turns.end_call(self.call_id)
+
+
+class RealtimeConversation(StreamedConversation):
+    """A ``driver: realtime`` conversation: the call's audio bridged both ways to a realtime
+    speech-to-speech session (:mod:`voicecall.runtime.voice.realtime`), with the same
+    pacing, barge-in, transcript and flow hand-back as a streamed model conversation."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.realtime: Any = None  # the RealtimeSession
+        self._out = bytearray()  # model audio not yet sent
+        self._wake = asyncio.Event()
+        self._played = 0  # frames sent since the last barge-in
+        self._ending: str | None = None
+
+    async def _main(self) -> None:
+        factory = self.owner.services.realtime
+        self.realtime = factory.session(
+            self, instructions=str(self.options.get("system_prompt") or ""),
+            collect=self.options.get("collect"), greeting=self.greeting or None,
+        )  # fmt: skip
+        self._spawn(self._pump())
+        try:
+            await self.realtime.start()
+        except Exception as exc:  # RealtimeError: one line, then the caller hears why
+            log.warning("call %s: %s", self.call_id, exc)
+            await self.owner.manager.turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
+            return
+        reason = await self.realtime.wait_closed()
+        if reason is not None and not self.stopped and self._ending is None:
+            await self.owner.manager.turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
+
+    def stop(self, reason: str) -> None:
+        if not self.stopped and self.realtime is not None:
+            _CLOSING.add(asyncio.ensure_future(_quietly(self.realtime.close())))
+        super().stop(reason)
+
+    def on_audio(self, ulaw: bytes) -> None:
+        if self.vad.feed_ulaw(ulaw) is VadEvent.SPEECH_START and self._out_pending():
+            self._onset_at = time.perf_counter()
+            self.barge_in()
+        if self.realtime is not None:
+            self.realtime.feed(ulaw)
+
+    def _out_pending(self) -> bool:
+        return bool(self._out) or self._played > 0
+
+    # --- RealtimeHandler ---------------------------------------------------------------------
+
+    def play(self, ulaw: bytes) -> None:
+        self._out += ulaw
+        self._wake.set()
+
+    def barge_in(self, why: str = "") -> None:
+        if self._ending is not None or self.stopped or not self._out_pending():
+            return
+        # What the caller heard: what was sent, less what the carrier still had buffered.
+        played_ms = max(0, self._played - LEAD_FRAMES) * 20
+        self._out.clear()
+        self._framer.clear()
+        self._played = 0
+        if self.realtime is not None:  # at the moment of the clear: the session's bookkeeping
+            self._spawn(_awaited(self.realtime.truncate(played_ms)))
+        self._spawn(self._realtime_clear())
+
+    async def _realtime_clear(self) -> None:
+        with contextlib.suppress(StreamClosed):
+            await self.session.clear()
+        if self._onset_at is not None:
+            self.owner.metrics.clear.append(time.perf_counter() - self._onset_at)
+            self._onset_at = None
+
+    def heard(self, text: str) -> None:
+        line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="user", text=text)
+        self.owner.manager.turns.stream_said(self.call_id, line)
+
+    def said(self, text: str, cut: bool) -> None:
+        if text:
+            self._record(_Utterance(text=text, source="realtime"), heard=not cut)
+
+    async def tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        if name != "finish_conversation":
+            return None
+        try:
+            await self.owner.manager.turns.finish(self.call_id, arguments)
+        except Exception as exc:  # CallError: what to fix, for the model to ask again
+            return {"error": str(exc)}
+        self._ending = "finished"  # the flow goes on: nothing more is said here
+        if self.realtime is not None:
+            await self.realtime.close()
+        return {"ok": True}
+
+    def end(self, farewell: str) -> None:
+        self._ending = farewell or "end"
+        self._spawn(self._end_after_playout())
+
+    async def _end_after_playout(self) -> None:
+        while self._out and not self.stopped:
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(StreamClosed):
+            self._mark_seq += 1
+            name = f"end{self._mark_seq}"
+            marked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._marks[name] = marked
+            await self.session.mark(name)
+            await asyncio.wait_for(marked, 30)
+        await self.owner.manager.turns.end_call(self.call_id)
+
+    async def _pump(self) -> None:
+        """Sends the model's audio in paced frames, as it arrives."""
+        sent = 0
+        while True:
+            if not self._out:
+                self._wake.clear()
+                await self._wake.wait()
+                self._pacer.restart()
+                sent = 0
+            chunk = bytes(self._out)
+            self._out.clear()
+            for frame in self._framer.push(chunk):
+                if sent >= LEAD_FRAMES:
+                    await self._pacer.wait()
+                self.vad.played_ulaw(frame)
+                await self.session.send_audio(frame)
+                self._played += 1
+                sent += 1
+
+
+async def _awaited(work: Any) -> None:
+    await work
+
+
+async def _once(audio: bytes) -> Any:
+    yield audio
+
+
+_CLOSING: set[asyncio.Future[None]] = set()  # closes under way (a reference keeps each alive)
+
+
+async def _quietly(work: Coroutine[Any, Any, Any]) -> None:
+    try:
+        with contextlib.suppress(Exception):
+            await work
+    finally:
+        _CLOSING.discard(asyncio.current_task())
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.warning("streamed conversation task failed: %s: %s", type(exc).__name__, exc)
