@@ -42,6 +42,9 @@ SPOKEN_CONTRACT = "\n".join([
 ])  # fmt: skip
 END_CALL_HINT = (f"When the conversation is over, call the {END_CALL} tool with a short farewell; "
                  "the farewell is spoken to the caller, then the call ends.")  # fmt: skip
+FINISH = "finish_conversation"
+FINISH_HINT = (f"Once you know every value the conversation needs, call the {FINISH} tool with "
+               "them; say nothing more yourself.")  # fmt: skip
 END_CALL_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -84,10 +87,13 @@ class OpenAIResponder:
         dialled number's settings (model, system_prompt, timeout_ms, agent_id)."""
         settings = self._for(options)
         session = session_key(settings.session_scope, settings.agent_id, call)
-        messages = self._messages(call, settings, session, heard)
+        collect = options.get("collect")
+        messages = self._messages(call, settings, session, heard, finishing=bool(collect))
+        tools = [END_CALL_TOOL, *([finish_tool(collect)] if collect else [])]
         timeout = settings.timeout_ms / 1000
         try:
-            answer = await asyncio.wait_for(self._ask(settings, messages, timeout), timeout)
+            answer = await asyncio.wait_for(self._ask(settings, messages, tools, timeout),
+                                            timeout)  # fmt: skip
         except TimeoutError:
             log.warning("call %s: the response model took over %d ms; saying the fallback",
                         call.call_id, settings.timeout_ms)  # fmt: skip
@@ -112,26 +118,29 @@ class OpenAIResponder:
         )
 
     def _messages(
-        self, call: CallRecord, settings: ResponderSettings, session: str, heard: str
-    ) -> list[dict[str, Any]]:
+        self, call: CallRecord, settings: ResponderSettings, session: str, heard: str,
+        *, finishing: bool = False,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         caller = call.from_number if call.direction == "inbound" else call.to_number
         prompt = settings.system_prompt or (
             f"You are {settings.agent_id}, a helpful voice assistant on a phone call. Keep "
             "responses brief and conversational (1-2 sentences max). Be natural and friendly. "
             f"The caller's phone number is {caller}.")  # fmt: skip
-        system = f"{prompt}\n\n{SPOKEN_CONTRACT}\n\n{END_CALL_HINT}"
+        hints = f"{END_CALL_HINT}\n{FINISH_HINT}" if finishing else END_CALL_HINT
+        system = f"{prompt}\n\n{SPOKEN_CONTRACT}\n\n{hints}"
         history = self.store.history(session, settings.history_messages)
         return [{"role": "system", "content": system},
                 *({"role": role, "content": content} for role, content in history),
                 {"role": "user", "content": heard}]  # fmt: skip
 
     async def _ask(
-        self, settings: ResponderSettings, messages: list[dict[str, Any]], timeout: float
-    ) -> ModelReply:
+        self, settings: ResponderSettings, messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]], timeout: float,
+    ) -> ModelReply:  # fmt: skip
         completion = await self.client.chat.completions.create(
             model=model_name(settings.model),
             messages=messages,  # type: ignore[arg-type]  # plain dicts of the wire format
-            tools=[END_CALL_TOOL],  # type: ignore[list-item]
+            tools=tools,  # type: ignore[arg-type]
             timeout=timeout,
         )
         if not completion.choices:
@@ -140,10 +149,32 @@ class OpenAIResponder:
         text = spoken_text(message.content or "")
         for tool in message.tool_calls or ():
             function = getattr(tool, "function", None)
+            if function is not None and function.name == FINISH:
+                return ModelReply(text=text, done=_values(function.arguments))
+        for tool in message.tool_calls or ():
+            function = getattr(tool, "function", None)
             if function is not None and function.name == END_CALL:
                 farewell = _farewell(function.arguments)
                 return ModelReply(text=" ".join(t for t in (text, farewell) if t), end=True)
         return ModelReply(text=text)
+
+
+def finish_tool(collect: Mapping[str, Any]) -> dict[str, Any]:
+    """The finishing tool of a conversation that collects values: its parameters are the
+    JSON Schema of those values (``collect.tool_parameters``)."""
+    return {"type": "function",
+            "function": {"name": FINISH, "parameters": dict(collect),
+                         "description": "Finish the conversation with the values it collected; "
+                                        "the call goes on without you."}}  # fmt: skip
+
+
+def _values(arguments: str) -> dict[str, Any]:
+    """The finishing tool's values (checked by the flow, which says what to fix)."""
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _farewell(arguments: str) -> str:

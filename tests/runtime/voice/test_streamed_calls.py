@@ -1,0 +1,176 @@
+"""Streamed conversations end to end, on each carrier's media-stream protocol.
+
+The mock carrier opens the stream our compiled flow asks for and plays the caller's words as
+audio; the official SDKs speak to local fakes: OpenAI speech (TTS), OpenAI realtime
+transcription (STT, hearing the carrier's audio with its own voice-activity detector), OpenAI
+chat completions (the responder). Nothing is stubbed inside the runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.fakes import openai_http, openai_realtime, openai_speech
+from voicecall.dsl.catalog import Catalog
+from voicecall.runtime.sim.captions import Captions
+from voicecall.runtime.sim.flowtest import PROVIDERS
+from voicecall.runtime.sim.script import Script, Step
+from voicecall.runtime.sim.simulate import Simulation, Simulator
+from voicecall.runtime.state import TranscriptLine
+
+FLOWS = Path(__file__).parent / "flows"
+EXAMPLES = Path(__file__).parents[3] / "flows" / "examples"
+
+
+def pcm24k(ms: int) -> bytes:
+    """What OpenAI's speech endpoint streams (response_format pcm): 24 kHz 16-bit, a voiced
+    tone at speech level."""
+    t = np.arange(24 * ms) / 24_000
+    tone = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in (1, 2, 3))
+    return (tone * 7000).astype("<i2").tobytes()
+
+
+def speech(ms: int) -> openai_speech.Audio:
+    audio = pcm24k(ms)
+    return openai_speech.Audio(chunks=(audio[: len(audio) // 2], audio[len(audio) // 2 :]))
+
+
+@dataclass
+class Services:
+    tts: openai_speech.FakeOpenAISpeech
+    stt: openai_realtime.FakeOpenAIRealtime
+    chat: openai_http.FakeOpenAI
+    captions: Captions
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "streaming": {"enabled": True, "providers": {"openai": {
+                "apiKey": openai_realtime.API_KEY, "baseUrl": self.stt.base_url,
+                "silenceDurationMs": 300}}},
+            "tts": {"provider": "openai", "providers": {"openai": {
+                "apiKey": openai_speech.API_KEY, "baseUrl": self.tts.base_url}}},
+            "responseProviders": {"openai": {"apiKey": openai_http.API_KEY,
+                                             "baseUrl": self.chat.base_url}},
+        }  # fmt: skip
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[Services]:
+    captions = Captions()
+    async with (
+        openai_speech.FakeOpenAISpeech([speech(1500), speech(400), speech(500)]) as tts,
+        openai_realtime.FakeOpenAIRealtime(captions=captions) as stt,
+        openai_http.FakeOpenAI() as chat,
+    ):
+        yield Services(tts=tts, stt=stt, chat=chat, captions=captions)
+
+
+async def run(
+    provider: str, flow: str, script: Script, services: Services, folder: Path = FLOWS,
+) -> tuple[Simulation, Any]:  # fmt: skip
+    """One call; returns the simulation and the carrier's record of the call."""
+    async with Simulator(provider, catalog=Catalog([folder]), config=services.config()) as sim:
+        assert sim.runtime is not None
+        carrier = sim.runtime.carrier
+        carrier.captions = services.captions  # the fake STT hears what the caller says
+        result = await sim.call(flow, script=script)
+        calls = list(carrier.calls.values())
+        return result, calls[-1]
+
+
+def bot_lines(sim: Simulation) -> list[TranscriptLine]:
+    assert sim.record is not None
+    return [line for line in sim.record.transcript if line.speaker == "bot"]
+
+
+def user_lines(sim: Simulation) -> list[str]:
+    assert sim.record is not None
+    return [line.text for line in sim.record.transcript if line.speaker == "user"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_streamed_conversation(provider: str, services: Services) -> None:
+    """Greeting as TTS frames, the caller cutting in (barge-in clears it), their words
+    transcribed, the model's reply spoken, the model ending the call with a farewell that is
+    heard, then the hangup."""
+    services.chat.turns = [
+        openai_http.Turn(content='{"spoken": "Of course. Which day are you arriving?"}'),
+        openai_http.Turn(tool="end_call", arguments={"farewell": "Goodbye!"}),
+    ]
+    script = Script(caller=(Step(action="answer"),
+                            Step(action="interrupt", value="Do you have a room with a view"),
+                            Step(action="say", value="On Friday, thank you")))  # fmt: skip
+    sim, call = await run(provider, "front-desk", script, services)
+    assert sim.error == ""
+    assert sim.end_reason == "hangup-bot"
+    # The caller's words, as the transcription service heard them in the stream's audio.
+    assert user_lines(sim) == ["Do you have a room with a view", "On Friday, thank you"]
+    greeting, reply, farewell = bot_lines(sim)
+    assert greeting.text.startswith("Hello, this is the front desk")
+    assert greeting.source.endswith("cut off")  # the caller cut in: cleared, not heard
+    assert reply.text == "Of course. Which day are you arriving?"
+    assert farewell.text == "Goodbye!" and not farewell.source.endswith("cut off")
+    # The greeting, the reply and the farewell were synthesized (in that order) …
+    assert [r["input"] for r in services.tts.requests][:1] == [greeting.text]
+    assert [r["input"] for r in services.tts.requests][1:] == [reply.text, "Goodbye!"]
+    # … reached the carrier as audio on the stream, and one clear cut the greeting.
+    (stream,) = call.streams
+    assert len(stream.audio) >= 8000  # over a second of μ-law, in 160-byte frames
+    assert len(stream.clears) == 1
+    assert stream.utterances[0].over_bot  # the interruption was spoken over our audio
+    # The responder saw the caller's words; the model was asked twice, the STT saw audio.
+    heard = [r["messages"][-1]["content"] for r in services.chat.requests]
+    assert heard == ["Do you have a room with a view", "On Friday, thank you"]
+    assert services.stt.last is not None and services.stt.last.audio_bytes > 16_000
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_collect_conversation_hands_its_values_to_the_flow(
+    provider: str, services: Services
+) -> None:
+    """The model finishes with the values the conversation collects; the stream is left and
+    the flow's next node says them in the carrier's voice."""
+    services.tts.answers = [speech(600), speech(400)]
+    services.chat.turns = [
+        openai_http.Turn(content='{"spoken": "For how many guests?"}'),
+        openai_http.Turn(tool="finish_conversation",
+                         arguments={"date": "2026-01-05", "party": 4}),
+    ]  # fmt: skip
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Monday please"),
+                            Step(action="say", value="Four of us")))  # fmt: skip
+    sim, call = await run(provider, "table-booking", script, services, EXAMPLES)
+    assert sim.error == ""
+    assert sim.record is not None
+    assert sim.record.visited == ["book", "confirm"]
+    assert sim.record.scopes[""]["party"] == 4 and sim.record.scopes[""]["date"] == "2026-01-05"
+    assert sim.said[-1] == "Thank you. A table for 4 on 2026-01-05. Goodbye."
+    assert sim.end_reason == "hangup-bot"
+    (stream,) = call.streams
+    assert stream.ended in ("redirect", "transfer", "streaming_stop")
+    # The model was offered the finishing tool with the collected values' schema.
+    tools = {t["function"]["name"]: t["function"] for t in services.chat.requests[0]["tools"]}
+    assert set(tools["finish_conversation"]["parameters"]["properties"]) == {
+        "date", "party", "note"}  # fmt: skip
+
+
+async def test_the_outbound_greeting_is_not_interrupted(services: Services) -> None:
+    """A call we placed says why before it listens: speech over the greeting does not cut it
+    (the original's rule); the caller's words still count."""
+    services.chat.turns = [openai_http.Turn(tool="end_call", arguments={"farewell": "Bye."})]
+    script = Script(caller=(Step(action="answer"),
+                            Step(action="interrupt", value="Yes hello")))  # fmt: skip
+    sim, call = await run("twilio", "callback-offer", script, services)
+    assert sim.error == ""
+    (stream,) = call.streams
+    assert stream.clears == []
+    greeting = bot_lines(sim)[0]
+    assert greeting.text.startswith("Hello, this is the Harbour Hotel calling")
+    assert not greeting.source.endswith("cut off")
+    assert user_lines(sim) == ["Yes hello"]
+    assert sim.end_reason == "hangup-bot"
