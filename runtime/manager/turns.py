@@ -161,7 +161,9 @@ class AgentTurns:
         options = _options(call)
         if options.get("stream") and not text:
             return self._stream_lost(call, interp)
-        if options.get("driver") == "model" and text:
+        # A realtime conversation served without a stream (no realtime service configured)
+        # is answered by the response model instead.
+        if options.get("driver") in ("model", "realtime") and text:
             return await self._model_turn(call, interp, waiting, text, options)
         run = interp.converse_input(call, waiting.block, waiting.step, text)
         waiter = self._waiters.pop(call.call_id, None)
