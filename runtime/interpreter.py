@@ -424,6 +424,8 @@ class Interpreter:
             message = talk.message
             greeting = (template_slot(message.source, str(block.end.source)).value(values, {})
                         if message is not None else "")  # fmt: skip
+            # The greeting's line in the transcript names the flow action that says it.
+            call.metadata.setdefault("stream", {})["said_at"] = str(block.end.source)
         return self.streams.open(call, block.id, greeting)
 
     def leave_stream(self, call: CallRecord, run: Run) -> Run:

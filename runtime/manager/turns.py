@@ -220,6 +220,8 @@ class AgentTurns:
                          interp.block(call.waiting.block if call.waiting else ""))  # fmt: skip
             turns = int(call.metadata.get("turns", 0)) + 1
             call.metadata["turns"] = turns
+            if call.waiting is not None:  # the caller's turn N of the conversation, as on XML
+                call.waiting = Waiting(block=call.waiting.block, kind="converse", step=turns)
             self.calls.store.save(call)
         if options.get("driver") != "model":
             waiter = self._waiters.pop(call_id, None)

@@ -411,10 +411,12 @@ def _the_call(
     return runtime.store.find(runtime.manager.settings.provider, provider_id)
 
 
-async def _settle(runtime: Runtime) -> None:
-    """Waits until no webhook, REST request or side effect is in flight."""
+async def _settle(runtime: Runtime, deadline: float | None = None) -> None:
+    """Waits until no webhook, REST request or side effect is in flight (or the real-time
+    ``deadline`` passes: a media stream that never goes quiet must not hang a simulation)."""
+    loop = asyncio.get_running_loop()
     quiet = 0
-    while quiet < 3:
+    while quiet < 3 and (deadline is None or loop.time() < deadline):
         await asyncio.sleep(0)
         await runtime.manager.drain()
         busy = not getattr(runtime.carrier, "idle", True)
@@ -438,7 +440,7 @@ async def _drive(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s  # a safety net in real time, for a stuck simulation
     while loop.time() < deadline:
-        await _settle(runtime)
+        await _settle(runtime, deadline)
         if _all_ended(runtime):
             return ""
         if turns.left and not turns.busy and _agent_call(runtime) is not None:
@@ -446,7 +448,7 @@ async def _drive(
             continue
         if not clock.advance_to_next():
             await asyncio.sleep(0.01)
-            await _settle(runtime)
+            await _settle(runtime, deadline)
             if _all_ended(runtime):
                 return ""
             if clock.next_due() is None and not turns.busy:

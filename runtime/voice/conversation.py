@@ -153,6 +153,7 @@ class CallStreams:
     def _started(self, session: StreamSession, greeting: str) -> StreamedConversation:
         call = self.manager.calls.store.get(session.call_id)
         options = dict((call.metadata.get("converse") or {}) if call else {})
+        options["said_at"] = (call.metadata.get("stream") or {}).get("said_at") if call else None
         direction = call.direction if call else "inbound"
         rule = self.services.protect_greeting
         protect = rule == "always" or (rule == "outbound" and direction == "outbound")
@@ -257,7 +258,8 @@ class StreamedConversation:
 
     async def _main(self) -> None:
         self._player = self._spawn(self._play_queue())
-        greeting = self._say(self.greeting, self.driver, protected=self.protect_greeting,
+        where = str(self.options.get("said_at") or self.driver)
+        greeting = self._say(self.greeting, where, protected=self.protect_greeting,
                              ahead=self._ahead) if self.greeting else None  # fmt: skip
         factory = self.owner.services.transcriber
         if factory is None:
