@@ -6,7 +6,8 @@ temporary folder) talks to the mock carrier speaking Twilio's protocol: a notify
 conversation driven by a scripted agent, an inbound call from an allowlisted number answered
 by a scripted model, and an inbound call from a number that is not on the list. Each call's
 timeline (what the carrier did and heard) and transcript (what the flow said, with its source
-line) are printed.
+line) are printed. Part 3 (``demo_voice``): a conversation over a media stream, with the
+offline stand-ins for the voice, speech recognition and the model (barge-in included).
 """
 
 from __future__ import annotations
@@ -75,15 +76,17 @@ def show(result: Simulation) -> None:
     click.secho(f"  nodes {' -> '.join(record.visited)}; ended: {record.end_reason}", fg=colour)
 
 
-def main(*, doors: bool = True) -> int:
-    """Runs the demo (with ``doors``: part 1 too); returns the process exit code."""
+def main(*, doors: bool = True, voice: bool = True) -> int:
+    """Runs the demo (with ``doors``: part 1 too; with ``voice``: part 3, the streamed
+    conversation); returns the process exit code."""
     # click colours a terminal unless a context says otherwise: NO_COLOR says otherwise.
     with click.Context(click.Command("demo"), color=False if no_color() else None):
-        return _demo(doors)
+        return _demo(doors, voice)
 
 
-def _demo(doors: bool) -> int:
+def _demo(doors: bool, voice: bool) -> int:
     started = time.perf_counter()
+    parts = doors or voice  # more than one part: numbered, then a summary
     doors_ok, doors_summary = True, ""
     if doors:
         from voicecall.plugin.demo_doors import run_doors
@@ -92,15 +95,25 @@ def _demo(doors: bool) -> int:
                     "commands, mock carrier, no keys)\n", bold=True)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             doors_ok, doors_summary = run_doors(Path(tmp))
-        click.secho("\nvoicecall demo, part 2: ", bold=True, nl=False)
-    calls_ok = _calls("four flows on the runtime" if doors else "voicecall demo")
-    if doors:
+    if parts:
+        click.secho(f"\nvoicecall demo, part {2 if doors else 1}: ", bold=True, nl=False)
+    calls_ok = _calls("four flows on the runtime" if parts else "voicecall demo")
+    voice_ok, voice_summary = True, ""
+    if voice:
+        from voicecall.plugin.demo_voice import run_voice
+
+        click.secho(f"\nvoicecall demo, part {3 if doors else 2}: ", bold=True, nl=False)
+        voice_ok, voice_summary = run_voice()
+    if parts:
         click.secho(f"\nsummary ({time.perf_counter() - started:.1f}s)", bold=True)
-        click.secho(f"  doors: {doors_summary}", fg="green" if doors_ok else "red")
+        if doors:
+            click.secho(f"  doors: {doors_summary}", fg="green" if doors_ok else "red")
         click.secho("  flows: 4 calls on the runtime, " +
                     ("all as expected" if calls_ok else "something went wrong"),
                     fg="green" if calls_ok else "red")  # fmt: skip
-    return 0 if doors_ok and calls_ok else 1
+        if voice:
+            click.secho(f"  voice: {voice_summary}", fg="green" if voice_ok else "red")
+    return 0 if doors_ok and calls_ok and voice_ok else 1
 
 
 def _calls(title: str) -> bool:
