@@ -26,6 +26,7 @@ INLINE_REPLY_S = 5.0
 REPLY_GRACE_S = 1.0
 MAX_TURNS = 100  # turn metrics kept per call (`voicecall latency`)
 MAX_STREAM_RECOVERIES = 2  # a dropped media stream is opened again this often per call
+STREAM_DROP_GRACE_S = 1.5  # real seconds (the original's stream-disconnect grace)
 STREAM_LOST = "Sorry, the line is breaking up. Please call again."
 
 
@@ -259,6 +260,24 @@ class AgentTurns:
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
         return None
+
+    async def stream_dropped(self, call_id: str) -> None:
+        """Telnyx: the stream of a conversation still on it stopped (see :meth:`_stream_lost`).
+        A stream we left on purpose (the conversation finished, the carrier's voice) is not
+        one: leaving marks it closed first. A grace first: a caller hanging up stops the
+        stream a moment before the hangup webhook arrives."""
+        await asyncio.sleep(STREAM_DROP_GRACE_S)
+        async with self.calls.lock(call_id):
+            call = self.calls.store.get(call_id)
+            if call is None or call.ended or not (call.metadata.get("stream") or {}).get("open"):
+                return
+            if not (call.metadata.get("converse") or {}).get("stream"):
+                return
+            call.metadata["stream"]["open"] = False
+            run = self._stream_lost(call, self.calls.interpreter(call))
+            outcome = self.delivery.push(call, run, "stream dropped")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
 
     def _stream_lost(self, call: CallRecord, interp: Interpreter) -> Run:
         """The carrier came back from a streamed conversation that had not finished (the

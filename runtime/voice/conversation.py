@@ -58,6 +58,8 @@ log = logging.getLogger("voicecall.voice")
 # still drops at most this much that was already on its way.
 LEAD_FRAMES = 3
 STT_UNAVAILABLE = "Sorry, I can't hear you right now. Please call again later."
+BURST_GAP_S = 0.04  # the model's audio paused this long: its burst is marked (< the lead)
+FAREWELL_WAIT_S = 30.0  # a farewell whose mark never comes back: hang up anyway
 TranscriberFactory = Callable[[str, "str | None"], Transcriber]
 
 
@@ -298,7 +300,13 @@ class StreamedConversation:
                  digit)  # fmt: skip
 
     def on_stop(self, reason: str) -> None:
+        ours = self.stopped  # stopped by the runtime (the call ended, a new stream)
         self.stop(f"stream {reason}")
+        if not ours and self.session.provider == "telnyx":
+            # Twilio and Plivo come back to us by themselves (the <Connect> action, the
+            # <Redirect> after <Stream>); a Telnyx call stays up without its stream.
+            manager = self.owner.manager
+            manager.delivery.background(manager.turns.stream_dropped(self.call_id))
 
     # --- our side ------------------------------------------------------------------------------
 
@@ -454,14 +462,29 @@ class StreamedConversation:
 class RealtimeConversation(StreamedConversation):
     """A ``driver: realtime`` conversation: the call's audio bridged both ways to a realtime
     speech-to-speech session (:mod:`voicecall.runtime.voice.realtime`), with the same
-    pacing, barge-in, transcript and flow hand-back as a streamed model conversation."""
+    pacing, barge-in, transcript and flow hand-back as a streamed model conversation.
+
+    The model's audio arrives faster than it plays; it is paced out in bursts, each ended by a
+    mark. A mark's echo says the carrier has played everything before it, so a caller who
+    speaks after the model's words have played out interrupts nothing (no clear, no truncate,
+    the reply is not cut off), and a farewell is heard to its end before the hangup.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self._ahead is not None:  # the model says the greeting in its own voice
+            self._ahead.cancel()
+            self._ahead = None
         self.realtime: Any = None  # the RealtimeSession
         self._out = bytearray()  # model audio not yet sent
         self._wake = asyncio.Event()
-        self._played = 0  # frames sent since the last barge-in
+        self._sending = False  # the pump is in a burst (its mark not sent yet)
+        self._sent = 0  # frames sent since the last clear
+        self._confirmed = 0  # of those, frames the carrier says it has played
+        self._burst_marks: dict[str, int] = {}  # a burst's mark -> frames sent before it
+        self._generation = 0  # clears so far: a burst under way stops at one
+        self._drained = asyncio.Event()  # nothing sent or waiting is unplayed
+        self._drained.set()
         self._ending: str | None = None
 
     async def _main(self) -> None:
@@ -489,30 +512,52 @@ class RealtimeConversation(StreamedConversation):
     def on_audio(self, ulaw: bytes) -> None:
         if self.vad.feed_ulaw(ulaw) is VadEvent.SPEECH_START and self._out_pending():
             self._onset_at = time.perf_counter()
-            self.barge_in()
+            self.barge_in("voice activity")
         if self.realtime is not None:
             self.realtime.feed(ulaw)
 
+    def on_mark(self, outcome: MarkOutcome) -> None:
+        frames = self._burst_marks.pop(outcome.name, None)
+        if frames is None:
+            return  # a mark from before a clear
+        if outcome.heard:
+            self._confirmed = max(self._confirmed, frames)
+        self._settle()
+
     def _out_pending(self) -> bool:
-        return bool(self._out) or self._played > 0
+        """Model audio the caller has not heard yet: waiting, being sent, or at the carrier."""
+        return bool(self._out) or self._sending or self._confirmed < self._sent
+
+    def _settle(self) -> None:
+        if self._out_pending():
+            self._drained.clear()
+        else:
+            self._drained.set()
 
     # --- RealtimeHandler ---------------------------------------------------------------------
 
     def play(self, ulaw: bytes) -> None:
         self._out += ulaw
+        self._drained.clear()
         self._wake.set()
 
     def barge_in(self, why: str = "") -> None:
         if self._ending is not None or self.stopped or not self._out_pending():
             return
-        # What the caller heard: what was sent, less what the carrier still had buffered.
-        played_ms = max(0, self._played - LEAD_FRAMES) * 20
+        log.info("call %s: barge-in (%s): clearing the model's audio", self.call_id,
+                 why or "the service heard speech")  # fmt: skip
+        # What the caller heard: what the carrier confirmed, or what was sent less what the
+        # carrier may still have had buffered.
+        played_ms = max(self._confirmed, self._sent - LEAD_FRAMES) * 20
+        self._generation += 1
         self._out.clear()
         self._framer.clear()
-        self._played = 0
+        self._sent = self._confirmed = 0
+        self._burst_marks.clear()
         if self.realtime is not None:  # at the moment of the clear: the session's bookkeeping
             self._spawn(_awaited(self.realtime.truncate(played_ms)))
         self._spawn(self._realtime_clear())
+        self._settle()
 
     async def _realtime_clear(self) -> None:
         with contextlib.suppress(StreamClosed):
@@ -546,35 +591,64 @@ class RealtimeConversation(StreamedConversation):
         self._spawn(self._end_after_playout())
 
     async def _end_after_playout(self) -> None:
-        while self._out and not self.stopped:
-            await asyncio.sleep(0.02)
-        with contextlib.suppress(StreamClosed):
-            self._mark_seq += 1
-            name = f"end{self._mark_seq}"
-            marked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._marks[name] = marked
-            await self.session.mark(name)
-            await asyncio.wait_for(marked, 30)
+        """Hangs up once the farewell has played (its burst's mark echoed); a carrier that
+        never echoes does not keep the call open."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FAREWELL_WAIT_S):
+                while self._out_pending():
+                    await self._drained.wait()
         await self.owner.manager.turns.end_call(self.call_id)
 
+    # --- the model's audio out ----------------------------------------------------------------
+
     async def _pump(self) -> None:
-        """Sends the model's audio in paced frames, as it arrives."""
-        sent = 0
-        while True:
-            if not self._out:
-                self._wake.clear()
+        """Sends the model's audio in paced frames, as it arrives, one burst at a time."""
+        with contextlib.suppress(StreamClosed):
+            while True:
                 await self._wake.wait()
-                self._pacer.restart()
-                sent = 0
-            chunk = bytes(self._out)
-            self._out.clear()
-            for frame in self._framer.push(chunk):
-                if sent >= LEAD_FRAMES:
-                    await self._pacer.wait()
-                self.vad.played_ulaw(frame)
-                await self.session.send_audio(frame)
-                self._played += 1
-                sent += 1
+                await self._burst()
+
+    async def _burst(self) -> None:
+        """Sends what has arrived and whatever follows without a pause, then marks it. A
+        partial frame is held while more may come (no silence padded into the middle of a
+        reply); a clear ends the burst at once."""
+        generation = self._generation
+        self._sending = True
+        self._pacer.restart()
+        sent = 0
+        try:
+            while self._out and generation == self._generation:
+                self._wake.clear()
+                chunk = bytes(self._out)
+                self._out.clear()
+                for frame in self._framer.push(chunk):
+                    if sent >= LEAD_FRAMES:  # the first few go at once: the carrier's buffer
+                        await self._pacer.wait()
+                    if generation != self._generation:
+                        return
+                    await self._send_frame(frame)
+                    sent += 1
+                if not self._out:  # the model's audio paused: the carrier has some in hand
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(BURST_GAP_S):
+                            await self._wake.wait()
+            if generation != self._generation:
+                return
+            tail = self._framer.flush()
+            if tail is not None:
+                await self._send_frame(tail)
+            self._mark_seq += 1
+            name = f"rt{self._mark_seq}"
+            self._burst_marks[name] = self._sent
+            await self.session.mark(name)
+        finally:
+            self._sending = False
+            self._settle()
+
+    async def _send_frame(self, frame: bytes) -> None:
+        self.vad.played_ulaw(frame)
+        self._sent += 1  # before the send: a clear meanwhile counts from zero
+        await self.session.send_audio(frame)
 
 
 async def _awaited(work: Any) -> None:

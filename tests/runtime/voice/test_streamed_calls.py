@@ -8,6 +8,7 @@ chat completions (the responder). Nothing is stubbed inside the runtime.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ def pcm24k(ms: int) -> bytes:
     """What OpenAI's speech endpoint streams (response_format pcm): 24 kHz 16-bit, a voiced
     tone at speech level."""
     t = np.arange(24 * ms) / 24_000
-    tone = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in (1, 2, 3))
+    tone = np.sin(2 * np.pi * 150 * t) + np.sin(2 * np.pi * 300 * t) / 2
     return (tone * 7000).astype("<i2").tobytes()
 
 
@@ -72,13 +73,15 @@ async def services() -> AsyncIterator[Services]:
 
 
 async def run(
-    provider: str, flow: str, script: Script, services: Services, folder: Path = FLOWS,
+    provider: str, flow: str, script: Script, services: Services, *, folder: Path = FLOWS,
+    prompt_wait_s: float = 1.0,
 ) -> tuple[Simulation, Any]:  # fmt: skip
     """One call; returns the simulation and the carrier's record of the call."""
     async with Simulator(provider, catalog=Catalog([folder]), config=services.config()) as sim:
         assert sim.runtime is not None
         carrier = sim.runtime.carrier
         carrier.captions = services.captions  # the fake STT hears what the caller says
+        carrier.stream_prompt_wait_s = prompt_wait_s  # how long the caller waits for us
         result = await sim.call(flow, script=script)
         calls = list(carrier.calls.values())
         return result, calls[-1]
@@ -144,7 +147,7 @@ async def test_a_collect_conversation_hands_its_values_to_the_flow(
     ]  # fmt: skip
     script = Script(caller=(Step(action="answer"), Step(action="say", value="Monday please"),
                             Step(action="say", value="Four of us")))  # fmt: skip
-    sim, call = await run(provider, "table-booking", script, services, EXAMPLES)
+    sim, call = await run(provider, "table-booking", script, services, folder=EXAMPLES)
     assert sim.error == ""
     assert sim.record is not None
     assert sim.record.visited == ["book", "confirm"]
@@ -174,3 +177,79 @@ async def test_the_outbound_greeting_is_not_interrupted(services: Services) -> N
     assert not greeting.source.endswith("cut off")
     assert user_lines(sim) == ["Yes hello"]
     assert sim.end_reason == "hangup-bot"
+
+
+# --- failures are never silence --------------------------------------------------------------
+
+
+async def test_a_synthesis_failure_is_said_in_the_carriers_voice(services: Services) -> None:
+    """The reply's synthesis fails: the stream is left, the carrier's voice says the reply,
+    and the conversation goes on on a new stream."""
+    failed = openai_speech.Audio(status=500)  # the SDK tries 3 times
+    services.tts.answers = [speech(400), failed, failed, failed, speech(300)]
+    services.chat.turns = [
+        openai_http.Turn(content='{"spoken": "Which day are you arriving?"}'),
+        openai_http.Turn(tool="end_call", arguments={"farewell": "Goodbye!"}),
+    ]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="I need a room"),
+                            Step(action="say", value="On Friday")))  # fmt: skip
+    sim, call = await run("twilio", "front-desk", script, services, prompt_wait_s=6.0)
+    assert sim.error == ""
+    assert "Which day are you arriving?" in sim.said
+    assert user_lines(sim) == ["I need a room", "On Friday"]
+    assert call.streams[0].ended == "redirect"  # left for the carrier's <Say>
+    assert len(call.streams) == 2  # and opened again after it
+    assert bot_lines(sim)[-1].text == "Goodbye!"
+    assert sim.end_reason == "hangup-bot"
+
+
+async def test_speech_recognition_down_ends_the_call_with_an_apology(
+    services: Services,
+) -> None:
+    async with openai_realtime.FakeOpenAIRealtime(status=500) as down:
+        services.stt = down
+        script = Script(caller=(Step(action="answer"), Step(action="say", value="Hello?")))
+        sim, _ = await run("plivo", "front-desk", script, services)
+    assert sim.error == ""
+    said = [line.text for line in bot_lines(sim)]
+    assert said[-1] == "Sorry, I can't hear you right now. Please call again later."
+    assert sim.end_reason == "hangup-bot"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_dropped_stream_is_opened_again(provider: str, services: Services) -> None:
+    """The stream drops after the greeting: the call is not left silent; the conversation
+    goes on on a new stream (Twilio: the <Connect> action; Plivo: the <Redirect> after
+    <Stream>; Telnyx: our streaming_start after the stream stopped)."""
+    services.tts.answers = [speech(300), speech(300)]
+    services.chat.turns = [openai_http.Turn(tool="end_call", arguments={"farewell": "Bye!"})]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Still there?")))
+    async with Simulator(provider, catalog=Catalog([FLOWS]), config=services.config()) as sim:
+        assert sim.runtime is not None and sim.runtime.streams is not None
+        carrier = sim.runtime.carrier
+        carrier.captions = services.captions
+        endpoint = sim.runtime.streams
+        dropped: list[str] = []
+
+        async def drop_after_greeting() -> None:
+            while not endpoint.sessions:
+                await asyncio.sleep(0.01)
+            ((call_id, session),) = endpoint.sessions.items()
+            conversation = sim.runtime.conversations.conversations[call_id]  # type: ignore[union-attr]
+            while conversation._playing is not None or not conversation._mark_seq:
+                await asyncio.sleep(0.01)
+            transport = session._transport
+            assert transport is not None
+            transport.abort()  # the connection is lost, not closed
+            dropped.append(call_id)
+
+        dropper = asyncio.ensure_future(drop_after_greeting())
+        result = await sim.call("front-desk", script=script)
+        dropper.cancel()
+        (mock,) = carrier.calls.values()
+    assert dropped
+    assert result.error == ""
+    assert len(mock.streams) == 2
+    assert user_lines(result) == ["Still there?"]
+    assert bot_lines(result)[-1].text == "Bye!"
+    assert result.end_reason == "hangup-bot"
