@@ -45,7 +45,8 @@ SCRIPT = Script(
 )  # fmt: skip
 STAND_INS = ("offline stand-ins (no keys, no network): a tone for the voice, the mock caller's "
              "script for speech recognition, scripted model replies")  # fmt: skip
-GAP_S = 0.2  # a pause this long in the bot's frames separates two utterances
+GAP_S = 0.4  # a pause this long in the bot's frames separates two utterances (the caller's
+# turn ends after 0.8 s of silence; within an utterance frames come every 20 ms)
 FRAME_MS = 20
 
 
@@ -76,7 +77,7 @@ async def run() -> Seen:
 
 def run_voice() -> tuple[bool, str]:
     """Part 3 of the demo; returns whether the call went as expected, and a one-line summary."""
-    click.secho("a streamed conversation: the mock carrier (Twilio Media Streams), config "
+    click.secho("a streamed conversation on the mock carrier (Twilio Media Streams), config "
                 "streaming.enabled, no keys", bold=True)  # fmt: skip
     click.secho(f"  {STAND_INS}", fg="yellow")
     click.secho(f"\n== the caller books a table (table-booking, inbound, {CALLER}), "

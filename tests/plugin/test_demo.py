@@ -54,7 +54,7 @@ def test_the_voice_part_streams_a_conversation_with_labelled_stand_ins(
     monkeypatch.setenv("NO_COLOR", "1")
     assert demo.main(doors=False) == 0
     out = capsys.readouterr().out
-    voice = out[out.index("part 2: a streamed conversation") :]
+    voice = out[out.index("part 2: a streamed conversation on") :]
     assert "offline stand-ins (no keys, no network): a tone for the voice, the mock caller's " \
         "script for speech recognition, scripted model replies" in voice  # fmt: skip
     assert '<Stream url="ws://127.0.0.1:' in voice and '<Parameter name="callId"' in voice
