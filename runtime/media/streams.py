@@ -14,6 +14,11 @@ Limits, as the original's media-stream handler (each refusal is one log line):
 - a frame cap (64 KB; more closes 1009);
 - an inactivity watchdog: a started stream with no frame for ``inactivity_timeout_s`` is a zombie
   (carriers send media every 20 ms, silence included) and is closed 1011, its sink told.
+
+Both directions carry fifty frames a second per stream, so neither arms a timer per frame (an
+``asyncio.timeout`` costs more than aiohttp's ``send_str`` of a frame): a send is timed only
+when the socket's unsent bytes say it may wait, and the watchdog is one timer per stream that
+looks at the time of the last frame and sets itself again when that was recent.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger("voicecall.stream")
 
 CALL_PARAM = "callId"  # the names of our parameters in the carrier's start
 TOKEN_PARAM = "token"
+STOPPED = "stopped by the carrier"
 
 
 def stream_key(call_id: str) -> str:
@@ -94,6 +100,7 @@ class StreamSession:
         self._send_timeout_s = send_timeout_s
         self._transport = transport
         self._protocol = protocol
+        self.timed_sends = 0  # sends that could wait for the carrier, so were timed
 
     @property
     def closed(self) -> bool:
@@ -121,7 +128,11 @@ class StreamSession:
         if self._ws.closed:
             raise StreamClosed(f"media stream of call {self.call_id} has ended")
         try:
-            async with asyncio.timeout(self._send_timeout_s):
+            if self._may_wait():
+                self.timed_sends += 1
+                async with asyncio.timeout(self._send_timeout_s):
+                    await self._ws.send_str(frame)
+            else:
                 await self._ws.send_str(frame)
         except TimeoutError:
             log.warning("media stream of call %s dropped: the carrier read nothing for %gs",
@@ -131,6 +142,19 @@ class StreamSession:
             raise StreamClosed(f"media stream of call {self.call_id}: not reading") from None
         except ConnectionError as exc:
             raise StreamClosed(f"media stream of call {self.call_id}: {exc}") from None
+
+    def _may_wait(self) -> bool:
+        """Whether a send may have to wait for the carrier to read, so needs a timeout.
+
+        aiohttp's send waits only while the transport has paused writing: asyncio pauses it
+        when the unsent bytes pass the high-water mark and resumes it once they are down to the
+        low-water mark, so at or below that mark a send writes and returns without waiting.
+        A live carrier reads as fast as we send: its sockets stay there, untimed.
+        """
+        transport = self._transport
+        if transport is None:
+            return True
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[0]
 
 
 SinkFactory = Callable[[StreamSession], StreamSink]
@@ -268,24 +292,63 @@ class StreamEndpoint:
 
 
 class _Pump:
-    """A started stream's inbound side: frames to the sink, until it stops or goes silent."""
+    """A started stream's inbound side: frames to the sink, until it stops or goes silent.
+
+    The watchdog is one timer, due ``inactivity_timeout_s`` after the last frame as known
+    when it was set: when it fires and a frame came since, it is set again from that frame
+    (once per timeout at most, while frames come); otherwise the stream is a zombie and its
+    receive is cancelled, as a timeout would (``uncancel`` tells this cancel from another).
+    """
 
     def __init__(self, ws: web.WebSocketResponse, protocol: p.StreamProtocol,
                  session: StreamSession, sink: StreamSink, settings: StreamSettings):  # fmt: skip
         self.ws, self.protocol, self.session, self.sink = ws, protocol, session, sink
         self.settings = settings
         self.malformed = 0
+        self.last = 0.0  # loop time of the last frame
+        self.expired = False
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> str:
         idle = self.settings.inactivity_timeout_s
+        task = asyncio.current_task()
+        assert task is not None
+        self._task, cancelling = task, task.cancelling()
+        self.last = self._loop.time()
+        self._timer = self._loop.call_at(self.last + idle, self._watch)
+        try:
+            reason = await self._receive()
+        except asyncio.CancelledError:
+            if not self.expired or task.uncancel() > cancelling:
+                raise
+            reason = None
+        finally:
+            self._timer.cancel()
+        if reason is None:
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR,
+                                message=f"no frame in {idle:g}s".encode())  # fmt: skip
+            return f"inactive: no frame in {idle:g}s"
+        if reason == STOPPED:
+            await self.ws.close()
+        return reason
+
+    def _watch(self) -> None:
+        due = self.last + self.settings.inactivity_timeout_s
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._watch)
+            return
+        self.expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _receive(self) -> str:
+        """Frames to the sink until the stream stops or the socket ends: the reason."""
+        loop = self._loop
         while True:
-            try:
-                async with asyncio.timeout(idle):
-                    message = await self.ws.receive()
-            except TimeoutError:
-                await self.ws.close(code=WSCloseCode.INTERNAL_ERROR,
-                                    message=f"no frame in {idle:g}s".encode())  # fmt: skip
-                return f"inactive: no frame in {idle:g}s"
+            message = await self.ws.receive()
+            self.last = loop.time()
             try:
                 event = _event(message, self.protocol)
             except _Refused as refused:
@@ -296,8 +359,7 @@ class _Pump:
                     return f"error: {refused}"
                 return "disconnected"
             if self.dispatch(event):
-                await self.ws.close()
-                return "stopped by the carrier"
+                return STOPPED
 
     def dispatch(self, event: p.Event) -> bool:
         """Hands one event on; True when the stream has stopped."""
