@@ -23,6 +23,7 @@ from voicecall.runtime.sim.flowtest import PROVIDERS
 from voicecall.runtime.sim.script import Script, Step
 from voicecall.runtime.sim.simulate import Simulation, Simulator
 from voicecall.runtime.state import TranscriptLine
+from voicecall.runtime.voice.conversation import STT_UNAVAILABLE
 
 FLOWS = Path(__file__).parent / "flows"
 GREETING = "Hello, this is the concierge of the Harbour Hotel. How can I help?"
@@ -100,9 +101,132 @@ async def test_a_realtime_call(provider: str, fake: FakeRealtimeVoice) -> None:
     # All three responses reached the carrier as audio (600 + 500 + 400 ms of μ-law) …
     (stream,) = call.streams
     assert len(stream.audio) == 1500 * 8
+    assert stream.media_frames * 160 == len(stream.audio)  # in 20 ms frames
     assert stream.clears == [] and stream.unknown == []
     # … and were played out to the caller, each marked; the farewell was heard to its end
     # before the hangup.
     assert stream.played_bytes == 1500 * 8
     assert len(stream.marks) == 3
     assert fake.turns == 2 and fake.appended_bytes > 8000
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_caller_cuts_a_long_reply_short(provider: str, fake: FakeRealtimeVoice) -> None:
+    """Speech over the model's reply clears the carrier's audio at once; the model is told how
+    much of its reply was heard (a truncate), and the transcript marks the reply cut off."""
+    spa = "Our spa has a pool, a sauna and six treatment rooms, open every day from seven."
+    fake.replies = [
+        Reply(say=GREETING, audio_ms=400),
+        Reply(say=spa, audio_ms=3000, hold_after_ms=2000),  # held until the caller speaks
+        Reply(say="Goodbye!", audio_ms=300, tool="end_call", arguments={"farewell": "Goodbye!"}),
+    ]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="And the spa"),
+                            Step(action="interrupt", value="Sorry, I must go")))  # fmt: skip
+    sim, call = await run(provider, "concierge-realtime", script, fake)
+    assert sim.error == ""
+    assert sim.end_reason == "hangup-bot"
+    assert sim.record is not None
+    assert [(line.speaker, line.text) for line in sim.record.transcript] == [
+        ("bot", GREETING), ("user", "And the spa"), ("bot", spa),
+        ("user", "Sorry, I must go"), ("bot", "Goodbye!")]  # fmt: skip
+    greeting, reply, farewell = lines(sim, "bot")
+    assert greeting.source == "realtime" and farewell.source == "realtime"
+    assert reply.source == "realtime; cut off"
+    # The carrier was told to drop what it still had of the reply, once.
+    (stream,) = call.streams
+    assert stream.utterances[-1].over_bot
+    (clear,) = stream.clears
+    assert clear.dropped_bytes > 0
+    # The caller heard the reply for about 0.3 s before speaking up (the carrier's interrupt
+    # comes 0.3 s in) and the model was told how much, give or take the few frames the
+    # carrier had in hand; the greeting before it, heard in full, was not truncated.
+    heard_ms = stream.played_bytes // 8 - 400 - 300  # less the greeting and the farewell
+    assert 200 <= heard_ms <= 1000
+    (truncate,) = fake.truncates
+    assert truncate["content_index"] == 0
+    assert abs(truncate["audio_end_ms"] - heard_ms) <= 100
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_collected_values_hand_the_call_back_to_the_flow(
+    provider: str, fake: FakeRealtimeVoice
+) -> None:
+    """finish_conversation with values the collect rejects answers the model with what to fix;
+    its second try is saved as flow variables, the stream is left and the flow says them."""
+    fake.replies = [
+        Reply(say="Hello, this is Luigi's. For which day, and for how many?", audio_ms=400),
+        Reply(tool="finish_conversation", arguments={"date": "next Friday", "party": 4}),
+        Reply(tool="finish_conversation", arguments={"date": "2026-01-09", "party": 4}),
+    ]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Friday, four")))
+    sim, call = await run(provider, "booking-realtime", script, fake)
+    assert sim.error == ""
+    assert sim.record is not None
+    # The model was offered the finishing tool, the collected values as its parameters.
+    (update,) = fake.session_updates
+    finish = next(t for t in update["tools"] if t["name"] == "finish_conversation")
+    assert set(finish["parameters"]["properties"]) == {"date", "party"}
+    # The first try was answered with what to fix (the model then tried again) …
+    (refused,) = fake.function_outputs
+    assert "date" in output(fake, 0)["error"]
+    assert refused["call_id"]
+    # … the second went to the flow.
+    assert sim.record.visited == ["book", "confirm"]
+    assert sim.record.scopes[""]["party"] == 4
+    assert sim.record.scopes[""]["date"] == "2026-01-09"
+    assert sim.said[-1] == "Thank you. A table for 4 on 2026-01-09. Goodbye."
+    assert texts(sim, "user") == ["Friday, four"]
+    assert sim.end_reason == "hangup-bot"
+    (stream,) = call.streams
+    assert stream.ended in ("redirect", "transfer", "streaming_stop")
+
+
+WRONG_KEY = "sk-wrong-key-for-the-realtime-service"
+
+
+@pytest.mark.parametrize(
+    ("provider", "failure"),
+    [(p, "wrong key") for p in PROVIDERS] + [("twilio", "refused"), ("twilio", "down")],
+)
+async def test_a_realtime_service_that_refuses_is_apologized_for(
+    provider: str, failure: str, fake: FakeRealtimeVoice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong key, a refused session or no service at all: the caller hears an apology in the
+    carrier's voice and the call ends; one log line says why, without the key."""
+    kw: dict[str, Any] = {}
+    if failure == "wrong key":
+        kw["api_key"] = WRONG_KEY
+    elif failure == "refused":
+        fake.refuse_update = "invalid_value"
+    else:
+        await fake.__aexit__(None, None, None)  # nothing listens there any more
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Hello?")))
+    sim, call = await run(provider, "concierge-realtime", script, fake, **kw)
+    assert sim.error == ""
+    assert sim.end_reason == "hangup-bot"
+    assert sim.said == [STT_UNAVAILABLE]
+    (stream,) = call.streams
+    assert stream.audio == b""  # the model never spoke: nothing but the apology was said
+    assert stream.ended in ("redirect", "transfer", "streaming_stop")
+    refusals = [r for r in caplog.records if "realtime session did not start" in r.getMessage()]
+    assert len(refusals) == 1
+    assert not any(r.exc_info for r in caplog.records)
+    assert WRONG_KEY not in caplog.text and API_KEY not in caplog.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runtime/app.py opens the media-stream endpoint only when streaming.enabled, so a "
+    "realtime conversation falls back to the response model without it",
+)
+async def test_a_realtime_call_streams_without_streaming_enabled(fake: FakeRealtimeVoice) -> None:
+    """`driver: realtime` asks for a stream by itself: only the realtime service configured."""
+    fake.replies = [
+        Reply(say=GREETING, audio_ms=300),
+        Reply(say="Goodbye!", audio_ms=300, tool="end_call", arguments={"farewell": "Goodbye!"}),
+    ]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Bye")))
+    sim, call = await run("twilio", "concierge-realtime", script, fake, streaming=False)
+    assert len(call.streams) == 1
+    assert sim.end_reason == "hangup-bot"
+    assert texts(sim, "bot") == [GREETING, "Goodbye!"]
