@@ -9,6 +9,9 @@ import click
 from voicecall.plugin.cli import BadConfig, State
 from voicecall.plugin.config import ConfigError, HostConfig, load_config, redacted_view
 from voicecall.plugin.output import json_option
+from voicecall.runtime.app import RuntimeConfig, voice_problems
+
+PREFIX = "plugins.entries.voice-call.config"
 
 
 @click.group("config")
@@ -39,6 +42,9 @@ def show_cmd(state: State, as_json: bool) -> None:
 def check_cmd(state: State, as_json: bool) -> None:
     """Check the config as `voicecall gateway` would before starting (nothing is started)."""
     host = load_host_config(state, to_run=True)
+    problems = voice_problems(RuntimeConfig(raw=host.plugin, base_dir=host.base_dir))
+    if problems:  # what the voice services would refuse at start, by key path
+        raise BadConfig("\n".join(f"{host.path}: {PREFIX}.{p}" for p in problems))
     where = str(host.path) if host.found else f"{host.path} (not found: built-in defaults)"
     if as_json:
         click.echo(json.dumps({"ok": True, "configPath": str(host.path), "found": host.found}))

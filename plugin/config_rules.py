@@ -67,7 +67,6 @@ def mode_problems(config: Mapping[str, Any], prefix: KeyPath) -> list[Problem]:
         return []
     realtime = bool((config.get("realtime") or {}).get("enabled"))
     streaming = bool((config.get("streaming") or {}).get("enabled"))
-    provider = config.get("provider")
     problems = []
     if realtime and config.get("inboundPolicy", "disabled") == "disabled":
         text = (f'{_name(prefix, "inboundPolicy")} must not be "disabled" when '
@@ -77,13 +76,8 @@ def mode_problems(config: Mapping[str, Any], prefix: KeyPath) -> list[Problem]:
         text = (f"{_name(prefix, 'realtime', 'enabled')} and "
                 f"{_name(prefix, 'streaming', 'enabled')} cannot both be true")  # fmt: skip
         problems.append(_rule(prefix, ("realtime", "enabled"), text))
-    if streaming and provider and provider != "twilio":
-        text = f'{_name(prefix, "provider")} must be "twilio" when streaming.enabled is true'
-        problems.append(_rule(prefix, ("provider",), text))
-    if realtime and provider and provider not in ("twilio", "telnyx", "mock"):
-        text = (f'{_name(prefix, "provider")} must be "twilio", "telnyx", or "mock" when '
-                "realtime.enabled is true")  # fmt: skip
-        problems.append(_rule(prefix, ("provider",), text))
+    # The original allows streaming on Twilio only and realtime on Twilio and Telnyx: its media
+    # streams spoke those protocols only. Ours speak all three, so neither rule is kept.
     return problems
 
 

@@ -159,9 +159,14 @@ class RuntimeConfig:
         )
 
     def streaming(self) -> StreamSettings | None:
-        """`streaming.*` limits of the media-stream endpoint; None when streaming is off."""
+        """`streaming.*` limits of the media-stream endpoint; None when neither streaming nor
+        realtime is on or configured (realtime calls use the same endpoint)."""
         section = dict(self.get("streaming", {}) or {})
-        if not section.get("enabled", False):
+        realtime = dict(self.get("realtime") or {})
+        # A realtime conversation needs the endpoint too: realtime.enabled, or a flow's
+        # `driver: realtime` with the realtime service configured.
+        configured = "apiKey" in dict(dict(realtime.get("providers") or {}).get(_OPENAI) or {})
+        if not (section.get("enabled", False) or realtime.get("enabled", False) or configured):
             return None
         path = str(section.get("streamPath", "/voice/stream"))
         if path == self.serve()["path"]:
@@ -299,46 +304,98 @@ def _conversations(
 _OPENAI = "openai"  # streaming.providers.<id> (free-form per provider: not schema keys)
 
 
+NO_TTS = ("streaming.enabled: streamed conversations need a TTS service: set tts.provider "
+          "(openai or elevenlabs) and its apiKey")  # fmt: skip
+NO_REALTIME = "realtime.providers.openai.apiKey: missing (or set OPENAI_API_KEY)"
+
+
+def voice_problems(config: RuntimeConfig) -> list[str]:
+    """What would stop the voice services from starting, one line each, naming the key path
+    (`voicecall config check`; the runtime refuses to start with the first)."""
+    if config.streaming() is None:
+        return []
+    from voicecall.runtime.voice.realtime import RealtimeConfigError, realtime_from_config
+    from voicecall.runtime.voice.stt import SttConfigError, stt_from_config
+    from voicecall.runtime.voice.tts import PROVIDERS, TtsConfigError, choose_tts
+
+    mock = config.provider == "mock"
+    env: Mapping[str, str] = {} if mock else os.environ
+    problems: list[str] = []
+    unbuilt = dict.fromkeys(PROVIDERS, _unbuilt)  # checked, no client made
+    try:
+        choice = choose_tts(config.get("tts"), env=env, builders=unbuilt)
+        if choice.service is None and not mock and _streaming_on(config):
+            problems.append(NO_TTS)
+    except TtsConfigError as exc:
+        problems.append(str(exc))
+    try:
+        if not _offline_stt(config):
+            stt_from_config(config.raw, env)
+    except SttConfigError as exc:
+        problems.append(str(exc))
+    try:
+        realtime = realtime_from_config(config.raw, env)
+        if realtime is None and not mock and (config.get("realtime") or {}).get("enabled"):
+            problems.append(NO_REALTIME)
+    except RealtimeConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _unbuilt(section: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    return object()
+
+
+def _streaming_on(config: RuntimeConfig) -> bool:
+    return bool((config.get("streaming") or {}).get("enabled"))
+
+
+def _offline_stt(config: RuntimeConfig) -> bool:
+    """With the mock carrier, speech recognition is the offline stand-in unless the config
+    points the OpenAI section at a service (a local fake in tests)."""
+    if config.provider != "mock":
+        return False
+    providers = dict((config.get("streaming") or {}).get("providers") or {})
+    return "baseUrl" not in dict(providers.get(_OPENAI) or {})
+
+
 def _voice_services(config: RuntimeConfig, streams: StreamEndpoint, carrier: Any) -> VoiceServices:
     """The voice services of streamed conversations, from the config. With the mock carrier
     nothing reaches the network unless a section configures it: the offline stand-ins (a tone
-    voice, a transcriber reading the mock caller's captions) are used and labelled."""
-    from voicecall.runtime.voice.tts import TtsConfigError, choose_tts
+    voice, a transcriber reading the mock caller's captions) are used and labelled.
 
-    section = dict(config.get("streaming", {}) or {})
+    Raises:
+        ValueError: the first of :func:`voice_problems`.
+    """
+    from voicecall.runtime.voice.realtime import realtime_from_config
+    from voicecall.runtime.voice.stt import scripted_stt, stt_from_config
+    from voicecall.runtime.voice.tts import choose_tts
+
+    problems = voice_problems(config)
+    if problems:
+        raise ValueError(problems[0])
     mock = carrier is not None
-    try:
-        choice = choose_tts(config.get("tts"), env={} if mock else None)
-    except TtsConfigError as exc:
-        raise ValueError(str(exc)) from None
+    env: Mapping[str, str] = {} if mock else os.environ
+    choice = choose_tts(config.get("tts"), env=env)
     tts = choice.service
-    transcriber: Any = None
-    stt_services = dict(section.get("providers") or {})
-    if mock and "baseUrl" not in dict(stt_services.get(_OPENAI) or {}):
-        from voicecall.runtime.voice.stt import scripted_stt
-
-        transcriber = scripted_stt(carrier.captions)
-        log.info("media streams: offline stand-in speech recognition (the mock caller's words)")
-    else:
-        from voicecall.runtime.voice.stt import stt_from_config
-
-        transcriber = stt_from_config(config.raw, {} if mock else os.environ)
     if tts is None:
-        if not mock:
-            raise ValueError("streaming.enabled: streamed conversations need a TTS service: "
-                             "set tts.provider (openai or elevenlabs) and its apiKey")  # fmt: skip
         from voicecall.runtime.sim.voice import ToneVoice
 
         tts = ToneVoice()
         log.info("media streams: offline stand-in voice (a tone, not speech)")
-    from voicecall.runtime.voice.realtime import realtime_from_config
-
-    # Flow nodes may ask for `driver: realtime` whatever realtime.enabled says (the original's
-    # whole-call switch); with the mock carrier, only a configured key counts.
-    realtime = realtime_from_config(config.raw, {} if mock else os.environ)
+    if _offline_stt(config):
+        transcriber: Any = scripted_stt(carrier.captions)
+        log.info("media streams: offline stand-in speech recognition (the mock caller's words)")
+    else:
+        transcriber = stt_from_config(config.raw, env)
+    section = dict(config.get("streaming", {}) or {})
+    # Flow nodes may ask for `driver: realtime` whatever realtime.enabled says; realtime.enabled
+    # (the original's switch) makes the model's conversations realtime too.
     return VoiceServices(
         stream_path=streams.settings.path, tts=tts,
-        tts_timeout_ms=choice.timeout_ms, transcriber=transcriber, realtime=realtime,
+        tts_timeout_ms=choice.timeout_ms, transcriber=transcriber,
+        realtime=realtime_from_config(config.raw, env),
+        realtime_calls=bool((config.get("realtime") or {}).get("enabled")),
         streaming=bool(section.get("enabled")),
         protect_greeting=str(section.get("protectGreeting") or "outbound"),
     )  # fmt: skip

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from voicecall.runtime.collect import CollectError, check_values
 from voicecall.runtime.interpreter import LiveStream
 from voicecall.runtime.media.marks import MarkOutcome
 from voicecall.runtime.media.pacing import Framer, Pacer
@@ -60,6 +61,9 @@ LEAD_FRAMES = 3
 STT_UNAVAILABLE = "Sorry, I can't hear you right now. Please call again later."
 BURST_GAP_S = 0.04  # the model's audio paused this long: its burst is marked (< the lead)
 FAREWELL_WAIT_S = 30.0  # a farewell whose mark never comes back: hang up anyway
+# The model's last words before it finished: the flow goes on after them, or after this (the
+# bridge answers a tool slower than 10 s with an error).
+FINISH_WAIT_S = 5.0
 TranscriberFactory = Callable[[str, "str | None"], Transcriber]
 
 
@@ -74,6 +78,7 @@ class VoiceServices:
     transcriber: TranscriberFactory | None = None
     realtime: Any = None  # a RealtimeFactory (runtime/voice/realtime.py), or None
     streaming: bool = False  # streaming.enabled: model and agent conversations stream
+    realtime_calls: bool = False  # realtime.enabled: the model's conversations are realtime
     # Whose first words the caller cannot interrupt: "outbound" (the original's rule: a call
     # we placed says why before it listens), "always" or "never".
     protect_greeting: str = "outbound"
@@ -113,9 +118,16 @@ class CallStreams:
     # --- the interpreter's hook ----------------------------------------------------------------
 
     def wants(self, call: CallRecord, talk: Any) -> bool:
-        if talk.driver == "realtime":
-            return self.services.realtime is not None
+        if self.realtime(talk.driver):
+            return True
         return self.services.streaming and self.services.transcriber is not None
+
+    def realtime(self, driver: str) -> bool:
+        """Whether a conversation with this driver is served by the realtime model."""
+        s = self.services
+        return s.realtime is not None and (
+            driver == "realtime" or (driver == "model" and s.realtime_calls)
+        )
 
     def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
         meta = call.metadata.setdefault("stream", {})
@@ -159,8 +171,8 @@ class CallStreams:
         direction = call.direction if call else "inbound"
         rule = self.services.protect_greeting
         protect = rule == "always" or (rule == "outbound" and direction == "outbound")
-        kind = RealtimeConversation if options.get("driver") == "realtime" else (
-            StreamedConversation)  # fmt: skip
+        realtime = self.realtime(str(options.get("driver")))
+        kind = RealtimeConversation if realtime else StreamedConversation
         conversation = kind(self, session, options, greeting=greeting,
                                             ahead=self._ahead.pop(session.call_id, None),
                                             protect_greeting=protect)  # fmt: skip
@@ -575,29 +587,58 @@ class RealtimeConversation(StreamedConversation):
             self._record(_Utterance(text=text, source="realtime"), heard=not cut)
 
     async def tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        """``finish_conversation``: values that do not fit are answered with what to fix (the
+        model asks again); values that fit end the session once the model's last words have
+        played (they are heard and recorded before the flow's next words), then the flow goes
+        on at ``on_done``."""
         if name != "finish_conversation":
             return None
-        try:
-            await self.owner.manager.turns.finish(self.call_id, arguments)
-        except Exception as exc:  # CallError: what to fix, for the model to ask again
-            return {"error": str(exc)}
+        problem = self._unfit(arguments)
+        if problem is not None:
+            return {"error": problem}
+        await self._played_out(FINISH_WAIT_S)
         self._ending = "finished"  # the flow goes on: nothing more is said here
         if self.realtime is not None:
             await self.realtime.close()
+        turns = self.owner.manager.turns
+        try:
+            await turns.finish(self.call_id, arguments)
+        except Exception as exc:  # the call changed meanwhile: never an open, silent stream
+            log.warning("call %s: the conversation could not finish: %s", self.call_id, exc)
+            with contextlib.suppress(Exception):
+                await turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
         return {"ok": True}
+
+    def _unfit(self, values: dict[str, Any]) -> str | None:
+        """What is wrong with the values for the conversation's ``collect`` (the check
+        :meth:`AgentTurns.finish` makes), None when they fit."""
+        calls = self.owner.manager.calls
+        call = calls.store.get(self.call_id)
+        talk = calls.interpreter(call).conversation(call) if call is not None else None
+        if talk is None or talk.on_done is None:
+            return "not finished: this conversation has no on_done to finish to"
+        try:
+            check_values(talk.converse.collect, values)
+        except CollectError as exc:
+            return f"not finished: {exc}"
+        return None
 
     def end(self, farewell: str) -> None:
         self._ending = farewell or "end"
         self._spawn(self._end_after_playout())
 
     async def _end_after_playout(self) -> None:
-        """Hangs up once the farewell has played (its burst's mark echoed); a carrier that
-        never echoes does not keep the call open."""
+        """Hangs up once the farewell has played."""
+        await self._played_out(FAREWELL_WAIT_S)
+        await self.owner.manager.turns.end_call(self.call_id)
+
+    async def _played_out(self, limit_s: float) -> None:
+        """Waits until the model's audio has all played (its bursts' marks echoed); a carrier
+        that never echoes does not hold the call longer than ``limit_s``."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FAREWELL_WAIT_S):
+            async with asyncio.timeout(limit_s):
                 while self._out_pending():
                     await self._drained.wait()
-        await self.owner.manager.turns.end_call(self.call_id)
 
     # --- the model's audio out ----------------------------------------------------------------
 

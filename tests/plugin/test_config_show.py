@@ -38,6 +38,7 @@ def host_config(**section: Any) -> dict[str, Any]:
                 "eleven": {"apiKey": "el-SECRET-6"}}}}},
             "streaming": {"providers": {"openai": {"apiKey": "st-SECRET-7"}}},
             "realtime": {"providers": {"google": {"apiKey": "rt-SECRET-8"}}},
+            "responseProviders": {"openai": {"apiKey": "rp-SECRET-12"}},
             **section}}}},
     }  # fmt: skip
 
@@ -152,3 +153,31 @@ def test_config_check_is_the_gateways_check_without_starting_it(
         "(or set TWILIO_AUTH_TOKEN env)"
     ]
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["ok"] is True
+
+
+def test_config_check_names_what_the_voice_services_lack(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Streaming on, no TTS and no transcription key: the gateway would refuse to start, and
+    `config check` says so by key path, without quoting any secret."""
+    config = host_config(streaming={"enabled": True, "provider": "openai"})
+    del config["messages"]
+    path = write(tmp_path, config)
+    clean = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    bad = run(clean, "--config", str(path), "config", "check")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        f"Error: {path}: plugins.entries.voice-call.config.streaming.enabled: streamed "
+        "conversations need a TTS service: set tts.provider (openai or elevenlabs) and its "
+        "apiKey",
+        f"{path}: plugins.entries.voice-call.config.streaming.providers.openai.apiKey: "
+        "missing (or set OPENAI_API_KEY)",
+    ]
+    config = host_config(streaming={"enabled": True, "provider": "deepgram"})
+    bad = run(clean, "--config", str(write(tmp_path, config)), "config", "check")
+    assert bad.returncode == 2 and "streaming.provider: unknown transcription provider" in (
+        bad.stderr)  # fmt: skip
+    config = host_config(streaming={"enabled": True, "providers": {"openai": {"apiKey": "k"}}})
+    ok = run(clean, "--config", str(write(tmp_path, config)), "config", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert_no_secret(bad, ok)
