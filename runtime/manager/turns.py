@@ -26,6 +26,11 @@ INLINE_REPLY_S = 5.0
 REPLY_GRACE_S = 1.0
 MAX_TURNS = 100  # turn metrics kept per call (`voicecall latency`)
 MAX_STREAM_RECOVERIES = 2  # a dropped media stream is opened again this often per call
+# What the model is told when the values it finished with do not fit (then the problem), and
+# what the caller hears when it finishes badly twice in a turn.
+REJECTED = ("(Not finished: the values do not fit what the conversation collects. Ask the "
+            "caller to fix:)")  # fmt: skip
+RETRY = "Sorry, could you say that again?"
 STREAM_DROP_GRACE_S = 1.5  # real seconds (the original's stream-disconnect grace)
 STREAM_LOST = "Sorry, the line is breaking up. Please call again."
 
@@ -231,35 +236,50 @@ class AgentTurns:
                 waiter.set_result(text)
             return None
         last = bool(options.get("max_turns") and turns >= int(options["max_turns"]))
-        answer = ModelReply(text="")
-        if self.responder is not None:
-            timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
-            if on_request is not None:
-                on_request()
-            task = asyncio.ensure_future(asyncio.wait_for(
-                self.responder.reply(call, text, options), timeout))  # fmt: skip
-            await asyncio.wait({task})
-            answer = _reply_text(call, task)
-        async with self.calls.lock(call_id):
-            call = self.calls.live(call_id)
-            interp = self.calls.interpreter(call)
-            run: Run | None = None
-            if answer.done is not None:
-                try:
-                    run = interp.converse_done(call, answer.done)
-                except CollectError as exc:
-                    log.warning("call %s: the conversation's values were rejected: %s",
-                                call_id, exc)  # fmt: skip
-                    call.metadata["collectError"] = str(exc)
-            if run is None and last and not answer.end:
-                run = interp.converse_timeout(call)
-            if run is None:
+        heard = text
+        for _ in range(2):  # the model's answer, and once more if its values do not fit
+            answer = await self._ask(call, heard, options, on_request)
+            async with self.calls.lock(call_id):
+                call = self.calls.live(call_id)
+                interp = self.calls.interpreter(call)
+                run: Run | None = None
+                if answer.done is not None:
+                    try:
+                        run = interp.converse_done(call, answer.done)
+                    except CollectError as exc:
+                        log.warning("call %s: the conversation's values were rejected: %s",
+                                    call_id, exc)  # fmt: skip
+                        call.metadata["collectError"] = str(exc)
+                        self.calls.store.save(call)
+                        # The model is told what to fix (never silence for the caller).
+                        heard, on_request = f"{REJECTED} {exc}", None
+                        continue
+                if run is None and last and not answer.end:
+                    run = interp.converse_timeout(call)
+                if run is None:
+                    self.calls.store.save(call)
+                    return StreamReply(text=answer.text, end=answer.end or last)
+                run = interp.leave_stream(call, run)
+                outcome = self.delivery.push(call, run, "conversation done")
                 self.calls.store.save(call)
-                return StreamReply(text=answer.text, end=answer.end or last)
-            outcome = self.delivery.push(call, interp.leave_stream(call, run), "conversation done")
-            self.calls.store.save(call)
-        self.delivery.queue_sends(call_id, outcome.sends)
-        return None
+            self.delivery.queue_sends(call_id, outcome.sends)
+            return None
+        return StreamReply(text=answer.text or RETRY)
+
+    async def _ask(
+        self, call: CallRecord, heard: str, options: Mapping[str, Any],
+        on_request: Callable[[], None] | None,
+    ) -> ModelReply:  # fmt: skip
+        """The responder's answer within its deadline (silence without a responder)."""
+        if self.responder is None:
+            return ModelReply(text="")
+        timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
+        if on_request is not None:
+            on_request()
+        task = asyncio.ensure_future(asyncio.wait_for(
+            self.responder.reply(call, heard, options), timeout))  # fmt: skip
+        await asyncio.wait({task})
+        return _reply_text(call, task)
 
     async def stream_dropped(self, call_id: str) -> None:
         """Telnyx: the stream of a conversation still on it stopped (see :meth:`_stream_lost`).
