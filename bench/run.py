@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import audio, longrun, rpc, streams, webhooks
+from bench import audio, longrun, rpc, streams, voice, webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
@@ -199,6 +199,7 @@ BENCHES: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[[dict[str, An
     "rpc": (rpc.run, rpc.report),
     "audio": (audio.run, audio.report),
     "streams": (streams.run, streams.report),
+    "voice": (voice.run, voice.report),
 }
 
 
