@@ -39,7 +39,8 @@ class Reply:
     """One scripted response: speech (a tone of ``audio_ms`` with ``say`` as its transcript),
     then optionally function calls (``tool`` with ``arguments``, then each of ``more``).
     ``hold_after_ms``: stop after that much audio and wait for the caller to barge in, then
-    end the response cancelled."""
+    end the response cancelled. ``drop``: instead of answering, the service closes the
+    connection (a server going away mid-call)."""
 
     say: str = ""
     audio_ms: int = 300
@@ -47,6 +48,7 @@ class Reply:
     arguments: dict[str, Any] = field(default_factory=dict)
     more: tuple[tuple[str, dict[str, Any]], ...] = ()
     hold_after_ms: int | None = None
+    drop: bool = False
 
     @property
     def calls(self) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -263,6 +265,10 @@ class _Conversation:
         self.responding = asyncio.create_task(self.response(reply))
 
     async def response(self, reply: Reply) -> None:
+        if reply.drop:
+            self.responding = None
+            await self.ws.close(code=1011, message=b"server going away")
+            return
         rid = self.fake.next_id("resp")
         await self.send({"type": "response.created",
                          "response": {"id": rid, "object": "realtime.response",

@@ -36,10 +36,10 @@ async def fake() -> AsyncIterator[FakeRealtimeVoice]:
 
 
 def config(
-    fake: FakeRealtimeVoice, api_key: str = API_KEY, streaming: bool = True
+    fake: FakeRealtimeVoice, api_key: str = API_KEY, streaming: bool = False
 ) -> dict[str, Any]:
-    """The realtime service and nothing else (the carrier's voice and the offline stand-ins
-    for the rest)."""
+    """The realtime service and nothing else: `streaming.enabled` is off (a realtime
+    conversation streams all the same), the carrier's voice for what the flow says."""
     realtime = {"providers": {"openai": {"apiKey": api_key, "baseUrl": fake.base_url,
                                          "silenceDurationMs": 300}}}  # fmt: skip
     return {"realtime": realtime, **({"streaming": {"enabled": True}} if streaming else {})}
@@ -156,9 +156,12 @@ async def test_collected_values_hand_the_call_back_to_the_flow(
     fake.replies = [
         Reply(say="Hello, this is Luigi's. For which day, and for how many?", audio_ms=400),
         Reply(tool="finish_conversation", arguments={"date": "next Friday", "party": 4}),
-        Reply(tool="finish_conversation", arguments={"date": "2026-01-09", "party": 4}),
-    ]
-    script = Script(caller=(Step(action="answer"), Step(action="say", value="Friday, four")))
+        Reply(say="Lovely, one moment.", audio_ms=500, tool="finish_conversation",
+              arguments={"date": "2026-01-09", "party": 4}),
+    ]  # fmt: skip
+    # The caller waits after their answer (it does not hang up once the model's audio ends).
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Friday, four"),
+                            Step(action="silence")))  # fmt: skip
     sim, call = await run(provider, "booking-realtime", script, fake)
     assert sim.error == ""
     assert sim.record is not None
@@ -174,10 +177,15 @@ async def test_collected_values_hand_the_call_back_to_the_flow(
     assert sim.record.visited == ["book", "confirm"]
     assert sim.record.scopes[""]["party"] == 4
     assert sim.record.scopes[""]["date"] == "2026-01-09"
-    assert sim.said[-1] == "Thank you. A table for 4 on 2026-01-09. Goodbye."
-    assert texts(sim, "user") == ["Friday, four"]
+    # The model's last words were heard to the end before the flow went on to say its own.
+    assert [(line.speaker, line.text) for line in sim.record.transcript] == [
+        ("bot", "Hello, this is Luigi's. For which day, and for how many?"),
+        ("user", "Friday, four"), ("bot", "Lovely, one moment."),
+        ("bot", "Thank you. A table for 4 on 2026-01-09. Goodbye.")]  # fmt: skip
+    assert lines(sim, "bot")[1].source == "realtime"
     assert sim.end_reason == "hangup-bot"
     (stream,) = call.streams
+    assert stream.played_bytes == len(stream.audio) == (400 + 500) * 8
     assert stream.ended in ("redirect", "transfer", "streaming_stop")
 
 
@@ -214,19 +222,35 @@ async def test_a_realtime_service_that_refuses_is_apologized_for(
     assert WRONG_KEY not in caplog.text and API_KEY not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/app.py opens the media-stream endpoint only when streaming.enabled, so a "
-    "realtime conversation falls back to the response model without it",
-)
-async def test_a_realtime_call_streams_without_streaming_enabled(fake: FakeRealtimeVoice) -> None:
-    """`driver: realtime` asks for a stream by itself: only the realtime service configured."""
+async def test_a_realtime_call_with_streaming_enabled(fake: FakeRealtimeVoice) -> None:
+    """Streaming on for every conversation changes nothing for a realtime one: the model
+    speaks, not the TTS voice, and the model hears, not the transcriber."""
     fake.replies = [
         Reply(say=GREETING, audio_ms=300),
         Reply(say="Goodbye!", audio_ms=300, tool="end_call", arguments={"farewell": "Goodbye!"}),
     ]
     script = Script(caller=(Step(action="answer"), Step(action="say", value="Bye")))
-    sim, call = await run("twilio", "concierge-realtime", script, fake, streaming=False)
-    assert len(call.streams) == 1
+    sim, call = await run("twilio", "concierge-realtime", script, fake, streaming=True)
+    (stream,) = call.streams
+    assert len(stream.audio) == 600 * 8
     assert sim.end_reason == "hangup-bot"
     assert texts(sim, "bot") == [GREETING, "Goodbye!"]
+    assert texts(sim, "user") == ["Bye"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_realtime_service_that_goes_away_mid_call_is_apologized_for(
+    provider: str, fake: FakeRealtimeVoice
+) -> None:
+    """The service closing the session mid-call: the caller is not left in silence on an open
+    stream; the apology is said in the carrier's voice and the call ends."""
+    fake.replies = [Reply(say=GREETING, audio_ms=300), Reply(drop=True)]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Hi"),
+                            Step(action="silence")))  # fmt: skip
+    sim, call = await run(provider, "concierge-realtime", script, fake)
+    assert sim.error == ""
+    assert sim.end_reason == "hangup-bot"
+    assert sim.said == [GREETING, STT_UNAVAILABLE]
+    assert texts(sim, "user") == ["Hi"]
+    (stream,) = call.streams
+    assert stream.ended in ("redirect", "transfer", "streaming_stop")
