@@ -579,7 +579,8 @@ class RealtimeConversation(StreamedConversation):
             self._onset_at = None
 
     def heard(self, text: str) -> None:
-        line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="user", text=text)
+        line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="user", text=text,
+                              block=str(self.options.get("block") or ""))  # fmt: skip
         self.owner.manager.turns.stream_said(self.call_id, line)
 
     def said(self, text: str, cut: bool) -> None:

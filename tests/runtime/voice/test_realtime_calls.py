@@ -94,6 +94,7 @@ async def test_a_realtime_call(provider: str, fake: FakeRealtimeVoice) -> None:
         ("bot", "Yes, every room looks over the harbour."), ("user", "Lovely, that is all"),
         ("bot", "Goodbye!")]  # fmt: skip
     assert all(line.source == "realtime" for line in lines(sim, "bot"))
+    assert all(line.block == "talk" for line in lines(sim, "user"))
     # The greeting was asked of the model, with the flow's instructions in the session.
     (update,) = fake.session_updates
     assert "You are the concierge of the Harbour Hotel." in update["instructions"]
