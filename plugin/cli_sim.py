@@ -42,8 +42,12 @@ def _provider(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 SIM_CONFIG_KEYS = ("timezone", "inboundPolicy", "allowFrom", "inboundGreeting")
 
 
-def _sim_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: config[key] for key in SIM_CONFIG_KEYS if key in config}
+def _sim_config(config: dict[str, Any], stream: bool = False) -> dict[str, Any]:
+    chosen = {key: config[key] for key in SIM_CONFIG_KEYS if key in config}
+    return {**chosen, **STREAMED} if stream else chosen
+
+
+STREAMED = {"streaming": {"enabled": True}}  # --stream: the mock carrier's media streams
 
 
 def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -92,12 +96,18 @@ def _number(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     help="The simulated time the call starts at, ISO 8601 "
     "(2026-01-05T19:30:00; without an offset, in the flow's time zone).",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Serve conversations over a media stream (streaming.enabled), with offline "
+    "stand-ins: a tone for the voice, the caller script's words for speech recognition.",
+)
 @json_option()
 @click.pass_obj
 def simulate_cmd(  # noqa: PLR0917 - click passes every option
     state: Any, flow_ref: str, provider: str, caller_file: Path | None,
     params: tuple[str, ...], from_: str | None, to: str | None, direction: str | None,
-    now: str | None, as_json: bool,
+    now: str | None, stream: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Run one call of FLOW (a name, or a flow file's path) on the mock carrier and print what
     happened.
@@ -125,7 +135,8 @@ def simulate_cmd(  # noqa: PLR0917 - click passes every option
     script = _script(caller_file)
     try:
         run = simulate(str(path), provider=provider, script=script, params=values,
-                       catalog=catalog, config=_sim_config(state.config), from_=from_, to=to,
+                       catalog=catalog, config=_sim_config(state.config, stream),
+                       from_=from_, to=to,
                        now=now, direction=direction)  # fmt: skip
         result = asyncio.run(run)
     except SimulationError as exc:
@@ -187,9 +198,15 @@ def _print_simulation(sim: Simulation) -> None:
     metavar="P",
     help="Only these providers (default: each test's own list, else all three).",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Serve conversations over a media stream (streaming.enabled), with offline "
+    "stand-ins: a tone for the voice, the caller script's words for speech recognition.",
+)
 @json_option()
 @click.pass_obj
-def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...],
+def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...], stream: bool,
              as_json: bool) -> None:  # fmt: skip
     """Run flow tests (*.test.yaml) on the mock carrier, for each provider.
 
@@ -202,7 +219,8 @@ def test_cmd(state: Any, paths: tuple[Path, ...], providers: tuple[str, ...],
     if not files:
         raise click.UsageError("no flow tests (*.test.yaml) found")
     cases, invalid = _load_all(files, as_json)
-    outcomes = asyncio.run(_run_all(cases, providers, state.catalog()))
+    config = STREAMED if stream else None
+    outcomes = asyncio.run(_run_all(cases, providers, state.catalog(), config))
     if as_json:
         click.echo(json.dumps([*invalid, *(_outcome_json(o) for o in outcomes)], indent=2))
     else:
@@ -234,14 +252,17 @@ def _load_all(files: list[Path], as_json: bool) -> tuple[list[Case], list[dict[s
     return cases, invalid
 
 
-async def _run_all(cases: list[Case], only: tuple[str, ...], catalog: Any) -> list[Outcome]:
+async def _run_all(
+    cases: list[Case], only: tuple[str, ...], catalog: Any, config: dict[str, Any] | None
+) -> list[Outcome]:
     outcomes = []
     folders: dict[Path, Any] = {}  # each test folder's flows, loaded once
     for case in cases:
         if case.file.parent not in folders:
             folders[case.file.parent] = case_catalog(case, catalog)
         for provider in only or case.providers:
-            outcomes.append(await run_case(case, provider, folders[case.file.parent]))
+            folder = folders[case.file.parent]
+            outcomes.append(await run_case(case, provider, folder, config=config))
     return outcomes
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicecall.runtime import adhoc
-from voicecall.runtime.collect import CollectError
+from voicecall.runtime.collect import CollectError, check_values
 from voicecall.runtime.interpreter import Interpreter, Run
 from voicecall.runtime.manager.core import CallError, Calls, ModelReply, Responder
 from voicecall.runtime.manager.delivery import Delivery
@@ -236,35 +236,27 @@ class AgentTurns:
                 waiter.set_result(text)
             return None
         last = bool(options.get("max_turns") and turns >= int(options["max_turns"]))
-        heard = text
-        for _ in range(2):  # the model's answer, and once more if its values do not fit
-            answer = await self._ask(call, heard, options, on_request)
-            async with self.calls.lock(call_id):
-                call = self.calls.live(call_id)
-                interp = self.calls.interpreter(call)
-                run: Run | None = None
-                if answer.done is not None:
-                    try:
-                        run = interp.converse_done(call, answer.done)
-                    except CollectError as exc:
-                        log.warning("call %s: the conversation's values were rejected: %s",
-                                    call_id, exc)  # fmt: skip
-                        call.metadata["collectError"] = str(exc)
-                        self.calls.store.save(call)
-                        # The model is told what to fix (never silence for the caller).
-                        heard, on_request = f"{REJECTED} {exc}", None
-                        continue
-                if run is None and last and not answer.end:
-                    run = interp.converse_timeout(call)
-                if run is None:
-                    self.calls.store.save(call)
-                    return StreamReply(text=answer.text, end=answer.end or last)
-                run = interp.leave_stream(call, run)
-                outcome = self.delivery.push(call, run, "conversation done")
+        answer = await self._ask(call, text, options, on_request)
+        async with self.calls.lock(call_id):
+            call = self.calls.live(call_id)
+            interp = self.calls.interpreter(call)
+            run: Run | None = None
+            if answer.done is not None:
+                try:
+                    run = interp.converse_done(call, answer.done)
+                except CollectError as exc:  # checked in _fitting: the flow changed since
+                    log.warning("call %s: the conversation's values were rejected: %s",
+                                call_id, exc)  # fmt: skip
+                    answer = ModelReply(text=answer.text or RETRY)
+            if run is None and last and not answer.end:
+                run = interp.converse_timeout(call)
+            if run is None:
                 self.calls.store.save(call)
-            self.delivery.queue_sends(call_id, outcome.sends)
-            return None
-        return StreamReply(text=answer.text or RETRY)
+                return StreamReply(text=answer.text, end=answer.end or last)
+            outcome = self.delivery.push(call, interp.leave_stream(call, run), "conversation done")
+            self.calls.store.save(call)
+        self.delivery.queue_sends(call_id, outcome.sends)
+        return None
 
     async def _ask(
         self, call: CallRecord, heard: str, options: Mapping[str, Any],
@@ -277,9 +269,41 @@ class AgentTurns:
         if on_request is not None:
             on_request()
         task = asyncio.ensure_future(asyncio.wait_for(
-            self.responder.reply(call, heard, options), timeout))  # fmt: skip
+            self._fitting(call, heard, options), timeout))  # fmt: skip
         await asyncio.wait({task})
         return _reply_text(call, task)
+
+    async def _fitting(
+        self, call: CallRecord, heard: str, options: Mapping[str, Any]
+    ) -> ModelReply:
+        """The model's answer; when it finishes with values that do not fit the conversation's
+        collect, it is told what to fix and asked once more (what it says then is spoken:
+        the caller never waits in silence for a rejected form)."""
+        assert self.responder is not None
+        first = await self.responder.reply(call, heard, options)
+        answer = first if isinstance(first, ModelReply) else ModelReply(text=first)
+        problem = self._misfit(call, answer)
+        if problem is None:
+            return answer
+        log.warning("call %s: the conversation's values were rejected: %s", call.call_id, problem)
+        again = await self.responder.reply(call, f"{REJECTED} {problem}", options)
+        retry = again if isinstance(again, ModelReply) else ModelReply(text=again)
+        if self._misfit(call, retry) is None:
+            return retry
+        return ModelReply(text=retry.text or RETRY)
+
+    def _misfit(self, call: CallRecord, answer: ModelReply) -> str | None:
+        """Why the values a model finished with do not fit, or None."""
+        if answer.done is None:
+            return None
+        talk = self.calls.interpreter(call).conversation(call)
+        if talk is None or talk.on_done is None:
+            return "this conversation has no on_done to finish to"
+        try:
+            check_values(talk.converse.collect, answer.done)
+        except CollectError as exc:
+            return str(exc)
+        return None
 
     async def stream_dropped(self, call_id: str) -> None:
         """Telnyx: the stream of a conversation still on it stopped (see :meth:`_stream_lost`).
@@ -340,7 +364,7 @@ class AgentTurns:
             return _answered(call, interp, kind, ModelReply(text=""))
         timeout = (options.get("timeout_ms") or 30_000) / 1000 + REPLY_GRACE_S
         reply = asyncio.ensure_future(
-            asyncio.wait_for(self.responder.reply(call, text, options), timeout))  # fmt: skip
+            asyncio.wait_for(self._fitting(call, text, options), timeout))  # fmt: skip
         # A carrier waiting for the document gives up after ~15 s (Twilio): a slower reply is
         # answered with a hold, and pushed to the call with a redirect when it arrives.
         inline = min(timeout, self.inline_reply_s) if interp.xml else timeout
@@ -366,7 +390,8 @@ class AgentTurns:
 
 def _answered(call: CallRecord, interp: Interpreter, kind: str, answer: ModelReply) -> Run:
     """The model's reply as the call's next step: finished with values, the flow goes on at
-    on_done (values that do not fit are logged and the conversation goes on); on the last
+    on_done (values that still do not fit after :meth:`AgentTurns._fitting` are logged and the
+    conversation goes on); on the last
     turn, at on_timeout if the conversation has one; else the reply is said."""
     if answer.done is not None:
         try:

@@ -28,7 +28,7 @@ bundled flows.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,10 +162,14 @@ def case_catalog(case: Case, base: Catalog | None = None) -> Catalog:
     return Catalog([*base.dirs[1:], case.file.parent], base.files)
 
 
-async def run_case(case: Case, provider: str, catalog: Catalog | None = None) -> Outcome:
-    """Simulates one case on one provider and checks its expectations."""
+async def run_case(
+    case: Case, provider: str, catalog: Catalog | None = None, *,
+    config: Mapping[str, Any] | None = None,
+) -> Outcome:  # fmt: skip
+    """Simulates one case on one provider and checks its expectations (``config``: runtime
+    settings for every case, e.g. streaming on)."""
     try:
-        sim = await simulate(case.flow, provider=provider, script=case.script,
+        sim = await simulate(case.flow, provider=provider, script=case.script, config=config,
                              params=case.params, catalog=case_catalog(case, catalog),
                              from_=case.from_number, to=case.to_number,
                              now=case.now, direction=case.direction)  # fmt: skip
