@@ -242,3 +242,34 @@ def test_an_empty_script_or_test_file_is_called_what_it_is(
     assert result.exit_code == 1
     assert said in result.output
     assert "holds no flow\n" not in result.output and "bundled flow" not in result.output
+
+
+CONVERSATION = """\
+version: 1
+name: desk
+description: A short model conversation.
+direction: inbound
+start: talk
+nodes:
+  talk:
+    - converse: {driver: model, message: Hello there., max_turns: 1}
+"""
+
+
+def test_stream_runs_conversations_over_the_mock_carriers_media_stream(
+    runner: CliRunner,
+) -> None:
+    write(Path("myflows/desk.yaml"), CONVERSATION)
+    write(Path("myflows/desk.test.yaml"), "flow: desk\nproviders: [telnyx]\ncases:\n"
+          "  - name: one turn\n    caller: [answer, {say: Hi}]\n    model: [Goodbye now.]\n"
+          "    expect: {said: [Hello there, Goodbye now], end: hangup-bot}\n")  # fmt: skip
+    result = runner.invoke(cli, ["test", "myflows/", "--stream", "--json"])
+    assert result.exit_code == 0, result.output
+    (outcome,) = json.loads(result.stdout)
+    assert outcome["ok"] and outcome["provider"] == "telnyx"
+    result = runner.invoke(cli, ["simulate", "myflows/desk.yaml", "--stream", "--json",
+                                 "--provider", "plivo"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    lines = [(t["speaker"], t["text"]) for t in data["transcript"]]
+    assert lines[0] == ("bot", "Hello there.")
