@@ -65,6 +65,11 @@ class StreamHook(Protocol):
         """The call's conversation on a started stream, if any."""
         ...
 
+    def ring(self, call: CallRecord, interp: Interpreter) -> None:
+        """An outbound call is ringing: its first words, if a streamed conversation says
+        them, may be synthesized now."""
+        ...
+
 
 class LiveStream(Protocol):
     def say(self, text: str, *, final: bool = False) -> None:
@@ -427,6 +432,21 @@ class Interpreter:
             # The greeting's line in the transcript names the flow action that says it.
             call.metadata.setdefault("stream", {})["said_at"] = str(block.end.source)
         return self.streams.open(call, block.id, greeting)
+
+    def opening_words(self, call: CallRecord) -> tuple[m.Converse, str] | None:
+        """The conversation the flow starts with and its message, rendered for ``call`` (None
+        when the flow starts otherwise or the message needs what only the call can tell)."""
+        block = self.block(self.compiled.start)
+        end = block.end
+        if not isinstance(end, b.Converse) or end.converse.message is None or block.ops[:-1]:
+            return None
+        values = self.values(call, block.scope)
+        values.update(self.initial_scope(call.params))
+        try:
+            text = template_slot(end.converse.message.source, str(end.source)).value(values, {})
+        except RenderError:
+            return None
+        return end.converse, text
 
     def leave_stream(self, call: CallRecord, run: Run) -> Run:
         """Telnyx: a run that goes on after a streamed conversation stops the stream first

@@ -48,6 +48,8 @@ class Outbound:
                               params=values, started_at=calls.clock.now(),
                               metadata=dict(metadata or {}))  # fmt: skip
         calls.store.save(call)
+        if calls.streams is not None:  # a greeting on a stream is synthesized while it rings
+            calls.streams.ring(call, calls.interpreter(call))
         try:
             provider_id = await calls.adapter.create_call(
                 call_id=call.call_id, to=target, from_=settings.from_number,

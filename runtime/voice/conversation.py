@@ -113,6 +113,7 @@ class CallStreams:
         self.conversations: dict[str, StreamedConversation] = {}
         self.metrics = Metrics()
         self._ahead: dict[str, asyncio.Task[bytes | CarrierVoice]] = {}
+        self._ahead_text: dict[str, str] = {}  # what each is the audio of
         manager.calls.end_hooks.append(self._ended)
 
     # --- the interpreter's hook ----------------------------------------------------------------
@@ -132,7 +133,8 @@ class CallStreams:
     def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
         meta = call.metadata.setdefault("stream", {})
         meta.update(block=block_id, open=True, opens=int(meta.get("opens", 0)) + 1)
-        if greeting and self.services.tts is not None:
+        ahead = self._ahead_text.get(call.call_id)
+        if greeting and self.services.tts is not None and ahead != greeting:
             self._synthesize_ahead(call.call_id, greeting)
 
         def started(session: StreamSession) -> StreamedConversation:
@@ -146,6 +148,14 @@ class CallStreams:
 
     def live(self, call_id: str) -> LiveStream | None:
         return self.conversations.get(call_id)
+
+    def ring(self, call: CallRecord, interp: Any) -> None:
+        opening = interp.opening_words(call)
+        if opening is None or not opening[1] or self.services.tts is None:
+            return
+        talk, words = opening
+        if self.wants(call, talk) and not self.realtime(talk.driver):  # realtime: the model's
+            self._synthesize_ahead(call.call_id, words)
 
     # --- streams starting and ending ------------------------------------------------------------
 
@@ -163,6 +173,7 @@ class CallStreams:
         if previous is not None:
             previous.cancel()
         self._ahead[call_id] = task
+        self._ahead_text[call_id] = text
 
     def _started(self, session: StreamSession, greeting: str) -> StreamedConversation:
         call = self.manager.calls.store.get(session.call_id)
@@ -174,7 +185,7 @@ class CallStreams:
         realtime = self.realtime(str(options.get("driver")))
         kind = RealtimeConversation if realtime else StreamedConversation
         conversation = kind(self, session, options, greeting=greeting,
-                                            ahead=self._ahead.pop(session.call_id, None),
+                                            ahead=self._take_ahead(session.call_id, greeting),
                                             protect_greeting=protect)  # fmt: skip
         old = self.conversations.get(session.call_id)
         if old is not None:
@@ -183,8 +194,18 @@ class CallStreams:
         conversation.begin()
         return conversation
 
+    def _take_ahead(self, call_id: str, greeting: str) -> asyncio.Task[bytes | CarrierVoice] | None:
+        """The greeting's audio synthesized ahead, if it is this greeting's."""
+        text = self._ahead_text.pop(call_id, None)
+        task = self._ahead.pop(call_id, None)
+        if task is not None and (text != greeting or not greeting):
+            task.cancel()
+            return None
+        return task
+
     def _ended(self, call_id: str, reason: str) -> None:
         self.endpoint.forget(call_id)
+        self._ahead_text.pop(call_id, None)
         ahead = self._ahead.pop(call_id, None)
         if ahead is not None:
             ahead.cancel()

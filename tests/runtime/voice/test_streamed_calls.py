@@ -177,6 +177,9 @@ async def test_the_outbound_greeting_is_not_interrupted(services: Services) -> N
     assert not greeting.source.endswith("cut off")
     assert user_lines(sim) == ["Yes hello"]
     assert sim.end_reason == "hangup-bot"
+    # Synthesized once, while the call rang, and played when the stream opened.
+    spoken = [r["input"] for r in services.tts.requests]
+    assert spoken == [greeting.text, "Bye."]
 
 
 # --- failures are never silence --------------------------------------------------------------
@@ -253,3 +256,27 @@ async def test_a_dropped_stream_is_opened_again(provider: str, services: Service
     assert user_lines(result) == ["Still there?"]
     assert bot_lines(result)[-1].text == "Bye!"
     assert result.end_reason == "hangup-bot"
+
+
+async def test_an_outbound_greeting_is_synthesized_while_the_call_rings(
+    services: Services,
+) -> None:
+    services.chat.turns = [openai_http.Turn(tool="end_call", arguments={"farewell": "Bye."})]
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Yes")))
+    async with Simulator("plivo", catalog=Catalog([FLOWS]), config=services.config()) as sim:
+        assert sim.runtime is not None and sim.runtime.conversations is not None
+        sim.runtime.carrier.captions = services.captions
+        streams, store = sim.runtime.conversations, sim.runtime.store
+        started: list[tuple[str, float | None]] = []
+        synthesize = streams._synthesize_ahead
+
+        def spy(call_id: str, text: str) -> None:
+            record = store.get(call_id)
+            started.append((text, record.answered_at if record else None))
+            synthesize(call_id, text)
+
+        streams._synthesize_ahead = spy  # type: ignore[method-assign]
+        result = await sim.call("callback-offer", script=script)
+    assert result.end_reason == "hangup-bot"
+    greeting = bot_lines(result)[0].text
+    assert started == [(greeting, None)]  # before the answer, and not again at the stream
