@@ -375,7 +375,7 @@ class AgentTurns:
         return interp.converse_input(call, waiting.block, waiting.step, "")
 
     async def _late_reply(
-        self, call_id: str, kind: str, task: asyncio.Future[str | ModelReply]
+        self, call_id: str, kind: str, task: asyncio.Future[ModelReply]
     ) -> None:
         await asyncio.wait({task})
         async with self.calls.lock(call_id):
@@ -421,7 +421,7 @@ def _options(call: CallRecord) -> dict[str, Any]:
     return options
 
 
-def _reply_text(call: CallRecord, task: asyncio.Future[str | ModelReply]) -> ModelReply:
+def _reply_text(call: CallRecord, task: asyncio.Future[ModelReply]) -> ModelReply:
     """The model's reply (the end-call tool: its farewell, then the hangup); a failed or
     timed-out reply is silence, never a dropped call."""
     try:
