@@ -649,6 +649,37 @@ class RealtimeConversation(StreamedConversation):
         self._ending = farewell or "end"
         self._spawn(self._end_after_playout())
 
+    # --- an agent's words (LiveStream) ---------------------------------------------------------
+
+    def say(self, text: str, *, final: bool = False) -> None:
+        """An agent's words on a realtime call (`voicecall speak`, `end`): in the TTS voice
+        through the same paced output (else the carrier's voice). ``final``: the model stops
+        at once, and the call ends once the words have played."""
+        if final:
+            self._ending = text or "end"
+        self._spawn(self._agent_says(text, final))
+
+    async def _agent_says(self, text: str, final: bool) -> None:
+        if final and self.realtime is not None:
+            await self.realtime.close()  # reports what the model said; it says nothing more
+        if text:
+            s = self.owner.services
+            speech = await start_speech(s.tts, text, voice_settings=s.voice,
+                                        timeout_ms=s.tts_timeout_ms)  # fmt: skip
+            if isinstance(speech, CarrierVoice):
+                await self.owner.manager.turns.carrier_turn(self.call_id, text, final=final)
+                return
+            try:
+                async for chunk in speech:
+                    self.play(chunk)
+            finally:
+                await speech.aclose()
+            if final:
+                await self._played_out(FAREWELL_WAIT_S)
+            self._record(_Utterance(text=text, source="agent"), heard=True)
+        if final:
+            await self.owner.manager.turns.end_call(self.call_id)
+
     async def _end_after_playout(self) -> None:
         """Hangs up once the farewell has played."""
         await self._played_out(FAREWELL_WAIT_S)

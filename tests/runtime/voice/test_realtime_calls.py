@@ -9,8 +9,9 @@ and function calls). Nothing is stubbed inside the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.fakes.openai_realtime_voice import API_KEY, FakeRealtimeVoice, Reply
 from voicecall.dsl.catalog import Catalog
+from voicecall.runtime.app import Runtime
 from voicecall.runtime.sim.captions import Captions
 from voicecall.runtime.sim.flowtest import PROVIDERS
 from voicecall.runtime.sim.script import Script, Step
@@ -46,15 +48,23 @@ def config(
 
 
 async def run(
-    provider: str, flow: str, script: Script, fake: FakeRealtimeVoice, **kw: Any
-) -> tuple[Simulation, Any]:
-    """One call; returns the simulation and the carrier's record of the call."""
+    provider: str, flow: str, script: Script, fake: FakeRealtimeVoice,
+    during: Callable[[Runtime], Awaitable[None]] | None = None, **kw: Any,
+) -> tuple[Simulation, Any]:  # fmt: skip
+    """One call (``during`` runs beside it); the simulation and the carrier's record."""
     async with Simulator(provider, catalog=Catalog([FLOWS]), config=config(fake, **kw)) as sim:
         assert sim.runtime is not None
         carrier = sim.runtime.carrier
         assert fake.captions is not None
         carrier.captions = fake.captions  # the fake hears what the caller says
-        result = await sim.call(flow, script=script)
+        beside = asyncio.ensure_future(during(sim.runtime)) if during is not None else None
+        try:
+            result = await sim.call(flow, script=script)
+        finally:
+            if beside is not None:
+                beside.cancel()
+        if beside is not None and not beside.cancelled():
+            beside.result()  # its failure fails the test
         return result, list(carrier.calls.values())[-1]
 
 
@@ -255,3 +265,38 @@ async def test_a_realtime_service_that_goes_away_mid_call_is_apologized_for(
     assert texts(sim, "user") == ["Hi"]
     (stream,) = call.streams
     assert stream.ended in ("redirect", "transfer", "streaming_stop")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_an_agent_ends_a_realtime_call_with_its_own_words(
+    provider: str, fake: FakeRealtimeVoice
+) -> None:
+    """`voicecall end` with a message on a realtime call: the model stops, the words are said
+    on the stream (the stand-in voice here) and heard, then the call hangs up."""
+    fake.replies = [Reply(say=GREETING, audio_ms=300)]
+    words = "The front desk will call you back. Goodbye."
+
+    async def agent(runtime: Runtime) -> None:
+        async with asyncio.timeout(10):  # only a guard against a hang
+            while not runtime.carrier.calls or not _marks(runtime):
+                await asyncio.sleep(0.02)  # until the greeting has played
+        (live,) = runtime.store.live()
+        await runtime.manager.end_call(live.call_id, words)
+
+    script = Script(caller=(Step(action="answer"), Step(action="silence"),
+                            Step(action="silence")))  # fmt: skip
+    sim, call = await run(provider, "concierge-realtime", script, fake, during=agent)
+    assert sim.error == ""
+    assert sim.end_reason == "hangup-bot"
+    assert sim.record is not None
+    assert [(line.text, line.source) for line in lines(sim, "bot")] == [
+        (GREETING, "realtime"), (words, "agent")]  # fmt: skip
+    (stream,) = call.streams
+    assert len(stream.marks) == 2  # the greeting's, the agent's words': both played out
+    assert stream.played_bytes == len(stream.audio) > 300 * 8
+    assert fake.replies == [] and fake.turns == 0
+
+
+def _marks(runtime: Runtime) -> list[str]:
+    calls = list(runtime.carrier.calls.values())
+    return calls[-1].streams[0].marks if calls and calls[-1].streams else []
