@@ -618,18 +618,22 @@ class RealtimeConversation(StreamedConversation):
         problem = self._unfit(arguments)
         if problem is not None:
             return {"error": problem}
+        # Ours, not the session's: the bridge's tool timeout does not cut a hand-back short.
+        await asyncio.shield(self._spawn(self._finish(arguments)))
+        return {"ok": True}
+
+    async def _finish(self, values: dict[str, Any]) -> None:
         await self._played_out(FINISH_WAIT_S)
         self._ending = "finished"  # the flow goes on: nothing more is said here
         if self.realtime is not None:
             await self.realtime.close()
         turns = self.owner.manager.turns
         try:
-            await turns.finish(self.call_id, arguments)
+            await turns.finish(self.call_id, values)
         except Exception as exc:  # the call changed meanwhile: never an open, silent stream
             log.warning("call %s: the conversation could not finish: %s", self.call_id, exc)
             with contextlib.suppress(Exception):
                 await turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
-        return {"ok": True}
 
     def _unfit(self, values: dict[str, Any]) -> str | None:
         """What is wrong with the values for the conversation's ``collect`` (the check
