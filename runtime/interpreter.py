@@ -56,7 +56,9 @@ class StreamHook(Protocol):
         """Whether this conversation of this call is served over a media stream."""
         ...
 
-    def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
+    def open(
+        self, call: CallRecord, block_id: str, greeting: str, driver: str = "agent"
+    ) -> dict[str, str]:
         """Expects the call's stream; returns the opening's slots (stream_url, call_key,
         stream_token, stream_headers). ``greeting`` is said on the stream first."""
         ...
@@ -419,9 +421,10 @@ class Interpreter:
         if not (block.stream_xml or block.stream_commands):
             return {}
         if block.id.startswith(adhoc.PREFIX):
-            if not (call.metadata.get("converse") or {}).get("stream"):
+            current = call.metadata.get("converse") or {}
+            if not current.get("stream"):
                 return {}
-            greeting = ""
+            greeting, driver = "", str(current.get("driver") or "agent")
         else:
             talk = block.end.converse
             if not self.streams.wants(call, talk):
@@ -431,7 +434,8 @@ class Interpreter:
                         if message is not None else "")  # fmt: skip
             # The greeting's line in the transcript names the flow action that says it.
             call.metadata.setdefault("stream", {})["said_at"] = str(block.end.source)
-        return self.streams.open(call, block.id, greeting)
+            driver = talk.driver
+        return self.streams.open(call, block.id, greeting, driver)
 
     def opening_words(self, call: CallRecord) -> tuple[m.Converse, str] | None:
         """The conversation the flow starts with and its message, rendered for ``call`` (None

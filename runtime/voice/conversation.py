@@ -130,11 +130,14 @@ class CallStreams:
             driver == "realtime" or (driver == "model" and s.realtime_calls)
         )
 
-    def open(self, call: CallRecord, block_id: str, greeting: str) -> dict[str, str]:
+    def open(
+        self, call: CallRecord, block_id: str, greeting: str, driver: str = "agent"
+    ) -> dict[str, str]:
         meta = call.metadata.setdefault("stream", {})
         meta.update(block=block_id, open=True, opens=int(meta.get("opens", 0)) + 1)
         ahead = self._ahead_text.get(call.call_id)
-        if greeting and self.services.tts is not None and ahead != greeting:
+        spoken_by_us = not self.realtime(driver)  # a realtime model speaks its own greeting
+        if greeting and spoken_by_us and self.services.tts is not None and ahead != greeting:
             self._synthesize_ahead(call.call_id, greeting)
 
         def started(session: StreamSession) -> StreamedConversation:
@@ -318,7 +321,9 @@ class StreamedConversation:
 
     def on_audio(self, ulaw: bytes) -> None:
         if self.vad.feed_ulaw(ulaw) is VadEvent.SPEECH_START:
-            self._onset_at = time.perf_counter()
+            playing = self._playing
+            if playing is not None and not playing.protected:  # timed only when it clears
+                self._onset_at = time.perf_counter()
             self.barge_in("voice activity")
         if self.transcriber is not None:
             self.transcriber.feed(ulaw)
