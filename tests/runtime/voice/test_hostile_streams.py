@@ -24,6 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
+from tests.fakes.openai_realtime_voice import API_KEY as REALTIME_KEY
+from tests.fakes.openai_realtime_voice import FakeRealtimeVoice, Reply
 from tests.runtime import hostile_support as hs
 from voicecall.dsl.catalog import Catalog
 from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
@@ -33,6 +35,7 @@ from voicecall.runtime.media.codec import SILENCE_BYTE
 from voicecall.runtime.media.streams import stream_key
 from voicecall.runtime.sim.voice import tone_speech
 from voicecall.runtime.state import CallRecord
+from voicecall.runtime.voice import conversation
 
 FLOWS = Path(__file__).parent / "flows"
 EXAMPLES = Path(__file__).parents[3] / "flows" / "examples"
@@ -461,6 +464,76 @@ async def test_a_silent_framed_stream_lives_and_a_mute_one_is_ended(rig: Rig) ->
     assert ws.close_code == 1011
 
 
+async def test_an_upgrade_trickled_byte_by_byte_is_cut_off(rig: Rig) -> None:
+    """Slowloris on the stream path: the server's head timeout (serve.headerTimeoutMs) holds
+    before the WebSocket handler, so no pending-stream slot is spent on it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.target.port)
+    head = (f"GET {rig.runtime.streams.settings.path} HTTP/1.1\r\nHost: {rig.target.host}\r\n"  # type: ignore[union-attr]
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n").encode()  # fmt: skip
+
+    async def trickle() -> None:
+        for n in range(10_000):
+            writer.write(head[n : n + 1] if n < len(head) else b"X")
+            await asyncio.sleep(0.05)
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.read(), GENEROUS_S)
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert rig.runtime.streams is not None and not rig.runtime.streams._open
+
+
+async def test_a_caller_who_never_stops_talking_breaks_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten seconds of voice without a pause: our greeting is cut once, no turn ends (the
+    model is not asked), the stream lives."""
+    opened = await rig.inbound()
+    ws, live = await started(rig, opened)
+    carrier = Carrier(ws)
+    voice = tone_speech("x" * 100)  # 3 s
+    for _ in range(3):
+        for i in range(0, len(voice) - 159, 160):
+            await ws.send_str(media(voice[i : i + 160]))
+    await until(lambda: carrier.clears == 1, "the greeting was cut")
+    assert not live.stopped and rig.responder.heard == []
+    await carrier.aclose()
+    assert failures(caplog) == []
+
+
+async def test_a_hang_up_mid_realtime_reply_stops_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model's audio is flowing when the call ends: the bridge's tasks end, the realtime
+    session is closed, nothing more is sent to the carrier, nothing fails."""
+    async with FakeRealtimeVoice() as fake:
+        service = {"apiKey": REALTIME_KEY, "baseUrl": fake.base_url, "silenceDurationMs": 300}
+        extra = {"realtime": {"providers": {"openai": service}}}
+        async with runtime_rig(tmp_path, extra) as made:
+            fake.captions = made.runtime.carrier.captions
+            fake.replies = [Reply(say="Hello there, a long greeting", audio_ms=5000)]
+            opened = await made.inbound(flow="concierge-realtime")
+            ws, live = await started(made, opened)
+            carrier = Carrier(ws)
+            await until(lambda: carrier.audio > 20, "the model's audio flows")
+            await made.ended(opened)
+            await until(lambda: live.stopped, "the conversation stopped")
+            carrier.ended = True
+            await until(lambda: not live._tasks, "its tasks ended")
+            await until(lambda: live.realtime.closed, "the realtime session closed")
+            await until(lambda: not conversation._CLOSING, "closes finished")
+            for _ in range(10):  # frames keep coming from the carrier; none go back
+                await ws.send_str(media(SILENCE))
+                await asyncio.sleep(0.02)
+            await carrier.aclose()
+            assert carrier.after_close == 0
+    assert failures(caplog) == []
+
+
 # --- our side: marks, farewells, hang-ups --------------------------------------------------------
 
 
@@ -580,8 +653,6 @@ async def test_nothing_is_left_after_streamed_calls(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Calls that end while listening, after a carrier's stop, and while the model answers."""
-    from voicecall.runtime.voice import conversation
-
     for n in range(3):
         sid = str(n + 1)
         opened = await rig.inbound(sid)
