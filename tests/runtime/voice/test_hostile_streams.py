@@ -368,6 +368,21 @@ async def test_a_call_that_expects_no_stream_gets_none(rig: Rig) -> None:
     await until(lambda: rig.conversation(opened.call_id) is not None, "started")
 
 
+async def test_a_second_start_on_a_live_stream_claims_nothing(rig: Rig) -> None:
+    """A started socket that sends another start, with another call's valid token: ignored;
+    that call's own stream still gets in, and each conversation is on its own socket."""
+    a = await rig.inbound("1")
+    b = await rig.inbound("2")
+    ws = await rig.stream(a)
+    await until(lambda: rig.conversation(a.call_id) is not None, "a started")
+    await ws.send_str(start(b.key, b.token, sid="MZ9"))
+    await ws.send_str(media(SILENCE))
+    await rig.stream(b, sid="MZ2")
+    await until(lambda: rig.conversation(b.call_id) is not None, "b started with its token")
+    assert rig.conversation(a.call_id).session is not rig.conversation(b.call_id).session
+    assert rig.conversation(b.call_id).session.start.stream_id == "MZ2"
+
+
 async def test_a_replayed_webhook_mints_no_fresh_token(rig: Rig) -> None:
     opened = await rig.inbound()
     replayed = await rig.inbound()  # the same signed request again
