@@ -148,7 +148,7 @@ class Rig:
         assert status in (200, 204), body
 
     async def connect(self) -> aiohttp.ClientWebSocketResponse:
-        ws = await self.http.ws_connect(self.stream_url, max_msg_size=0, autoclose=False)
+        ws = await self.http.ws_connect(self.stream_url, max_msg_size=0)
         self.sockets.append(ws)
         return ws
 
@@ -226,7 +226,9 @@ async def closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
     """Reads (and drops our audio) until the runtime closes the socket: its close code."""
     while True:
         message = await asyncio.wait_for(ws.receive(), GENEROUS_S)
-        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+        if message.type == WSMsgType.CLOSE:
+            return int(message.data)  # the code the runtime sent
+        if message.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
             return ws.close_code
 
 
