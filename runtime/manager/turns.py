@@ -41,6 +41,10 @@ class StreamReply:
 
     text: str
     end: bool = False
+    left: bool = False  # the conversation is over: the stream is left, or the call ends
+
+
+LEFT = StreamReply(text="", left=True)
 
 
 class AgentTurns:
@@ -211,19 +215,23 @@ class AgentTurns:
         self.delivery.queue_sends(call_id, outcome.sends)
 
     async def stream_heard(
-        self, call_id: str, text: str, on_request: Callable[[], None] | None = None
-    ) -> StreamReply | None:
+        self, call_id: str, text: str, *, block: str | None = None,
+        on_request: Callable[[], None] | None = None,
+    ) -> StreamReply | None:  # fmt: skip
         """The caller said ``text`` on a streamed conversation. The model answers (what to
         say, and whether the call ends after it); an agent's waiting turn gets it (None: the
         agent speaks through its commands); a finished conversation goes on in the flow
         (None: the stream is left)."""
         async with self.calls.lock(call_id):
-            call = self.calls.live(call_id)
+            call = self.calls.store.get(call_id)
+            options = _options(call) if call is not None else {}
+            if call is None or call.ended or call.ending or block is None or (
+                    options.get("block") != block):  # fmt: skip
+                # Words the stream carried after the conversation finished (the carrier has
+                # not swapped the document yet) or while the call ends: not a turn of it.
+                return LEFT
             interp = self.calls.interpreter(call)
-            options = _options(call)
-            block = options.get("block")
-            interp.heard(call, text, interp.block(block) if isinstance(block, str) else
-                         interp.block(call.waiting.block if call.waiting else ""))  # fmt: skip
+            interp.heard(call, text, interp.block(block))
             turns = int(call.metadata.get("turns", 0)) + 1
             call.metadata["turns"] = turns
             if call.waiting is not None:  # the caller's turn N of the conversation, as on XML
@@ -256,7 +264,7 @@ class AgentTurns:
             outcome = self.delivery.push(call, interp.leave_stream(call, run), "conversation done")
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
-        return None
+        return LEFT
 
     async def _ask(
         self, call: CallRecord, heard: str, options: Mapping[str, Any],
@@ -270,7 +278,11 @@ class AgentTurns:
             on_request()
         task = asyncio.ensure_future(asyncio.wait_for(
             self._fitting(call, heard, options), timeout))  # fmt: skip
-        await asyncio.wait({task})
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:  # the call ended: its model request goes too
+            task.cancel()
+            raise
         return _reply_text(call, task)
 
     async def _fitting(
@@ -374,9 +386,7 @@ class AgentTurns:
         self.delivery.background(self._late_reply(call.call_id, kind, reply))
         return interp.converse_input(call, waiting.block, waiting.step, "")
 
-    async def _late_reply(
-        self, call_id: str, kind: str, task: asyncio.Future[ModelReply]
-    ) -> None:
+    async def _late_reply(self, call_id: str, kind: str, task: asyncio.Future[ModelReply]) -> None:
         await asyncio.wait({task})
         async with self.calls.lock(call_id):
             call = self.calls.store.get(call_id)

@@ -277,6 +277,9 @@ class StreamEndpoint:
         expected = self._expected.pop(key, None)
         if expected is None:
             raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r} expects no stream")
+        problem = _format_problem(start)
+        if problem is not None:  # its audio would be read as μ-law, and ours played wrong
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {problem}")
         call_id, open_sink = expected
         session = StreamSession(ws, self.protocol, call_id, start, transport=transport,
                                 send_timeout_s=self.settings.send_timeout_s)  # fmt: skip
@@ -396,6 +399,21 @@ def _event(message: WSMessage, protocol: p.StreamProtocol) -> p.Event:
     if message.type == WSMsgType.ERROR:
         raise _Refused(WSCloseCode.MESSAGE_TOO_BIG, f"{message.data}")
     raise _Refused(WSCloseCode.OK, "closed")
+
+
+# How the carriers name 8 kHz μ-law in a start (Twilio, Plivo: audio/x-mulaw; Telnyx: PCMU).
+ULAW_NAMES = frozenset({"audio/x-mulaw", "pcmu", "audio/pcmu", "mulaw", "ulaw", "g711_ulaw"})
+
+
+def _format_problem(start: p.Start) -> str | None:
+    """Why a started stream's audio is not the μ-law 8 kHz mono we asked for, or None (a
+    carrier that names no encoding is taken at its word: we asked for μ-law)."""
+    encoding = start.encoding.split(";")[0].strip().lower()
+    if encoding and encoding not in ULAW_NAMES:
+        return f"audio {start.encoding!r} is not the μ-law 8 kHz asked for"
+    if start.sample_rate != 8000 or start.channels != 1:
+        return f"audio at {start.sample_rate} Hz, {start.channels} channel(s): 8000 Hz mono asked"
+    return None
 
 
 def _name(event: p.Event) -> str:

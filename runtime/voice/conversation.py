@@ -193,6 +193,7 @@ class CallStreams:
         old = self.conversations.get(session.call_id)
         if old is not None:
             old.stop("replaced by a new stream")
+            old.close_stream("replaced by a new stream")
         self.conversations[session.call_id] = conversation
         conversation.begin()
         return conversation
@@ -215,6 +216,7 @@ class CallStreams:
         conversation = self.conversations.pop(call_id, None)
         if conversation is not None:
             conversation.stop(f"the call ended: {reason}")
+            conversation.close_stream("the call ended")
 
     def finished(self, conversation: StreamedConversation) -> None:
         if self.conversations.get(conversation.call_id) is conversation:
@@ -256,6 +258,7 @@ class StreamedConversation:
         self.vad = Vad()
         self.transcriber: Transcriber | None = None
         self.stopped = False
+        self.finished = False  # left for the flow, or ending: the caller's words are no turn
         self._ahead = ahead
         self._queue: asyncio.Queue[_Utterance] = asyncio.Queue()
         self._playing: _Utterance | None = None
@@ -287,6 +290,12 @@ class StreamedConversation:
             _CLOSING.add(asyncio.ensure_future(_quietly(self.transcriber.close())))
         self.owner.finished(self)
 
+    def close_stream(self, reason: str) -> None:
+        """Closes the carrier's socket (the call ended, a new stream replaced it): it would
+        hold a connection slot for as long as the carrier sends frames."""
+        if not self.session.closed:
+            _CLOSING.add(asyncio.ensure_future(_quietly(self.session.close(reason))))
+
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -312,6 +321,8 @@ class StreamedConversation:
             await self.owner.manager.turns.end_call(self.call_id, STT_UNAVAILABLE)
             return
         async for event in self.transcriber.events():
+            if self.finished:  # left for the flow, or saying its farewell: no more turns
+                continue
             if isinstance(event, SpeechStarted):
                 self.barge_in("speech recognition")
             elif isinstance(event, Final) and event.text.strip():
@@ -464,7 +475,19 @@ class StreamedConversation:
         finally:
             if isinstance(chunks, Speech):
                 await chunks.aclose()
-        return await marked
+        return await self._heard(name, marked)
+
+    async def _heard(self, name: str, marked: asyncio.Future[bool]) -> bool:
+        """The mark's echo: heard to the end, or cut off. A carrier that loses the echo must
+        not hold the conversation (or its farewell) forever: past the bound it counts heard."""
+        try:
+            bound = LEAD_FRAMES * 0.02 + FAREWELL_WAIT_S
+            return await asyncio.wait_for(asyncio.shield(marked), bound)
+        except TimeoutError:
+            log.warning("call %s: no echo of mark %s in %gs; taken as heard", self.call_id,
+                        name, FAREWELL_WAIT_S)  # fmt: skip
+            self._marks.pop(name, None)
+            return True
 
     async def _carrier_voice(self, utterance: _Utterance) -> None:
         """Synthesis failed: the words are said in the carrier's voice. The stream is left
@@ -484,11 +507,19 @@ class StreamedConversation:
 
     async def _turn(self, text: str) -> None:
         async with self._turn_lock:
+            if self.finished:
+                return
             started = time.perf_counter()
             turns = self.owner.manager.turns
-            reply = await turns.stream_heard(self.call_id, text, on_request=lambda: (
-                self.owner.metrics.turn.append(time.perf_counter() - started)))  # fmt: skip
+            reply = await turns.stream_heard(
+                self.call_id, text, block=self.options.get("block"),
+                on_request=lambda: self.owner.metrics.turn.append(time.perf_counter() - started),
+            )  # fmt: skip
             if reply is None:
+                return
+            if reply.left or reply.end:
+                self.finished = True  # what the caller says from now on is not a turn
+            if reply.left:
                 return
             if reply.text:
                 # A farewell is not cut off: the call ends once it has been heard.

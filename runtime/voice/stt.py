@@ -46,6 +46,7 @@ DEFAULT_SILENCE_MS = 800  # the original's silenceDurationMs
 DEFAULT_VAD_THRESHOLD = 0.5
 FRAME_MS = 20
 MAX_PENDING_FRAMES = 150  # 3 s of caller audio waiting for the service
+FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 MAX_FRAMES_PER_APPEND = 50  # a backlog goes in 1 s appends, not one message per frame
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
@@ -301,14 +302,17 @@ class OpenAITranscriber:
         """Queue one μ-law frame for the service; the oldest goes when the queue is full."""
         if self._closed or self._ended:
             return
-        if len(self._pending) == self._pending.maxlen:
-            if not self.dropped_frames:
-                log.warning(
-                    "stt %s: the service falls behind; dropping the oldest caller audio",
-                    self.call_id,
-                )
-            self.dropped_frames += 1
-        self._pending.append(ulaw)
+        # The queue holds 20 ms frames: a carrier's bigger media message is cut into them, so
+        # the bound is 3 s of audio whatever the message size.
+        for i in range(0, len(ulaw), FRAME_BYTES):
+            if len(self._pending) == self._pending.maxlen:
+                if not self.dropped_frames:
+                    log.warning(
+                        "stt %s: the service falls behind; dropping the oldest caller audio",
+                        self.call_id,
+                    )
+                self.dropped_frames += 1
+            self._pending.append(ulaw[i : i + FRAME_BYTES] if len(ulaw) > FRAME_BYTES else ulaw)
         self._wake.set()
 
     async def events(self) -> AsyncIterator[SttEvent]:
