@@ -345,8 +345,8 @@ class StreamedConversation:
             marked.set_result(outcome.heard)
 
     def on_dtmf(self, digit: str) -> None:
-        log.info("call %s: keypad %r on the stream (not used by conversations)", self.call_id,
-                 digit)  # fmt: skip
+        log.debug("call %s: keypad %r on the stream (not used by conversations)", self.call_id,
+                  digit)  # fmt: skip
 
     def on_stop(self, reason: str) -> None:
         ours = self.stopped  # stopped by the runtime (the call ended, a new stream)
