@@ -33,6 +33,7 @@ from voicecall.plugin.host import EventSink, GatewayError, invalid, unavailable
 from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
 from voicecall.runtime.clock import Clock
 from voicecall.runtime.manager import CallError, CallManager
+from voicecall.runtime.ops import ops_of
 from voicecall.runtime.sim.script import script_from_config
 from voicecall.runtime.state import CallRecord
 
@@ -170,6 +171,7 @@ class VoiceCallService:
         runtime.manager.watch(self._observe)
         self.runtime = runtime
         _freeze_startup_objects()
+        _ops_state(runtime, ready=True)
         self.stopping = False
         self.log.info("[voice-call] runtime started; webhook %s", runtime.webhook_url)
 
@@ -179,6 +181,7 @@ class VoiceCallService:
         if runtime is None:
             return
         self.stopping = True
+        _ops_state(runtime, ready=False)
         for op in list(self._ops.values()):
             op.task.cancel()
         await asyncio.gather(*(op.task for op in self._ops.values()), return_exceptions=True)
@@ -457,6 +460,17 @@ class VoiceCallService:
     def flows(self) -> dict[str, Any]:
         """``voicecall.flows``: every valid named flow, with what it does and its params."""
         return {"flows": [describe_flow(e.flow) for e in self.catalog if e.ok]}
+
+
+def _ops_state(runtime: Runtime, *, ready: bool) -> None:
+    """/readyz: 200 once the runtime is started and exposed; 503 from the start of its drain."""
+    ops = ops_of(runtime.runner.app)
+    if ops is None:
+        return
+    if ready:
+        ops.ready()
+    else:
+        ops.draining()
 
 
 _FROZEN = False

@@ -28,8 +28,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from voicecall.runtime.forwarding import ForwardingTrust, signed_url
+from voicecall.runtime.logs import webhook_context
 from voicecall.runtime.manager import CallManager
 from voicecall.runtime.media.streams import StreamEndpoint
+from voicecall.runtime.ops import OPS, Ops, event_kind
 from voicecall.runtime.providers.base import (
     Adapter,
     BadRequest,
@@ -73,6 +75,8 @@ def make_app(
     app[MANAGER] = manager
     gate = _Gate(manager.adapter, settings)
     app[GATE] = gate
+    app[OPS] = ops = Ops(manager)  # /metrics, /healthz, /readyz: loopback only
+    ops.routes(app)
     app.router.add_route("*", settings.path, gate.handle, expect_handler=gate.expect)
     if streams is not None:
         app.router.add_get(streams.settings.path, streams.handle)
@@ -110,7 +114,11 @@ class _Gate:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             return _reject(request, 405, "only POST is accepted")
-        return await self.checked(request)
+        started = time.perf_counter()
+        try:
+            return await self.checked(request)
+        finally:
+            request.app[OPS].answered(request, started)
 
     def refusal_before_body(self, request: web.Request) -> web.Response | None:
         """What is refused on the head alone: method, signature headers, declared size."""
@@ -177,13 +185,17 @@ class _Gate:
             events = self.adapter.parse(incoming)
         except BadRequest as exc:
             return _reject(request, 400, f"malformed {self.adapter.name} webhook: {exc}")
-        reply = await manager.handle(events, verification.key)
+        Ops.note_kind(request, event_kind(events))
+        with webhook_context(manager, self.adapter.name, events):
+            reply = await manager.handle(events, verification.key)
         return web.Response(body=reply.body, status=reply.status,
                             content_type=_mime(reply.content_type))  # fmt: skip
 
     def replay(self, request: web.Request, key: str) -> web.Response:
         stored = request.app[MANAGER].store.seen(key)
         reply = Reply(stored.body, stored.content_type) if stored else self.adapter.empty()
+        Ops.note_kind(request, "replay")
+        request.app[OPS].replays.inc()
         log.info("%s %s: replay acknowledged with the earlier reply, no side effect",
                  request.method, request.path)  # fmt: skip
         return web.Response(body=reply.body, content_type=_mime(reply.content_type))
@@ -260,6 +272,7 @@ def _one_line(exc: BaseException) -> str:
 def _reject(request: web.Request, status: int, reason: str, *, close: bool = False) -> web.Response:
     log.warning("webhook %s %s from %s rejected with %d: %s", request.method, request.path,
                 request.remote, status, reason)  # fmt: skip
+    request.app[OPS].rejected_webhook(status, reason)
     response = web.Response(status=status, text=f"{reason}\n")
     if close:  # the body may be unread or still coming: do not wait for it
         response.force_close()

@@ -1,0 +1,268 @@
+"""Operations endpoints of the webhook server: Prometheus ``/metrics``, ``/healthz``, ``/readyz``.
+
+They live on the webhook server so that a scraper reaches them where the runtime listens. That
+port may be public through a tunnel (ngrok, Tailscale Funnel), whose agent connects from
+loopback: so an operations request is answered only when it comes from a loopback address
+**and** carries no proxy header (a tunnel or reverse proxy always adds one); anything else gets
+403 and one log line. Nothing here ever answers 500: a failing source is a 503 (readiness) or
+a metric left out (one log line per scrape).
+
+Each runtime has its own :class:`~prometheus_client.CollectorRegistry` (tests and simulations
+start many runtimes in one process; the global registry would mix them). Counters and the
+webhook histogram move as things happen; the gauges (calls by state, streams open) are read
+from the store and the stream endpoint at scrape time, and the audio-path latencies the
+conversations record (:class:`~voicecall.runtime.voice.conversation.Metrics`) are moved into
+histograms at scrape time, so the media path pays nothing extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from voicecall.runtime.forwarding import is_loopback
+from voicecall.runtime.providers.base import Event
+from voicecall.runtime.state import CallRecord
+
+log = logging.getLogger("voicecall.ops")
+
+METRICS_PATH: Final = "/metrics"
+HEALTH_PATH: Final = "/healthz"
+READY_PATH: Final = "/readyz"
+PATHS: Final = (METRICS_PATH, HEALTH_PATH, READY_PATH)
+
+# Headers a proxy or tunnel adds (ngrok, Tailscale, nginx, cloud load balancers); a scraper on
+# the same host sends none of them.
+PROXY_HEADERS: Final = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+                        "X-Real-IP", "X-Original-Host", "Ngrok-Forwarded-Host",
+                        "Tailscale-Funnel-Request", "Tailscale-User-Login",
+                        "CF-Connecting-IP", "True-Client-IP")  # fmt: skip
+
+WEBHOOK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+AUDIO_BUCKETS: Final = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0)
+ENDED_KEPT: Final = 10_000  # ended call ids remembered so a re-commit is not a second end
+
+# Rejection reasons as labels: the log line's text carries sizes and addresses (unbounded),
+# the label only its kind. First match wins.
+_REASONS: Final = (
+    ("missing signature header", "missing_signature"),
+    ("signature rejected", "bad_signature"),
+    ("only POST", "method"),
+    ("only Expect", "expect"),
+    ("not received in", "body_timeout"),
+    ("body not received", "body_broken"),
+    ("bytes is over", "too_large"),
+    ("body over", "too_large"),
+    ("verified requests in flight", "in_flight"),
+    ("malformed", "malformed"),
+)
+
+_KIND_KEY: Final = web.RequestKey("webhook_kind", str)  # what the gate made of the request
+
+
+def reason_label(reason: str) -> str:
+    """The bounded label of a rejection's reason text."""
+    for needle, label in _REASONS:
+        if needle in reason:
+            return label
+    return "other"
+
+
+def event_kind(events: Iterable[Event]) -> str:
+    """A webhook's kind for the latency histogram: its first event's (status, input, …)."""
+    for event in events:
+        kind = str(event.kind.value).removeprefix("call.")
+        return {"initiated": "status", "ringing": "status", "answered": "status",
+                "ended": "status"}.get(kind, kind)  # fmt: skip
+    return "empty"
+
+
+class Ops:
+    """One runtime's metrics and health state (``app[OPS]``).
+
+    Args:
+        manager: the runtime's CallManager (store, adapter, and later its streams).
+    """
+
+    def __init__(self, manager: Any):
+        self.manager = manager
+        self.state = "starting"  # starting | ready | draining
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.started = Counter("voicecall_calls_started", "Calls this process began handling.",
+                               ["provider", "direction"], registry=r)  # fmt: skip
+        self.ended = Counter("voicecall_calls_ended", "Calls that ended, by end reason.",
+                             ["provider", "reason"], registry=r)  # fmt: skip
+        self.webhook = Histogram("voicecall_webhook_duration_seconds",
+                                 "Time to answer a carrier webhook, by kind.", ["kind"],
+                                 buckets=WEBHOOK_BUCKETS, registry=r)  # fmt: skip
+        self.rejected = Counter("voicecall_webhooks_rejected", "Webhooks refused, by reason.",
+                                ["reason", "status"], registry=r)  # fmt: skip
+        self.replays = Counter("voicecall_webhook_replays",
+                               "Webhooks seen before: the stored reply, no side effect.",
+                               registry=r)  # fmt: skip
+        self.ops_refused = Counter("voicecall_ops_refused",
+                                   "Operations requests refused (not from loopback, or proxied).",
+                                   registry=r)  # fmt: skip
+        self.audio = {name: Histogram(f"voicecall_stream_{name}_seconds", text,
+                                      buckets=AUDIO_BUCKETS, registry=r)
+                      for name, text in (
+                          ("first_frame", "First TTS byte to the first frame sent."),
+                          ("clear", "Caller speech onset to the clear sent (barge-in)."),
+                          ("turn", "Final transcript to the responder request."))}  # fmt: skip
+        self._moved = dict.fromkeys(self.audio, 0)  # how many of each Metrics list are in
+        r.register(_Live(self))
+        self._live: dict[str, str] = {}  # call id: provider, of calls seen and not ended
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        for call in manager.store.live():  # before restore: those are no new calls
+            self._live[call.call_id] = call.provider
+        manager.watch(self.observe)
+
+    def ready(self) -> None:
+        """The runtime is started (restored, exposed): /readyz answers 200 from now on."""
+        self.state = "ready"
+
+    def draining(self) -> None:
+        """The runtime is stopping: /readyz answers 503 so a balancer sends nothing new."""
+        self.state = "draining"
+
+    # --- what moves the counters ---------------------------------------------------------------
+
+    def observe(self, call: CallRecord) -> None:
+        """A committed call change (a store watcher): counts starts and ends once each."""
+        if call.call_id in self._ended:
+            return
+        if call.call_id not in self._live:
+            self.started.labels(call.provider, call.direction).inc()
+            self._live[call.call_id] = call.provider
+        if call.ended:
+            del self._live[call.call_id]
+            self._ended[call.call_id] = None
+            if len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+            self.ended.labels(call.provider, call.end_reason or call.state).inc()
+
+    def rejected_webhook(self, status: int, reason: str) -> None:
+        self.rejected.labels(reason_label(reason), str(status)).inc()
+
+    def answered(self, request: web.Request, started: float) -> None:
+        """A webhook answered: its time, by the kind the gate noted (``rejected`` if none)."""
+        kind = request.get(_KIND_KEY, "rejected")
+        self.webhook.labels(kind).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def note_kind(request: web.Request, kind: str) -> None:
+        request[_KIND_KEY] = kind
+
+    # --- the handlers ---------------------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get(METRICS_PATH, self.metrics)
+        app.router.add_get(HEALTH_PATH, self.healthz)
+        app.router.add_get(READY_PATH, self.readyz)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        self._move_audio()
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return self.refusal(request) or web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        why = self.not_ready()
+        if why:
+            return web.Response(status=503, text=f"{why}\n")
+        return web.Response(text="ready\n")
+
+    def not_ready(self) -> str:
+        """Why the runtime should get no traffic now, or "" when it is ready."""
+        if self.state == "starting":
+            return "not ready: the runtime is starting"
+        if self.state == "draining":
+            return "not ready: the runtime is draining"
+        try:
+            self.manager.store.count_live()
+        except Exception as exc:  # a closed or unreachable store, whatever the backend
+            return f"not ready: the store is not open ({type(exc).__name__})"
+        return ""
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """403 for a request from elsewhere than this host, or through a proxy or tunnel."""
+        remote = request.remote or ""
+        proxied = next((h for h in PROXY_HEADERS if h in request.headers), None)
+        if is_loopback(remote) and proxied is None:
+            return None
+        self.ops_refused.inc()
+        why = f"it came through a proxy ({proxied})" if proxied else "not from loopback"
+        log.warning("%s %s from %s refused with 403: %s", request.method, request.path,
+                    remote or "?", why)  # fmt: skip
+        return web.Response(status=403, text="operations endpoints answer loopback only\n")
+
+    def _move_audio(self) -> None:
+        """The conversations' new latencies into the histograms (they only ever append)."""
+        streams = getattr(self.manager.calls, "streams", None)
+        source = getattr(streams, "metrics", None)
+        if source is None:
+            return
+        for name, histogram in self.audio.items():
+            values: list[float] = getattr(source, name, [])
+            start = self._moved[name] if self._moved[name] <= len(values) else 0
+            for value in values[start:]:
+                histogram.observe(value)
+            self._moved[name] = len(values)
+
+
+OPS: Final = web.AppKey("ops", Ops)
+
+
+def ops_of(app: web.Application) -> Ops | None:
+    """The operations state of a webhook app, if it has one."""
+    return app.get(OPS)
+
+
+class _Live:
+    """The gauges read at scrape time: live calls by state and provider, streams open."""
+
+    def __init__(self, ops: Ops):
+        self.ops = ops
+
+    def describe(self) -> list[Metric]:
+        return []  # read at scrape only (the registry must not collect while registering)
+
+    def collect(self) -> Iterator[Metric]:
+        calls = GaugeMetricFamily("voicecall_calls", "Live calls, by state and provider.",
+                                  labels=["state", "provider"])  # fmt: skip
+        try:
+            counts: dict[tuple[str, str], int] = {}
+            for call in self.ops.manager.store.live():
+                key = (call.state, call.provider)
+                counts[key] = counts.get(key, 0) + 1
+            for (state, provider), count in sorted(counts.items()):
+                calls.add_metric([state, provider], count)
+            yield calls
+        except Exception as exc:  # the store failing leaves the gauge out, not the scrape
+            log.warning("metrics: live calls not read: %s", type(exc).__name__)
+        streams = getattr(self.ops.manager.calls, "streams", None)
+        endpoint = getattr(streams, "endpoint", None)
+        open_ = GaugeMetricFamily("voicecall_media_streams_open", "Media streams started.")
+        open_.add_metric([], len(getattr(endpoint, "sessions", {}) or {}))
+        yield open_
+        talking = GaugeMetricFamily("voicecall_stream_conversations",
+                                    "Conversations served on media streams.")  # fmt: skip
+        talking.add_metric([], len(getattr(streams, "conversations", {}) or {}))
+        yield talking
