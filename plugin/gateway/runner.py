@@ -36,10 +36,13 @@ from voicecall.plugin.config import (
     config_schema,
     find_config,
     load_config,
+    sensitive_paths,
 )
+from voicecall.plugin.config_effective import REDACTED, redacted
 from voicecall.plugin.gateway.auth import AuthSettings
 from voicecall.plugin.gateway.server import GatewayServer, ServerSettings
 from voicecall.plugin.host import READ, PluginApi, Registry, RequestContext
+from voicecall.runtime.logs import FORMATS, Redactor, configure, masked_values
 
 # The events voice-call emits (the host API has no way to declare them: listed in hello-ok).
 PLUGIN_EVENTS = ("voicecall.call", "voicecall.transcript")
@@ -190,12 +193,28 @@ async def serve(host: GatewayHost, settings: ServerSettings, *, ready: Callable[
     log.info("gateway: stopped")
 
 
-def configure_logging() -> None:
+_REDACTOR: Redactor | None = None  # the handler's, once configure_logging has run
+
+
+def configure_logging(log_format: str = "text") -> None:
     """Our own lines at INFO on stderr; libraries (carrier SDKs log every HTTP header at
-    INFO) only from WARNING."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)  # fmt: skip
-    logging.getLogger("voicecall").setLevel(logging.INFO)
+    INFO) only from WARNING; ``json``: one object a line. Secrets are hidden from every line
+    once the config is read (:func:`hide_secrets`)."""
+    global _REDACTOR  # noqa: PLW0603 - one logging setup per process
+    _REDACTOR = configure(log_format, stream=sys.stderr)
+
+
+def hide_secrets(host_config: HostConfig) -> None:
+    """The config's secret values (the manifest's ``sensitive`` keys, and keys named like a
+    secret anywhere in the host config) masked in every log line from now on."""
+    if _REDACTOR is None:
+        return
+    plugin = host_config.plugin
+    values = masked_values(plugin, redacted(plugin, sensitive_paths()), REDACTED)
+    values += masked_values(host_config.data, redacted(host_config.data, ()), REDACTED)
+    auth = host_config.gateway.auth
+    values += [v for v in (auth.token, auth.password) if v]
+    _REDACTOR.update(values)
 
 
 def register_host_methods(host: GatewayHost) -> None:
@@ -250,6 +269,7 @@ def run(config_file: str | None, *, port: int | None = None,
     """The `voicecall gateway` command: returns the exit code."""
     try:
         host, host_config = build_host(config_file)
+        hide_secrets(host_config)
         settings = server_settings(host_config, port)
         (register or default_register())(host)
         register_host_methods(host)
@@ -282,12 +302,17 @@ def run(config_file: str | None, *, port: int | None = None,
     default=None,
     help="Gateway port (default: $OPENCLAW_GATEWAY_PORT, gateway.port, 18789).",
 )
+@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="Log lines as text, or as one JSON object a line (call_id, provider, "
+                   "flow file:line when known).")  # fmt: skip
 @click.pass_context
-def gateway_cmd(ctx: click.Context, config_file: str | None, port: int | None) -> None:
+def gateway_cmd(
+    ctx: click.Context, config_file: str | None, port: int | None, log_format: str
+) -> None:
     """Run the Gateway: the voice-call service and the OpenClaw WebSocket protocol."""
     state = ctx.find_object(object)  # the group's --config, if given there
     if config_file is None and getattr(state, "explicit", False):
         config_file = str(getattr(state, "config_file", ""))
-    configure_logging()
+    configure_logging(log_format)
     with contextlib.suppress(KeyboardInterrupt):
         ctx.exit(run(config_file, port=port))
