@@ -17,10 +17,11 @@ histograms at scrape time, so the media path pays nothing extra.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -47,6 +48,7 @@ PROXY_HEADERS: Final = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-F
                         "CF-Connecting-IP", "True-Client-IP")  # fmt: skip
 
 WEBHOOK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+MODEL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 AUDIO_BUCKETS: Final = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0)
 ENDED_KEPT: Final = 10_000  # ended call ids remembered so a re-commit is not a second end
 
@@ -119,6 +121,11 @@ class Ops:
                           ("clear", "Caller speech onset to the clear sent (barge-in)."),
                           ("turn", "Final transcript to the responder request."))}  # fmt: skip
         self._moved = dict.fromkeys(self.audio, 0)  # how many of each Metrics list are in
+        self.model = Histogram("voicecall_responder_seconds",
+                               "Time the response model took to answer, by outcome.",
+                               ["outcome"], buckets=MODEL_BUCKETS, registry=r)  # fmt: skip
+        if manager.responder is not None:  # the one given at start (a later one is not timed)
+            manager.responder = TimedResponder(manager.responder, self.model)
         r.register(_Live(self))
         self._live: dict[str, str] = {}  # call id: provider, of calls seen and not ended
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -225,6 +232,29 @@ class Ops:
             for value in values[start:]:
                 histogram.observe(value)
             self._moved[name] = len(values)
+
+
+class TimedResponder:
+    """A responder whose answers are timed (everything else is the wrapped one's)."""
+
+    def __init__(self, inner: Any, histogram: Histogram):
+        self.inner = inner
+        self._histogram = histogram
+
+    async def reply(self, call: CallRecord, heard: str, options: Mapping[str, Any]) -> Any:
+        started, outcome = time.perf_counter(), "error"
+        try:
+            answer = await self.inner.reply(call, heard, options)
+            outcome = "ok"
+            return answer
+        except asyncio.CancelledError:  # the caller hung up or talked over it
+            outcome = "cancelled"
+            raise
+        finally:
+            self._histogram.labels(outcome).observe(time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 OPS: Final = web.AppKey("ops", Ops)

@@ -15,8 +15,10 @@ from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.runtime.hostile_support import Target, start_target
+from voicecall.dsl.catalog import bundled_dir
 from voicecall.runtime.ops import OPS, Ops, event_kind, ops_of, reason_label
 from voicecall.runtime.providers.base import Event, EventKind
+from voicecall.runtime.sim.flowtest import case_catalog, load_cases
 from voicecall.runtime.sim.script import AgentStep, Script, Step
 from voicecall.runtime.sim.simulate import Simulator
 
@@ -115,6 +117,17 @@ async def test_replayed_webhooks_are_counted() -> None:
     assert replays >= 2
     assert total(found, "voicecall_webhook_duration_seconds_count", kind="replay") == replays
     assert total(found, "voicecall_calls_ended_total") == 1  # a replayed end is no second end
+
+
+async def test_the_response_model_is_timed() -> None:
+    path = bundled_dir() / "examples" / "table-booking.test.yaml"
+    case = load_cases(path)[0]  # two model replies, the second one finishing
+    async with Simulator("twilio", catalog=case_catalog(case, None)) as sim:
+        result = await sim.call("table-booking", script=case.script)
+        found = await scrape(port_of(sim))
+    assert result.ok, result.error
+    assert total(found, "voicecall_responder_seconds_count", outcome="ok") == 2
+    assert total(found, "voicecall_responder_seconds_count", outcome="error") == 0
 
 
 async def test_conversation_latencies_are_moved_into_histograms() -> None:
