@@ -44,6 +44,9 @@ TOKEN_PARAM = "token"
 STOPPED = "stopped by the carrier"
 
 
+CLOSE_TIMEOUT_S = 2.0
+
+
 def stream_key(call_id: str) -> str:
     """A call id as it travels in stream parameters: alphanumeric (our call ids are UUIDs;
     Plivo's ``extraHeaders`` allow alphanumerics only), so the hyphens go."""
@@ -203,7 +206,11 @@ class StreamEndpoint:
         refusal = self._refusal(ip)
         if refusal is not None:
             return _reject(request, *refusal)
-        ws = web.WebSocketResponse(max_msg_size=self.settings.max_frame, autoping=True)
+        # timeout: how long our close waits for the carrier's (a carrier that stopped and
+        # answers nothing holds its slot 2 s, not aiohttp's 10). compress: a carrier offering
+        # permessage-deflate would make every 20 ms frame pay for it.
+        ws = web.WebSocketResponse(max_msg_size=self.settings.max_frame, autoping=True,
+                                   timeout=CLOSE_TIMEOUT_S, compress=False)  # fmt: skip
         if not ws.can_prepare(request).ok:
             return _reject(request, 400, "not a WebSocket upgrade")
         self._pending[ip] += 1
