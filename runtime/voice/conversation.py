@@ -49,6 +49,7 @@ from voicecall.runtime.voice.tts import (
     Speech,
     TtsService,
     VoiceSettings,
+    effective_tts,
     start_speech,
     synthesize_ahead,
 )
@@ -138,7 +139,7 @@ class CallStreams:
         ahead = self._ahead_text.get(call.call_id)
         spoken_by_us = not self.realtime(driver)  # a realtime model speaks its own greeting
         if greeting and spoken_by_us and self.services.tts is not None and ahead != greeting:
-            self._synthesize_ahead(call.call_id, greeting)
+            self._synthesize_ahead(call, greeting)
 
         def started(session: StreamSession) -> StreamedConversation:
             return self._started(session, greeting)
@@ -152,17 +153,35 @@ class CallStreams:
     def live(self, call_id: str) -> LiveStream | None:
         return self.conversations.get(call_id)
 
+    def voice_for(self, call: CallRecord | None) -> VoiceSettings:
+        """The voice a call's streamed speech uses: the dialled number's `numbers.<E164>.tts`
+        (deep-merged over the configured tts, as the original) where it names one for the
+        service in use, else the service's own."""
+        base = self.services.voice
+        override = ((call.metadata.get("route") or {}).get("tts") if call else None) or {}
+        name = getattr(self.services.tts, "name", "")
+        section = (effective_tts(None, override).get("providers") or {}).get(name) or {}
+        if not isinstance(section, dict) or not section:
+            return base
+        speed = section.get("speed")
+        return VoiceSettings(
+            voice=str(section.get("voice") or section.get("voiceId") or "") or base.voice,
+            instructions=section.get("instructions") or base.instructions,
+            speed=float(speed) if isinstance(speed, int | float) else base.speed,
+            language=section.get("languageCode") or base.language,
+        )  # fmt: skip
+
     def ring(self, call: CallRecord, interp: Any) -> None:
         opening = interp.opening_words(call)
         if opening is None or not opening[1] or self.services.tts is None:
             return
         talk, words = opening
         if self.wants(call, talk) and not self.realtime(talk.driver):  # realtime: the model's
-            self._synthesize_ahead(call.call_id, words)
+            self._synthesize_ahead(call, words)
 
     # --- streams starting and ending ------------------------------------------------------------
 
-    def _synthesize_ahead(self, call_id: str, text: str) -> None:
+    def _synthesize_ahead(self, call: CallRecord, text: str) -> None:
         """The greeting is synthesized while the carrier fetches the document and connects the
         stream, so the caller's first second is not spent waiting for the first audio."""
         try:
@@ -170,8 +189,9 @@ class CallStreams:
         except RuntimeError:
             return
         s = self.services
+        call_id, voice = call.call_id, self.voice_for(call)
         task = asyncio.ensure_future(synthesize_ahead(
-            s.tts, text, voice_settings=s.voice, timeout_ms=s.tts_timeout_ms))  # fmt: skip
+            s.tts, text, voice_settings=voice, timeout_ms=s.tts_timeout_ms))  # fmt: skip
         previous = self._ahead.pop(call_id, None)
         if previous is not None:
             previous.cancel()
@@ -259,6 +279,7 @@ class StreamedConversation:
         self.transcriber: Transcriber | None = None
         self.stopped = False
         self.finished = False  # left for the flow, or ending: the caller's words are no turn
+        self.voice = owner.voice_for(owner.manager.calls.store.get(session.call_id))
         self._ahead = ahead
         self._queue: asyncio.Queue[_Utterance] = asyncio.Queue()
         self._playing: _Utterance | None = None
@@ -441,7 +462,7 @@ class StreamedConversation:
             chunks = _once(utterance.audio)
             first_at = time.perf_counter()
         else:
-            speech = await start_speech(s.tts, utterance.text, voice_settings=s.voice,
+            speech = await start_speech(s.tts, utterance.text, voice_settings=self.voice,
                                         timeout_ms=s.tts_timeout_ms)  # fmt: skip
             if isinstance(speech, CarrierVoice):
                 if utterance.done is not None and not utterance.done.done():
@@ -704,7 +725,7 @@ class RealtimeConversation(StreamedConversation):
             await self.realtime.close()  # reports what the model said; it says nothing more
         if text:
             s = self.owner.services
-            speech = await start_speech(s.tts, text, voice_settings=s.voice,
+            speech = await start_speech(s.tts, text, voice_settings=self.voice,
                                         timeout_ms=s.tts_timeout_ms)  # fmt: skip
             if isinstance(speech, CarrierVoice):
                 await self.owner.manager.turns.carrier_turn(self.call_id, text, final=final)

@@ -23,7 +23,7 @@ from voicecall.runtime.sim.captions import Captions
 from voicecall.runtime.sim.flowtest import PROVIDERS
 from voicecall.runtime.sim.script import Script, Step
 from voicecall.runtime.sim.simulate import Simulation, Simulator
-from voicecall.runtime.state import TranscriptLine
+from voicecall.runtime.state import CallRecord, TranscriptLine
 
 FLOWS = Path(__file__).parent / "flows"
 EXAMPLES = Path(__file__).parents[3] / "flows" / "examples"
@@ -270,13 +270,31 @@ async def test_an_outbound_greeting_is_synthesized_while_the_call_rings(
         started: list[tuple[str, float | None]] = []
         synthesize = streams._synthesize_ahead
 
-        def spy(call_id: str, text: str) -> None:
-            record = store.get(call_id)
+        def spy(call: CallRecord, text: str) -> None:
+            record = store.get(call.call_id)
             started.append((text, record.answered_at if record else None))
-            synthesize(call_id, text)
+            synthesize(call, text)
 
         streams._synthesize_ahead = spy  # type: ignore[method-assign]
         result = await sim.call("callback-offer", script=script)
     assert result.end_reason == "hangup-bot"
     greeting = bot_lines(result)[0].text
     assert started == [(greeting, None)]  # before the answer, and not again at the stream
+
+
+async def test_the_dialled_numbers_voice_speaks_its_calls(services: Services) -> None:
+    """`numbers.<E164>.tts` (the original's per-number voice) reaches streamed speech."""
+    from voicecall.runtime.sim.simulate import OWN
+
+    services.tts.answers = [speech(300), speech(300)]
+    services.chat.turns = [openai_http.Turn(tool="end_call", arguments={"farewell": "Bye."})]
+    config = services.config() | {"numbers": {OWN: {"tts": {"providers": {"openai": {
+        "voice": "nova", "instructions": "Speak warmly."}}}}}}  # fmt: skip
+    script = Script(caller=(Step(action="answer"), Step(action="say", value="Hello")))
+    async with Simulator("twilio", catalog=Catalog([FLOWS]), config=config) as sim:
+        assert sim.runtime is not None
+        sim.runtime.carrier.captions = services.captions
+        result = await sim.call("front-desk", script=script)
+    assert result.end_reason == "hangup-bot"
+    voices = [(r["voice"], r.get("instructions")) for r in services.tts.requests]
+    assert voices == [("nova", "Speak warmly."), ("nova", "Speak warmly.")]
