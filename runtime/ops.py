@@ -98,14 +98,22 @@ class Ops:
         self.manager = manager
         self.state = "starting"  # starting | ready | draining
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._counters(self.registry)
+        self._histograms(self.registry)
+        if manager.responder is not None:  # the one given at start (a later one is not timed)
+            manager.responder = TimedResponder(manager.responder, self.model)
+        self.registry.register(_Live(self))
+        self._live: dict[str, str] = {}  # call id: provider, of calls seen and not ended
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        for call in manager.store.live():  # before restore: those are no new calls
+            self._live[call.call_id] = call.provider
+        manager.watch(self.observe)
+
+    def _counters(self, r: CollectorRegistry) -> None:
         self.started = Counter("voicecall_calls_started", "Calls this process began handling.",
                                ["provider", "direction"], registry=r)  # fmt: skip
         self.ended = Counter("voicecall_calls_ended", "Calls that ended, by end reason.",
                              ["provider", "reason"], registry=r)  # fmt: skip
-        self.webhook = Histogram("voicecall_webhook_duration_seconds",
-                                 "Time to answer a carrier webhook, by kind.", ["kind"],
-                                 buckets=WEBHOOK_BUCKETS, registry=r)  # fmt: skip
         self.rejected = Counter("voicecall_webhooks_rejected", "Webhooks refused, by reason.",
                                 ["reason", "status"], registry=r)  # fmt: skip
         self.replays = Counter("voicecall_webhook_replays",
@@ -114,6 +122,11 @@ class Ops:
         self.ops_refused = Counter("voicecall_ops_refused",
                                    "Operations requests refused (not from loopback, or proxied).",
                                    registry=r)  # fmt: skip
+
+    def _histograms(self, r: CollectorRegistry) -> None:
+        self.webhook = Histogram("voicecall_webhook_duration_seconds",
+                                 "Time to answer a carrier webhook, by kind.", ["kind"],
+                                 buckets=WEBHOOK_BUCKETS, registry=r)  # fmt: skip
         self.audio = {name: Histogram(f"voicecall_stream_{name}_seconds", text,
                                       buckets=AUDIO_BUCKETS, registry=r)
                       for name, text in (
@@ -124,14 +137,6 @@ class Ops:
         self.model = Histogram("voicecall_responder_seconds",
                                "Time the response model took to answer, by outcome.",
                                ["outcome"], buckets=MODEL_BUCKETS, registry=r)  # fmt: skip
-        if manager.responder is not None:  # the one given at start (a later one is not timed)
-            manager.responder = TimedResponder(manager.responder, self.model)
-        r.register(_Live(self))
-        self._live: dict[str, str] = {}  # call id: provider, of calls seen and not ended
-        self._ended: OrderedDict[str, None] = OrderedDict()
-        for call in manager.store.live():  # before restore: those are no new calls
-            self._live[call.call_id] = call.provider
-        manager.watch(self.observe)
 
     def ready(self) -> None:
         """The runtime is started (restored, exposed): /readyz answers 200 from now on."""
@@ -185,7 +190,8 @@ class Ops:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
-        return self.refusal(request) or web.Response(text="ok\n")
+        refused = self.refusal(request)
+        return refused if refused is not None else web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.StreamResponse:
         refused = self.refusal(request)
