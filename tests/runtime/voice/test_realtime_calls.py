@@ -121,7 +121,8 @@ async def test_a_realtime_call(provider: str, fake: FakeRealtimeVoice) -> None:
     assert fake.turns == 2 and fake.appended_bytes > 8000
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+# One carrier: the stream protocols are covered each by the streamed-call tests.
+@pytest.mark.parametrize("provider", ["telnyx"])
 async def test_the_caller_cuts_a_long_reply_short(provider: str, fake: FakeRealtimeVoice) -> None:
     """Speech over the model's reply clears the carrier's audio at once; the model is told how
     much of its reply was heard (a truncate), and the transcript marks the reply cut off."""
@@ -158,7 +159,8 @@ async def test_the_caller_cuts_a_long_reply_short(provider: str, fake: FakeRealt
     assert abs(truncate["audio_end_ms"] - heard_ms) <= 100
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+# One carrier: the stream protocols are covered each by the streamed-call tests.
+@pytest.mark.parametrize("provider", ["plivo"])
 async def test_collected_values_hand_the_call_back_to_the_flow(
     provider: str, fake: FakeRealtimeVoice
 ) -> None:
@@ -205,7 +207,7 @@ WRONG_KEY = "sk-wrong-key-for-the-realtime-service"
 
 @pytest.mark.parametrize(
     ("provider", "failure"),
-    [(p, "wrong key") for p in PROVIDERS] + [("twilio", "refused"), ("twilio", "down")],
+    [("twilio", "wrong key"), ("plivo", "refused"), ("telnyx", "down")],
 )
 async def test_a_realtime_service_that_refuses_is_apologized_for(
     provider: str, failure: str, fake: FakeRealtimeVoice, caplog: pytest.LogCaptureFixture
@@ -249,7 +251,8 @@ async def test_a_realtime_call_with_streaming_enabled(fake: FakeRealtimeVoice) -
     assert texts(sim, "user") == ["Bye"]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+# One carrier: the stream protocols are covered each by the streamed-call tests.
+@pytest.mark.parametrize("provider", ["twilio"])
 async def test_a_realtime_service_that_goes_away_mid_call_is_apologized_for(
     provider: str, fake: FakeRealtimeVoice
 ) -> None:
@@ -267,7 +270,8 @@ async def test_a_realtime_service_that_goes_away_mid_call_is_apologized_for(
     assert stream.ended in ("redirect", "transfer", "streaming_stop")
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+# One carrier: the stream protocols are covered each by the streamed-call tests.
+@pytest.mark.parametrize("provider", ["telnyx"])
 async def test_an_agent_ends_a_realtime_call_with_its_own_words(
     provider: str, fake: FakeRealtimeVoice
 ) -> None:

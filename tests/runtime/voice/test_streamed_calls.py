@@ -65,7 +65,7 @@ class Services:
 async def services() -> AsyncIterator[Services]:
     captions = Captions()
     async with (
-        openai_speech.FakeOpenAISpeech([speech(1500), speech(400), speech(500)]) as tts,
+        openai_speech.FakeOpenAISpeech([speech(900), speech(400), speech(500)]) as tts,
         openai_realtime.FakeOpenAIRealtime(captions=captions) as stt,
         openai_http.FakeOpenAI() as chat,
     ):
