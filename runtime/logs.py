@@ -192,10 +192,9 @@ def configure(log_format: str = "text", *, stream: IO[str] | None = None,
     """
     handler, redactor = make_handler(log_format, stream or sys.stderr, secrets)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    if not root.handlers:  # as logging.basicConfig: a host that set up logging keeps its own
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
     logging.getLogger("voicecall").setLevel(logging.INFO)
     return redactor
 

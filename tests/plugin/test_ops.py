@@ -18,7 +18,7 @@ from tests.plugin.service_support import running
 from voicecall.plugin.config import load_config
 from voicecall.plugin.gateway import runner
 from voicecall.plugin.gateway.runner import gateway_cmd, hide_secrets
-from voicecall.runtime.logs import MASK, Redactor, make_handler
+from voicecall.runtime.logs import MASK, Redactor, configure, make_handler
 from voicecall.runtime.ops import ops_of
 from voicecall.runtime.sim.script import AgentStep, Script, Step
 from voicecall.runtime.sim.simulate import Simulator
@@ -103,6 +103,32 @@ def test_a_secret_never_reaches_a_line(log_format: str) -> None:
     assert "abc is too short" in text  # a value that short would mask ordinary words
     if log_format == "json":
         assert all(json.loads(line) for line in text.splitlines() if line.startswith("{"))
+
+
+def test_configure_installs_one_json_handler_on_a_bare_root() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    voicecall_level = logging.getLogger("voicecall").level
+    out = io.StringIO()
+    try:
+        for handler in saved:
+            root.removeHandler(handler)
+        redactor = configure("json", stream=out)
+        redactor.update([SECRET])
+        logging.getLogger("voicecall.test").info("key %s", SECRET)
+        logging.getLogger("some.library").info("not shown: libraries from WARNING")
+        again = configure("text", stream=io.StringIO())  # a host's own setup is kept
+        assert len(root.handlers) == 1
+        assert again is not redactor
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("voicecall").setLevel(voicecall_level)
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["message"] == f"key {MASK}"
 
 
 def test_the_config_secrets_are_hidden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
