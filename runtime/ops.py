@@ -133,7 +133,6 @@ class Ops:
                           ("first_frame", "First TTS byte to the first frame sent."),
                           ("clear", "Caller speech onset to the clear sent (barge-in)."),
                           ("turn", "Final transcript to the responder request."))}  # fmt: skip
-        self._moved = dict.fromkeys(self.audio, 0)  # how many of each Metrics list are in
         self.model = Histogram("voicecall_responder_seconds",
                                "Time the response model took to answer, by outcome.",
                                ["outcome"], buckets=MODEL_BUCKETS, registry=r)  # fmt: skip
@@ -234,10 +233,9 @@ class Ops:
             return
         for name, histogram in self.audio.items():
             values: list[float] = getattr(source, name, [])
-            start = self._moved[name] if self._moved[name] <= len(values) else 0
-            for value in values[start:]:
+            for value in values:
                 histogram.observe(value)
-            self._moved[name] = len(values)
+            del values[:]  # taken: the lists stay small while something scrapes
 
 
 class TimedResponder:

@@ -95,12 +95,21 @@ def stream_url(webhook: str, path: str) -> str:
 
 
 class Metrics:
-    """Latencies of the audio path, for `make bench` and the call's turn metrics (seconds)."""
+    """Latencies of the audio path, for `make bench` and `/metrics` (seconds). Each list is
+    bounded: past ``KEPT`` values the oldest half goes (`/metrics` takes them as it reads)."""
+
+    KEPT = 10_000
 
     def __init__(self) -> None:
         self.first_frame: list[float] = []  # first TTS byte -> first frame sent
         self.clear: list[float] = []  # speech onset detected -> clear sent
         self.turn: list[float] = []  # final transcript -> responder request
+
+    def add(self, name: str, seconds: float) -> None:
+        values: list[float] = getattr(self, name)
+        if len(values) >= self.KEPT:
+            del values[: self.KEPT // 2]
+        values.append(seconds)
 
 
 class CallStreams:
@@ -424,7 +433,7 @@ class StreamedConversation:
         with contextlib.suppress(StreamClosed):
             await self.session.clear()
         if self._onset_at is not None:
-            self.owner.metrics.clear.append(time.perf_counter() - self._onset_at)
+            self.owner.metrics.add("clear", time.perf_counter() - self._onset_at)
             self._onset_at = None
         for marked in self._marks.values():
             if not marked.done():
@@ -481,7 +490,7 @@ class StreamedConversation:
                     await self.session.send_audio(frame)
                     sent += 1
                     if sent == 1:
-                        self.owner.metrics.first_frame.append(time.perf_counter() - first_at)
+                        self.owner.metrics.add("first_frame", time.perf_counter() - first_at)
             tail = self._framer.flush()
             if tail is not None:
                 self.vad.played_ulaw(tail)
@@ -534,7 +543,7 @@ class StreamedConversation:
             turns = self.owner.manager.turns
             reply = await turns.stream_heard(
                 self.call_id, text, block=self.options.get("block"),
-                on_request=lambda: self.owner.metrics.turn.append(time.perf_counter() - started),
+                on_request=lambda: self.owner.metrics.add("turn", time.perf_counter() - started),
             )  # fmt: skip
             if reply is None:
                 return
@@ -653,7 +662,7 @@ class RealtimeConversation(StreamedConversation):
         with contextlib.suppress(StreamClosed):
             await self.session.clear()
         if self._onset_at is not None:
-            self.owner.metrics.clear.append(time.perf_counter() - self._onset_at)
+            self.owner.metrics.add("clear", time.perf_counter() - self._onset_at)
             self._onset_at = None
 
     def heard(self, text: str) -> None:

@@ -165,6 +165,9 @@ async def test_a_collect_conversation_hands_its_values_to_the_flow(
 async def test_the_outbound_greeting_is_not_interrupted(services: Services) -> None:
     """A call we placed says why before it listens: speech over the greeting does not cut it
     (the original's rule); the caller's words still count."""
+    # A greeting long enough for the words over it to be recognized before it ends (the
+    # caller hangs up once it has heard us out, having no step left).
+    services.tts.answers = [speech(1500), speech(400)]
     services.chat.turns = [openai_http.Turn(tool="end_call", arguments={"farewell": "Bye."})]
     script = Script(caller=(Step(action="answer"),
                             Step(action="interrupt", value="Yes hello")))  # fmt: skip
