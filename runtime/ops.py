@@ -132,7 +132,9 @@ class Ops:
                       for name, text in (
                           ("first_frame", "First TTS byte to the first frame sent."),
                           ("clear", "Caller speech onset to the clear sent (barge-in)."),
-                          ("turn", "Final transcript to the responder request."))}  # fmt: skip
+                          ("turn", "Final transcript to the responder request."),
+                          ("frame_delay", "How late a paced frame of ours was sent against "
+                                          "its 20 ms schedule."))}  # fmt: skip
         self.model = Histogram("voicecall_responder_seconds",
                                "Time the response model took to answer, by outcome.",
                                ["outcome"], buckets=MODEL_BUCKETS, registry=r)  # fmt: skip

@@ -104,6 +104,7 @@ class Metrics:
         self.first_frame: list[float] = []  # first TTS byte -> first frame sent
         self.clear: list[float] = []  # speech onset detected -> clear sent
         self.turn: list[float] = []  # final transcript -> responder request
+        self.frame_delay: list[float] = []  # a paced frame sent, later than its schedule
 
     def add(self, name: str, seconds: float) -> None:
         values: list[float] = getattr(self, name)
@@ -484,10 +485,8 @@ class StreamedConversation:
         try:
             async for chunk in chunks:
                 for frame in self._framer.push(chunk):
-                    if sent >= LEAD_FRAMES:  # the first few go at once: the carrier's buffer
-                        await self._pacer.wait()
-                    self.vad.played_ulaw(frame)
-                    await self.session.send_audio(frame)
+                    # The first few go at once (the carrier's buffer), then on the schedule.
+                    await self._send_paced(frame, paced=sent >= LEAD_FRAMES)
                     sent += 1
                     if sent == 1:
                         self.owner.metrics.add("first_frame", time.perf_counter() - first_at)
@@ -506,6 +505,13 @@ class StreamedConversation:
             if isinstance(chunks, Speech):
                 await chunks.aclose()
         return await self._heard(name, marked)
+
+    async def _send_paced(self, frame: bytes, *, paced: bool) -> None:
+        due = await self._pacer.wait() if paced else None
+        self.vad.played_ulaw(frame)
+        await self.session.send_audio(frame)
+        if due is not None:  # how late the frame left against its schedule
+            self.owner.metrics.add("frame_delay", time.monotonic() - due)
 
     async def _heard(self, name: str, marked: asyncio.Future[bool]) -> bool:
         """The mark's echo: heard to the end, or cut off. A carrier that loses the echo must
@@ -786,11 +792,14 @@ class RealtimeConversation(StreamedConversation):
                 chunk = bytes(self._out)
                 self._out.clear()
                 for frame in self._framer.push(chunk):
+                    due = None
                     if sent >= LEAD_FRAMES:  # the first few go at once: the carrier's buffer
-                        await self._pacer.wait()
+                        due = await self._pacer.wait()
                     if generation != self._generation:
                         return
                     await self._send_frame(frame)
+                    if due is not None:
+                        self.owner.metrics.add("frame_delay", time.monotonic() - due)
                     sent += 1
                 if not self._out:  # the model's audio paused: the carrier has some in hand
                     with contextlib.suppress(TimeoutError):

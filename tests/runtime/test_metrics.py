@@ -137,15 +137,18 @@ async def test_conversation_latencies_are_moved_into_histograms() -> None:
         ops = ops_of(app)
         assert ops is not None
 
-        metrics = SimpleNamespace(first_frame=[0.01, 0.02], clear=[0.03], turn=[])
+        metrics = SimpleNamespace(first_frame=[0.01, 0.02], clear=[0.03], turn=[],
+                                  frame_delay=[0.001, 0.002, 0.004])  # fmt: skip
         streams = SimpleNamespace(metrics=metrics, conversations={"a": 1},
                                   endpoint=SimpleNamespace(sessions={"a": 1, "b": 2}))  # fmt: skip
         sim.runtime.manager.calls.streams = cast(Any, streams)  # what CallStreams offers
         first = await scrape(port_of(sim))
         metrics.first_frame.append(0.5)
+        assert metrics.frame_delay == []  # taken by the scrape: the lists stay small
         second = await scrape(port_of(sim))
     assert total(first, "voicecall_stream_first_frame_seconds_count") == 2
     assert total(first, "voicecall_stream_clear_seconds_count") == 1
+    assert total(first, "voicecall_stream_frame_delay_seconds_count") == 3
     assert total(first, "voicecall_media_streams_open") == 2
     assert total(first, "voicecall_stream_conversations") == 1
     assert total(second, "voicecall_stream_first_frame_seconds_count") == 3  # each once
