@@ -317,6 +317,25 @@ class AgentTurns:
             return str(exc)
         return None
 
+    async def stream_timeout(self, call_id: str) -> None:
+        """A streamed conversation used up its turns (a realtime one counts them itself): the
+        flow goes on at its ``on_timeout``, else the call ends."""
+        async with self.calls.lock(call_id):
+            call = self.calls.store.get(call_id)
+            if call is None or call.ended:
+                return
+            interp = self.calls.interpreter(call)
+            run = interp.converse_timeout(call)
+            if run is None:
+                call.ending = call.ending or "hangup-bot"
+                self.calls.store.save(call)
+                sends = [self.delivery.hangup_send(call)]
+            else:
+                outcome = self.delivery.push(call, interp.leave_stream(call, run), "turns used up")
+                self.calls.store.save(call)
+                sends = outcome.sends
+        self.delivery.queue_sends(call_id, sends)
+
     async def stream_dropped(self, call_id: str) -> None:
         """Telnyx: the stream of a conversation still on it stopped (see :meth:`_stream_lost`).
         A stream we left on purpose (the conversation finished, the carrier's voice) is not

@@ -61,6 +61,8 @@ log = logging.getLogger("voicecall.voice")
 LEAD_FRAMES = 3
 STT_UNAVAILABLE = "Sorry, I can't hear you right now. Please call again later."
 BURST_GAP_S = 0.04  # the model's audio paused this long: its burst is marked (< the lead)
+REPLY_START_WAIT_S = 2.0  # the model's answer to a conversation's last turn: its start …
+LAST_REPLY_WAIT_S = 15.0  # … and its end, at most
 FAREWELL_WAIT_S = 30.0  # a farewell whose mark never comes back: hang up anyway
 # The model's last words before it finished: the flow goes on after them, or after this (the
 # bridge answers a tool slower than 10 s with an error).
@@ -591,6 +593,7 @@ class RealtimeConversation(StreamedConversation):
         self._drained = asyncio.Event()  # nothing sent or waiting is unplayed
         self._drained.set()
         self._ending: str | None = None
+        self._caller_turns = 0
 
     async def _main(self) -> None:
         factory = self.owner.services.realtime
@@ -675,6 +678,29 @@ class RealtimeConversation(StreamedConversation):
         line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="user", text=text,
                               block=str(self.options.get("block") or ""))  # fmt: skip
         self.owner.manager.turns.stream_said(self.call_id, line)
+        self._caller_turns += 1
+        limit = self.options.get("max_turns")
+        if limit and self._caller_turns >= int(limit) and self._ending is None:
+            self._ending = "turns used up"
+            self._spawn(self._turns_used_up())
+
+    async def _turns_used_up(self) -> None:
+        """The conversation's turns are used up: the model answers this last turn, and once
+        that has played the flow goes on at ``on_timeout`` (else the call ends), as a model
+        conversation does."""
+        rt = self.realtime
+        with contextlib.suppress(TimeoutError):  # its answer starts (or already has: the
+            async with asyncio.timeout(REPLY_START_WAIT_S):  # transcript may come after it)
+                while rt is not None and not rt.speaking and not rt.closed:
+                    await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):  # and ends
+            async with asyncio.timeout(LAST_REPLY_WAIT_S):
+                while rt is not None and rt.speaking:
+                    await asyncio.sleep(0.02)
+        await self._played_out(FAREWELL_WAIT_S)
+        if rt is not None:
+            await rt.close()  # reports what it said; it says nothing more
+        await self.owner.manager.turns.stream_timeout(self.call_id)
 
     def said(self, text: str, cut: bool) -> None:
         if text:

@@ -304,3 +304,23 @@ async def test_an_agent_ends_a_realtime_call_with_its_own_words(
 def _marks(runtime: Runtime) -> list[str]:
     calls = list(runtime.carrier.calls.values())
     return calls[-1].streams[0].marks if calls and calls[-1].streams else []
+
+
+async def test_a_realtime_conversations_turns_run_out_to_on_timeout(
+    fake: FakeRealtimeVoice,
+) -> None:
+    """`max_turns` counts the caller's turns on a realtime call too: the model answers the
+    last one, and once that has played the flow goes on at `on_timeout`."""
+    fake.replies = [Reply(say="Hello, this is the concierge. How can I help?", audio_ms=400),
+                    Reply(say="Breakfast is served from seven.", audio_ms=400)]  # fmt: skip
+    script = Script(caller=(Step(action="answer"),
+                            Step(action="say", value="When is breakfast")))  # fmt: skip
+    sim, call = await run("twilio", "concierge-brief", script, fake)
+    assert sim.error == ""
+    assert sim.record is not None and sim.record.visited == ["talk", "wrap_up"]
+    assert texts(sim, "user") == ["When is breakfast"]
+    assert "Breakfast is served from seven." in texts(sim, "bot")
+    assert sim.said[-1] == "We are out of time for today. Goodbye."
+    assert sim.end_reason == "hangup-bot"
+    (stream,) = call.streams
+    assert stream.played_bytes == 800 * 8  # the last answer was heard before the flow went on
