@@ -15,6 +15,11 @@ sweeps the table in key order, a small batch at a time, and deletes the older on
 never wait long behind it. A sweep instead of an index on the time received: the index costs
 every webhook a page write (measured: 12% fewer calls per second), a sweep costs a read of each
 row a few times over its life, in the background.
+
+A replay check asks an in-memory set of the processed-event keys before the file: the set is
+loaded at open (bounded by retention) and a key joins it only once its commit has landed, so it
+is a cache of what is committed and a ``kill -9`` loses nothing it holds. A key absent from it
+is new without a SELECT (most webhooks); a key in it still reads its stored reply.
 """
 
 from __future__ import annotations
@@ -136,6 +141,8 @@ class SQLiteStore:
         self.db.execute("PRAGMA wal_autocheckpoint=10000")
         self.db.execute("PRAGMA mmap_size=268435456")
         self.db.executescript(SCHEMA)
+        # The committed processed-event keys (this process is the file's only writer).
+        self._keys: set[str] = {k for (k,) in self.db.execute("SELECT key FROM events")}
         self._live: dict[str, CallRecord] = {}
         self._pids: dict[tuple[str, str], str] = {}
         self._written: dict[str, _Written] = {}
@@ -200,6 +207,8 @@ class SQLiteStore:
     def seen(self, key: str) -> StoredReply | None:
         if self._batch is not None and key in self._batch.keys:
             self.flush()  # only what is committed counts as seen
+        if key not in self._keys:
+            return None  # never committed: new, without reading the file
         row = self.db.execute(
             "SELECT reply, content_type FROM events WHERE key = ?", (key,)
         ).fetchone()
@@ -287,6 +296,7 @@ class SQLiteStore:
                 self.forget(record.call_id)
             batch.done.set_exception(exc)
             return
+        self._keys.update(batch.keys)  # only once committed
         for record, written in batch.settles:
             self._written[record.call_id] = written
             self._settle(record)
@@ -388,6 +398,7 @@ class SQLiteStore:
         if old:
             with self._tx() as db:
                 db.executemany("DELETE FROM events WHERE key = ?", old)
+            self._keys.difference_update(key for (key,) in old)
         if self._sweep == "":  # a sweep is complete: rejected call ids too (a small table)
             with self._tx() as db:
                 db.execute("DELETE FROM rejected WHERE at < ?", (before,))

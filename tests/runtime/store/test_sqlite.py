@@ -84,3 +84,35 @@ async def test_a_synchronous_save_commits_the_open_batch_first(tmp_path: Path) -
     assert await pending is True
     other = SQLiteStore(tmp_path / "c.sqlite")
     assert {c.call_id for c in other.live()} == {first.call_id, second.call_id}
+
+
+async def test_a_new_key_costs_no_select_and_a_replay_reads_its_reply(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    reply = StoredReply(b"<Response/>", "text/xml")
+    store = SQLiteStore(path)
+    assert await store.commit_event("k1", record(), reply) is True
+    store.close()
+    again = SQLiteStore(path)  # the index is loaded from the file at open
+    statements: list[str] = []
+    again.db.set_trace_callback(statements.append)
+    assert again.seen("k2") is None
+    assert statements == []  # a key never committed is new without reading the file
+    assert again.seen("k1") == reply
+    assert any(s.startswith("SELECT reply") for s in statements)
+    assert await again.commit_event("k2", record(), reply) is True
+    assert again.seen("k2") == reply  # a key joins the index once committed
+
+
+async def test_pruned_keys_leave_the_index(tmp_path: Path) -> None:
+    clock = [100.0]
+    store = SQLiteStore(tmp_path / "c.sqlite", now=lambda: clock[0])
+    reply = StoredReply(b"<Response/>", "text/xml")
+    assert await store.commit_event("old", record(), reply) is True
+    clock[0] = 200.0
+    assert await store.commit_event("new", record(), reply) is True
+    assert store.prune(before=150.0) == (1, True)
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    assert store.seen("old") is None
+    assert statements == []
+    assert store.seen("new") == reply
