@@ -594,12 +594,15 @@ class RealtimeConversation(StreamedConversation):
         self._drained.set()
         self._ending: str | None = None
         self._caller_turns = 0
+        # A protected greeting: no barge-in until it has been said and played out.
+        self._greeting_guard = self.protect_greeting and bool(self.greeting)
 
     async def _main(self) -> None:
         factory = self.owner.services.realtime
         self.realtime = factory.session(
             self, instructions=str(self.options.get("system_prompt") or ""),
             collect=self.options.get("collect"), greeting=self.greeting or None,
+            protect_greeting=self._greeting_guard,
         )  # fmt: skip
         self._spawn(self._pump())
         try:
@@ -608,6 +611,8 @@ class RealtimeConversation(StreamedConversation):
             log.warning("call %s: %s", self.call_id, exc)
             await self.owner.manager.turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
             return
+        if self._greeting_guard:
+            self._spawn(self._guard_greeting())
         reason = await self.realtime.wait_closed()
         if reason is not None and not self.stopped and self._ending is None:
             await self.owner.manager.turns.carrier_turn(self.call_id, STT_UNAVAILABLE, final=True)
@@ -652,6 +657,8 @@ class RealtimeConversation(StreamedConversation):
     def barge_in(self, why: str = "") -> None:
         if self._ending is not None or self.stopped or not self._out_pending():
             return
+        if self._greeting_guard:
+            return
         log.info("call %s: barge-in (%s): clearing the model's audio", self.call_id,
                  why or "the service heard speech")  # fmt: skip
         # What the caller heard: what the carrier confirmed, or what was sent less what the
@@ -683,6 +690,16 @@ class RealtimeConversation(StreamedConversation):
         if limit and self._caller_turns >= int(limit) and self._ending is None:
             self._ending = "turns used up"
             self._spawn(self._turns_used_up())
+
+    async def _guard_greeting(self) -> None:
+        """Lifts the greeting's protection once its response is done and has played."""
+        rt = self.realtime
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LAST_REPLY_WAIT_S):
+                while rt is not None and rt.protecting and not rt.closed:
+                    await asyncio.sleep(0.02)
+        await self._played_out(FAREWELL_WAIT_S)
+        self._greeting_guard = False
 
     async def _turns_used_up(self) -> None:
         """The conversation's turns are used up: the model answers this last turn, and once

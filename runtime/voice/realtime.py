@@ -295,6 +295,16 @@ def session_config(
     }
 
 
+def _interrupting(config: Mapping[str, Any], interrupt: bool) -> dict[str, Any]:
+    """``config`` with the server's turn detection cancelling a response when the caller
+    speaks (``interrupt``), or not."""
+    audio = dict(config["audio"])
+    heard = dict(audio["input"])
+    heard["turn_detection"] = {**heard["turn_detection"], "interrupt_response": interrupt}
+    audio["input"] = heard
+    return {**config, "audio": audio}
+
+
 class RealtimeHandler(Protocol):
     """What the call side does for a session. The plain methods are called from the
     session's reader and must not block."""
@@ -408,10 +418,15 @@ class RealtimeSession:
         instructions: str = "",
         collect: Mapping[str, Any] | None = None,
         greeting: str | None = None,
+        protect_greeting: bool = False,
     ) -> None:
         self.settings = settings
         self._handler = handler
         self._config = session_config(settings, instructions=instructions, collect=collect)
+        # A protected greeting (a call we placed says why before it listens): the service
+        # does not cancel it when the callee speaks, until its response is done.
+        self.protecting = bool(greeting and protect_greeting)
+        self._greeting_id: str | None = None
         self._declared = {str(t["name"]) for t in self._config["tools"]}
         self._greeting = greeting
         self._client: AsyncOpenAI | None = None
@@ -456,7 +471,8 @@ class RealtimeSession:
         try:
             async with asyncio.timeout(cfg.start_timeout_s):
                 self._conn = await self._client.realtime.connect(model=cfg.model).enter()
-                await self._conn.session.update(session=cast("Session", self._config))
+                first = _interrupting(self._config, not self.protecting)
+                await self._conn.session.update(session=cast("Session", first))
                 await self._until_updated(self._conn)
                 if self._greeting:
                     say = f'Greet the caller by saying exactly this, then wait: "{self._greeting}"'
@@ -625,9 +641,7 @@ class RealtimeSession:
             if event.transcript.strip():
                 self._handler.heard(event.transcript.strip())
         elif isinstance(event, ResponseCreatedEvent):
-            self._flush_said()
-            response_id = event.response.id or ""
-            self._responses[response_id] = _Response(id=response_id)
+            self._on_response_created(event)
         elif isinstance(event, ResponseDoneEvent):
             self._on_response_done(event)
         elif isinstance(event, RealtimeErrorEvent):
@@ -646,12 +660,26 @@ class RealtimeSession:
         self._handler.play(audio)
 
     def _on_speech_started(self) -> None:
+        if self.protecting:  # the greeting is not cut; what the callee says still counts
+            return
         for response in self._responses.values():
             response.interrupted = True  # the server cancels it; late audio is not played
         self._handler.barge_in()
 
+    def _on_response_created(self, event: ResponseCreatedEvent) -> None:
+        self._flush_said()
+        response_id = event.response.id or ""
+        self._responses[response_id] = _Response(id=response_id)
+        if self.protecting and self._greeting_id is None:
+            self._greeting_id = response_id
+
     def _on_response_done(self, event: ResponseDoneEvent) -> None:
         done = event.response
+        if self.protecting and done.id == self._greeting_id:
+            self.protecting = False  # from now on the callee's speech interrupts the model
+            if self._conn is not None:
+                update = cast("Session", _interrupting(self._config, True))
+                self._spawn(self._conn.session.update(session=update))
         response = self._responses.pop(done.id or "", None) or _Response(id=done.id or "")
         cut = done.status in ("cancelled", "incomplete") or (
             response.interrupted and response.audio_bytes > 0
@@ -781,11 +809,11 @@ class RealtimeFactory:
         instructions: str = "",
         collect: Mapping[str, Any] | None = None,
         greeting: str | None = None,
+        protect_greeting: bool = False,
     ) -> RealtimeSession:
         """A session not yet started (``await session.start()``)."""
-        return RealtimeSession(
-            self.settings, handler, instructions=instructions, collect=collect, greeting=greeting
-        )
+        return RealtimeSession(self.settings, handler, instructions=instructions, collect=collect,
+                               greeting=greeting, protect_greeting=protect_greeting)  # fmt: skip
 
 
 class _Refused(Exception):

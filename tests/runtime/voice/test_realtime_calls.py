@@ -324,3 +324,31 @@ async def test_a_realtime_conversations_turns_run_out_to_on_timeout(
     assert sim.end_reason == "hangup-bot"
     (stream,) = call.streams
     assert stream.played_bytes == 800 * 8  # the last answer was heard before the flow went on
+
+
+async def test_the_outbound_greeting_of_a_realtime_call_is_not_cut(
+    fake: FakeRealtimeVoice,
+) -> None:
+    """A call we placed says why before it listens, on a realtime call too: the callee
+    speaking over the greeting clears nothing and truncates nothing; their words still count,
+    and the service was told not to cancel the greeting (interrupt_response off, then on)."""
+    greeting = "Hello, this is the Harbour Hotel calling about your booking tomorrow."
+    fake.replies = [
+        Reply(say=greeting, audio_ms=1500),
+        Reply(say="Wonderful, see you then.", audio_ms=300, tool="end_call",
+              arguments={"farewell": "Wonderful, see you then."}),
+    ]  # fmt: skip
+    script = Script(caller=(Step(action="answer"),
+                            Step(action="interrupt", value="Yes that is me"),
+                            Step(action="silence")))  # fmt: skip
+    sim, call = await run("plivo", "reminder-realtime", script, fake)
+    assert sim.error == ""
+    (stream,) = call.streams
+    assert stream.clears == [] and fake.truncates == []
+    assert lines(sim, "bot")[0].text == greeting
+    assert lines(sim, "bot")[0].source == "realtime"  # not cut off
+    assert texts(sim, "user") == ["Yes that is me"]
+    assert sim.end_reason == "hangup-bot"
+    detection = [u["audio"]["input"]["turn_detection"]["interrupt_response"]
+                 for u in fake.session_updates]  # fmt: skip
+    assert detection == [False, True]
