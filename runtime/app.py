@@ -169,8 +169,13 @@ class RuntimeConfig:
         if not (section.get("enabled", False) or realtime.get("enabled", False) or configured):
             return None
         path = str(section.get("streamPath", "/voice/stream"))
+        key = "streaming.streamPath"
+        if not section.get("enabled", False) and realtime.get("enabled") and realtime.get(
+                "streamPath"):  # fmt: skip
+            # Realtime alone: its streams come where the original (and exposure) put them.
+            path, key = str(realtime["streamPath"]), "realtime.streamPath"
         if path == self.serve()["path"]:
-            raise ValueError(f"streaming.streamPath: {path} is serve.path; streams need their own")
+            raise ValueError(f"{key}: {path} is serve.path; streams need their own")
         keys = {"preStartTimeoutMs": "pre_start_timeout_s", "maxConnections": "max_connections",
                 "maxPendingConnections": "max_pending",
                 "maxPendingConnectionsPerIp": "max_pending_per_ip"}  # fmt: skip

@@ -55,3 +55,18 @@ async def test_the_endpoint_is_served_when_streaming_is_on(
             await ws.close()
     finally:
         await runtime.stop()
+
+
+def test_realtime_alone_takes_its_streams_at_realtime_stream_path() -> None:
+    """With realtime on and streaming off, the endpoint is where the original (and exposure)
+    put realtime streams; with streaming on, at streaming.streamPath."""
+    alone = RuntimeConfig(raw={"realtime": {"enabled": True,
+                                            "streamPath": "/voice/stream/realtime"}})  # fmt: skip
+    settings = alone.streaming()
+    assert settings is not None and settings.path == "/voice/stream/realtime"
+    keyed = RuntimeConfig(raw={"realtime": {"providers": {"openai": {"apiKey": "k"}}}})
+    settings = keyed.streaming()
+    assert settings is not None and settings.path == "/voice/stream"
+    clash = RuntimeConfig(raw={"realtime": {"enabled": True, "streamPath": "/voice/webhook"}})
+    with pytest.raises(ValueError, match=r"^realtime\.streamPath: /voice/webhook is serve\.path"):
+        clash.streaming()
