@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from voicecall.runtime.state import TERMINAL, CallRecord, TranscriptLine
 from voicecall.runtime.store.base import StoredReply
 
@@ -305,7 +307,7 @@ class SQLiteStore:
     def _write(self, db: sqlite3.Connection, record: CallRecord) -> _Written:
         """Writes what changed since the last commit; returns what the file will then hold."""
         before = self._stored(record.call_id)
-        row = json.dumps(record.to_row(), separators=(",", ":"))
+        row = _encode(record.to_row())
         if row != before.row:
             db.execute(
                 "INSERT INTO calls (call_id, provider, provider_call_id, state, started_at, "
@@ -370,7 +372,7 @@ class SQLiteStore:
         before = self._stored(record.call_id)
         return before.row != "" and (
             len(record.transcript) == before.lines and len(record.visited) == before.visits
-            and json.dumps(record.to_row(), separators=(",", ":")) == before.row
+            and _encode(record.to_row()) == before.row
         )  # fmt: skip
 
     def forget(self, call_id: str) -> None:
@@ -437,6 +439,15 @@ class SQLiteStore:
     def close(self) -> None:
         self.flush()
         self.db.close()
+
+
+def _encode(row: dict[str, Any]) -> str:
+    """A call's row as compact JSON: orjson (a webhook's row costs a tenth of json.dumps's);
+    json.dumps for what orjson refuses (integers past 64 bits), so any row still encodes."""
+    try:
+        return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(row, separators=(",", ":"))
 
 
 def _line(call_id: str, seq: int, line: TranscriptLine) -> tuple[Any, ...]:

@@ -116,3 +116,12 @@ async def test_pruned_keys_leave_the_index(tmp_path: Path) -> None:
     assert store.seen("old") is None
     assert statements == []
     assert store.seen("new") == reply
+
+
+def test_a_row_orjson_refuses_still_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    store = SQLiteStore(path)
+    call = record(params={"message": "héllo", "big": 2**70})  # past 64 bits: json.dumps's turn
+    store.save(call)
+    store.close()
+    assert SQLiteStore(path).get(call.call_id) == call
