@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 """
+# Processed-event keys kept in memory in front of the replay lookup (~35 MB at most).
+MAX_INDEXED_KEYS = 250_000
+
 # Webhooks arriving within this window share one commit; each is answered once it committed.
 # A trade-off measured with `make bench`: at 8 requests in flight, 1 ms gave batches of about
 # six and the best throughput; longer windows add more latency than they save in commits.
@@ -143,8 +146,14 @@ class SQLiteStore:
         self.db.execute("PRAGMA wal_autocheckpoint=10000")
         self.db.execute("PRAGMA mmap_size=268435456")
         self.db.executescript(SCHEMA)
-        # The committed processed-event keys (this process is the file's only writer).
-        self._keys: set[str] = {k for (k,) in self.db.execute("SELECT key FROM events")}
+        # The committed processed-event keys (this process is the file's only writer), while
+        # there are at most MAX_INDEXED_KEYS of them (~140 bytes each); past that, None: every
+        # key is looked up in the file, as before the index.
+        count = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        self._keys: set[str] | None = (
+            {k for (k,) in self.db.execute("SELECT key FROM events")}
+            if count <= MAX_INDEXED_KEYS else None
+        )  # fmt: skip
         self._live: dict[str, CallRecord] = {}
         self._pids: dict[tuple[str, str], str] = {}
         self._written: dict[str, _Written] = {}
@@ -209,7 +218,7 @@ class SQLiteStore:
     def seen(self, key: str) -> StoredReply | None:
         if self._batch is not None and key in self._batch.keys:
             self.flush()  # only what is committed counts as seen
-        if key not in self._keys:
+        if self._keys is not None and key not in self._keys:
             return None  # never committed: new, without reading the file
         row = self.db.execute(
             "SELECT reply, content_type FROM events WHERE key = ?", (key,)
@@ -298,7 +307,12 @@ class SQLiteStore:
                 self.forget(record.call_id)
             batch.done.set_exception(exc)
             return
-        self._keys.update(batch.keys)  # only once committed
+        if self._keys is not None:  # only once committed
+            self._keys.update(batch.keys)
+            if len(self._keys) > MAX_INDEXED_KEYS:
+                log.info("%d processed-event keys: looked up in the file from now on",
+                         len(self._keys))  # fmt: skip
+                self._keys = None
         for record, written in batch.settles:
             self._written[record.call_id] = written
             self._settle(record)
@@ -400,7 +414,8 @@ class SQLiteStore:
         if old:
             with self._tx() as db:
                 db.executemany("DELETE FROM events WHERE key = ?", old)
-            self._keys.difference_update(key for (key,) in old)
+            if self._keys is not None:
+                self._keys.difference_update(key for (key,) in old)
         if self._sweep == "":  # a sweep is complete: rejected call ids too (a small table)
             with self._tx() as db:
                 db.execute("DELETE FROM rejected WHERE at < ?", (before,))

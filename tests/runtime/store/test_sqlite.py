@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
-from voicecall.runtime.store import SQLiteStore, StoredReply
+from voicecall.runtime.store import SQLiteStore, StoredReply, sqlite
 
 
 def record(**extra: object) -> CallRecord:
@@ -116,6 +118,27 @@ async def test_pruned_keys_leave_the_index(tmp_path: Path) -> None:
     assert store.seen("old") is None
     assert statements == []
     assert store.seen("new") == reply
+
+
+async def test_past_its_bound_the_index_gives_way_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays bounded: past MAX_INDEXED_KEYS the keys are looked up in the file (at open
+    and while running), and replays are still answered with their stored reply."""
+    monkeypatch.setattr(sqlite, "MAX_INDEXED_KEYS", 2)
+    path = tmp_path / "c.sqlite"
+    reply = StoredReply(b"<Response/>", "text/xml")
+    store = SQLiteStore(path)
+    for key in ("k1", "k2", "k3"):
+        assert await store.commit_event(key, record(), reply) is True
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    assert store.seen("k4") is None and any(s.startswith("SELECT reply") for s in statements)
+    assert store.seen("k1") == reply
+    store.close()
+    again = SQLiteStore(path)  # three keys at open: no index
+    assert again.seen("k3") == reply and again.seen("k5") is None
+    assert await again.commit_event("k3", record(), reply) is False  # still exactly once
 
 
 def test_a_row_orjson_refuses_still_round_trips(tmp_path: Path) -> None:
