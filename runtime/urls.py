@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 KINDS = ("answer", "status", "input", "dial", "live", "hangup", "event")
@@ -106,3 +106,11 @@ def _text(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def websocket_url(base_url: str) -> str:
+    """The WebSocket base for an HTTP base: http→ws, https→wss, the rest kept (the OpenAI
+    SDK ignores OPENAI_BASE_URL for its wss:// realtime URL, so it is derived and passed)."""
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit(parts._replace(scheme=scheme))

@@ -145,13 +145,20 @@ class AgentTurns:
             self._turn_started.setdefault(call_id, self.calls.clock.now())
             live.say(message, final=kind == adhoc.FINAL)
             return
+        await self._push_turn(call_id, kind, message, f"agent {kind}", answered=True)
+
+    async def _push_turn(
+        self, call_id: str, kind: str, message: str, why: str, *, answered: bool = False
+    ) -> None:
+        """Pushes an agent-turn block (say, then listen / hang up …) to the live call, leaving
+        its media stream first where it has one. ``answered``: refuse an unanswered call."""
         async with self.calls.lock(call_id):
             call = self.calls.live(call_id)
-            if call.answered_at is None:
+            if answered and call.answered_at is None:
                 raise CallError("the call is not answered yet")
             interp = self.calls.interpreter(call)
             run = interp.leave_stream(call, interp.agent_turn(call, kind, message))
-            outcome = self.delivery.push(call, run, f"agent {kind}")
+            outcome = self.delivery.push(call, run, why)
             self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
@@ -205,14 +212,8 @@ class AgentTurns:
     async def carrier_turn(self, call_id: str, message: str, *, final: bool = False) -> None:
         """Says ``message`` in the carrier's voice (synthesis failed on a stream): the stream
         is left for it and, unless ``final``, opened again after."""
-        async with self.calls.lock(call_id):
-            call = self.calls.live(call_id)
-            interp = self.calls.interpreter(call)
-            kind = adhoc.FINAL if final else adhoc.TURN
-            run = interp.leave_stream(call, interp.agent_turn(call, kind, message))
-            outcome = self.delivery.push(call, run, "carrier voice")
-            self.calls.store.save(call)
-        self.delivery.queue_sends(call_id, outcome.sends)
+        kind = adhoc.FINAL if final else adhoc.TURN
+        await self._push_turn(call_id, kind, message, "carrier voice")
 
     async def stream_heard(
         self, call_id: str, text: str, *, block: str | None = None,

@@ -42,6 +42,7 @@ from voicecall.runtime.media.pacing import Framer, Pacer
 from voicecall.runtime.media.streams import StreamClosed, StreamEndpoint, StreamSession, stream_key
 from voicecall.runtime.media.vad import Vad, VadEvent
 from voicecall.runtime.state import CallRecord, TranscriptLine
+from voicecall.runtime.urls import websocket_url
 from voicecall.runtime.voice.stt import Final, SpeechStarted, SttError, Transcriber
 from voicecall.runtime.voice.tts import (
     DEFAULT_TIMEOUT_MS,
@@ -92,8 +93,7 @@ def stream_url(webhook: str, path: str) -> str:
     replaced it after start) with ``ws(s)://`` and the stream path. Carriers need ``wss://``;
     plain ``ws://`` is for a loopback host (the mock carrier)."""
     parts = urlsplit(webhook)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    return websocket_url(urlunsplit((parts.scheme, parts.netloc, path, "", "")))
 
 
 class Metrics:
@@ -433,11 +433,7 @@ class StreamedConversation:
         self._spawn(self._clear(playing))
 
     async def _clear(self, playing: _Utterance) -> None:
-        with contextlib.suppress(StreamClosed):
-            await self.session.clear()
-        if self._onset_at is not None:
-            self.owner.metrics.add("clear", time.perf_counter() - self._onset_at)
-            self._onset_at = None
+        await self._send_clear()
         for marked in self._marks.values():
             if not marked.done():
                 marked.set_result(False)
@@ -507,6 +503,14 @@ class StreamedConversation:
             if isinstance(chunks, Speech):
                 await chunks.aclose()
         return await self._heard(name, marked)
+
+    async def _send_clear(self) -> None:
+        """Drops the carrier's queued audio; times it from the speech onset that caused it."""
+        with contextlib.suppress(StreamClosed):
+            await self.session.clear()
+        if self._onset_at is not None:
+            self.owner.metrics.add("clear", time.perf_counter() - self._onset_at)
+            self._onset_at = None
 
     async def _send_paced(self, frame: bytes, *, paced: bool) -> None:
         due = await self._pacer.wait() if paced else None
@@ -671,15 +675,8 @@ class RealtimeConversation(StreamedConversation):
         self._burst_marks.clear()
         if self.realtime is not None:  # at the moment of the clear: the session's bookkeeping
             self._spawn(_awaited(self.realtime.truncate(played_ms)))
-        self._spawn(self._realtime_clear())
+        self._spawn(self._send_clear())
         self._settle()
-
-    async def _realtime_clear(self) -> None:
-        with contextlib.suppress(StreamClosed):
-            await self.session.clear()
-        if self._onset_at is not None:
-            self.owner.metrics.add("clear", time.perf_counter() - self._onset_at)
-            self._onset_at = None
 
     def heard(self, text: str) -> None:
         line = TranscriptLine(at=self.owner.manager.clock.now(), speaker="user", text=text,

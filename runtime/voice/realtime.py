@@ -45,6 +45,8 @@ from openai.types.realtime import (
     ResponseDoneEvent,
 )
 
+from voicecall.runtime.urls import websocket_url
+
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -130,12 +132,6 @@ class RealtimeSettings:
     def ws_url(self) -> str:
         """The WebSocket base URL the SDK connects to."""
         return self.websocket_base_url or websocket_url(self.base_url)
-
-
-def websocket_url(base_url: str) -> str:
-    """``https://host/v1`` -> ``wss://host/v1`` (``http`` -> ``ws``)."""
-    scheme, sep, rest = base_url.partition("://")
-    return {"http": "ws", "https": "wss"}.get(scheme, scheme) + sep + rest
 
 
 def realtime_from_config(

@@ -28,9 +28,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from voicecall.runtime.media.vad import Vad, VadEvent, VadSettings
+from voicecall.runtime.urls import websocket_url
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -234,13 +235,6 @@ def iso_language(language: str | None) -> str | None:
     if not language:
         return None
     return language.replace("_", "-").split("-")[0].lower() or None
-
-
-def websocket_url(base_url: str) -> str:
-    """The WebSocket base for an HTTP API base: http→ws, https→wss, the rest kept."""
-    parts = urlsplit(base_url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit(parts._replace(scheme=scheme))
 
 
 # --- OpenAI realtime transcription --------------------------------------------------------
