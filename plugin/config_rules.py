@@ -92,11 +92,10 @@ def section_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Proble
     store = section.get("store")
     if isinstance(store, str) and "://" in store:
         scheme = store.split("://", 1)[0].lower()
-        text = (f"a {scheme}:// store is not available yet (a shared Redis store comes with "
-                "the multi-process gateway); give a folder for the SQLite store")  # fmt: skip
         if scheme not in ("redis", "rediss"):
-            text = f"{scheme}:// is not a store; give a folder for the SQLite store"
-        problems.append(Problem(path=(*prefix, "store"), message=text))
+            text = (f"{scheme}:// is not a store; give a folder for the SQLite store, or a "
+                    "redis:// URL")  # fmt: skip
+            problems.append(Problem(path=(*prefix, "store"), message=text))
     ref = _dict(section.get("twilio")).get("authToken")
     if isinstance(ref, dict) and ref.get("source") in ("file", "exec"):
         text = (f"a secret reference with source {ref.get('source')!r} cannot be resolved here; "

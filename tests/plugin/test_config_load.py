@@ -246,11 +246,16 @@ def test_schema_errors_deep_in_the_section_name_key_path_and_line(tmp_path: Path
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://cache:6380"])
-def test_a_redis_store_is_refused_clearly(tmp_path: Path, url: str) -> None:
-    scheme = url.split(":", maxsplit=1)[0]
-    assert errors(host(tmp_path, f"{{\n store: '{url}'}}")) == [
-        f"F:5:9: {PREFIX}.store: a {scheme}:// store is not available yet (a shared Redis store "
-        "comes with the multi-process gateway); give a folder for the SQLite store"
+def test_a_redis_store_is_accepted(tmp_path: Path, url: str) -> None:
+    section = f"{{\n store: '{url}', redis: {{keyPrefix: 'site-a:', leaseSeconds: 5}}}}"
+    plugin: dict[str, Any] = load_config(host(tmp_path, section), env=GATEWAY).plugin
+    assert plugin["store"] == url and plugin["redis"]["keyPrefix"] == "site-a:"
+
+
+def test_a_store_url_of_another_kind_is_refused_clearly(tmp_path: Path) -> None:
+    assert errors(host(tmp_path, "{\n store: 'postgres://db/calls'}")) == [
+        f"F:5:9: {PREFIX}.store: postgres:// is not a store; give a folder for the SQLite "
+        "store, or a redis:// URL"
     ]
 
 
