@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -360,10 +360,10 @@ class _GuardedProtocol(web.RequestHandler):
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         if len(self._connections.open) >= self._connections.settings.max_connections:
             self._refused = True
-            self._connections.refuse(transport)
+            # uvloop's TCP transport has write() but is no asyncio.Transport subclass.
+            self._connections.refuse(cast(asyncio.Transport, transport))
             return
         self._connections.open.add(self)
         super().connection_made(transport)

@@ -42,6 +42,7 @@ from voicecall.plugin.config_effective import REDACTED, redacted
 from voicecall.plugin.gateway.auth import AuthSettings
 from voicecall.plugin.gateway.server import GatewayServer, ServerSettings
 from voicecall.plugin.host import READ, PluginApi, Registry, RequestContext
+from voicecall.runtime import loop as event_loop
 from voicecall.runtime.logs import FORMATS, Redactor, configure, masked_values
 
 # The events voice-call emits (the host API has no way to declare them: listed in hello-ok).
@@ -286,7 +287,7 @@ def run(config_file: str | None, *, port: int | None = None,
         sys.stdout.flush()
 
     try:
-        asyncio.run(serve(host, settings, ready=ready))
+        event_loop.run(serve(host, settings, ready=ready))
     except GatewayStartError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_FAILED
