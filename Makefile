@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 UV     := $(BIN)/uv
 
-.PHONY: setup lock demo test lint typecheck unit bench golden clean
+.PHONY: setup lock demo test lint typecheck unit bench loadtest golden clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Whole calls on real gateways with faults, loopback only (ARGS="--calls 50 --store redis").
+loadtest: $(STAMP)
+	$(BIN)/python -m bench.loadtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .pytest_cache .ruff_cache build *.egg-info
