@@ -90,10 +90,13 @@ nodes:
     - say: Goodbye.
     - hangup
 """
-# The caller (inbound) or callee (outbound): a name after a second, a key after another.
-SCRIPT = Script(caller=(Step(action="answer", after_s=0.3),
-                        Step(action="say", value="Ann Smith", after_s=1.0),
-                        Step(action="press", value="1", after_s=1.0)))  # fmt: skip
+
+
+def script(think_s: float) -> Script:
+    """The caller (inbound) or callee (outbound): a name, then a key, each after a pause."""
+    return Script(caller=(Step(action="answer", after_s=0.3),
+                          Step(action="say", value="Ann Smith", after_s=think_s),
+                          Step(action="press", value="1", after_s=think_s)))  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -108,6 +111,7 @@ class Options:
     reorder_rate: float = REORDER_RATE
     seed: int = 1
     redis_url: str = REDIS_URL
+    think_s: float = 1.0  # the caller's pause before each answer
 
     @property
     def ramp(self) -> float:
@@ -212,7 +216,7 @@ class Run:
             carrier = LoadCarrier(provider, self.stats, seed=self.opts.seed * 10 + i,
                                   duplicate_rate=self.opts.duplicate_rate,
                                   reorder_rate=self.opts.reorder_rate, retry_s=RETRY_S)  # fmt: skip
-            carrier.script = SCRIPT
+            carrier.script = script(self.opts.think_s)
             await carrier.start()
             prefix = f"loadtest-{uuid.uuid4().hex[:8]}-{provider}:"
             store = str(self.root / provider / "store")
@@ -342,13 +346,22 @@ class Run:
 
     async def _restart(self, gw: Gateway, at: float) -> None:
         await asyncio.sleep(max(0.0, self.began + at - time.perf_counter()))
-        live = sum(not c.ended for c in self.sites[RESTARTED].carrier.calls.values())
-        killed = time.perf_counter()
-        await asyncio.to_thread(gw.kill)
-        await gw.start()
+        site = self.sites[RESTARTED]
+        live = sum(not c.ended for c in site.carrier.calls.values())
+        in_flight = site.carrier._in_flight
+        # No call is placed through it meanwhile: a start cut off by the kill would be
+        # neither refused nor confirmed (the RPC client waits for the gateway to be back).
+        async with site.rpc_lock:
+            conn = site.rpc.pop(gw.name, None)
+            if conn is not None:
+                await conn.ws.close()
+            killed = time.perf_counter()
+            await asyncio.to_thread(gw.kill)
+            await gw.start()
         self.faults["restart"] = {"gateway": gw.name, "at_s": round(killed - self.began, 2),
                                   "down_s": round(time.perf_counter() - killed, 2),
-                                  "calls_live_at_kill": live}  # fmt: skip
+                                  "calls_live_at_kill": live,
+                                  "webhooks_in_flight_at_kill": in_flight}  # fmt: skip
 
     async def _slow(self, begin: float, end: float) -> None:
         await asyncio.sleep(max(0.0, self.began + begin - time.perf_counter()))
@@ -451,6 +464,9 @@ class Run:
                 "duplicated": s.duplicated,
                 "duplicate_same_reply": s.duplicate_same_reply,
                 "duplicate_other_reply": s.duplicate_other_reply[:10],
+                "duplicate_cut_off": s.duplicated
+                - s.duplicate_same_reply
+                - len(s.duplicate_other_reply),
                 "reordered": s.reordered,
             },
             "rest_commands": rest,
@@ -530,8 +546,8 @@ def report(r: dict[str, Any]) -> None:
     if "restart" in f:
         x = f["restart"]
         print(f"  restart: {x['gateway']} killed (SIGKILL) at {x['at_s']} s with "
-              f"{x['calls_live_at_kill']} calls live, serving again "
-              f"{x['down_s']} s later")  # fmt: skip
+              f"{x['calls_live_at_kill']} calls live and {x['webhooks_in_flight_at_kill']} "
+              f"webhooks in flight, serving again {x['down_s']} s later")  # fmt: skip
     if "slow_store" in f:
         x = f["slow_store"]
         extra = (f"{x['holds']} holds of {x['hold_s']} s every {x['hold_s'] + x['gap_s']} s"
@@ -552,7 +568,9 @@ def report(r: dict[str, Any]) -> None:
     w = r["webhooks"]
     print(f"  requests {r['requests']}, errors {r['errors']} ({r['error_rate']:.2%}); webhooks "
           f"retried after no answer {w['retried']}, duplicated {w['duplicated']} (same reply "
-          f"{w['duplicate_same_reply']}), reordered {w['reordered']}")  # fmt: skip
+          f"{w['duplicate_same_reply']}, other {len(w['duplicate_other_reply'])}, second copy "
+          f"cut off by the call's end {w['duplicate_cut_off']}), reordered "
+          f"{w['reordered']}")  # fmt: skip
     for why, n in list(r["error_kinds"].items())[:8]:
         print(f"    error: {why} ×{n}")
     for line in w["duplicate_other_reply"][:5]:
