@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import time
-from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -177,7 +176,7 @@ def parse_form(
     parser = parsers.get(kind)
     if parser is None:
         raise BadRequest(f"{provider} does not call back with kind {kind!r}")
-    fields: Mapping[str, str] = ChainMap(dict(request.form), dict(request.query))
+    fields: Mapping[str, str] = {**request.query, **request.form}  # the body's field wins
     if not fields.get(id_field):
         raise BadRequest(f"request without {id_field}")
     return parser(fields, place)
