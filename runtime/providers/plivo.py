@@ -47,6 +47,8 @@ V2_REFUSED = (f"{V2} signatures are refused: they sign neither the body nor the 
               "(plivo.allowV2Signatures is off)")  # fmt: skip
 
 API_ROOT = "https://api.plivo.com"
+# Built once: most webhooks (every status callback) are answered with it.
+EMPTY = Reply(body=b"<Response></Response>", content_type="application/xml")
 
 DIRECTIONS = {"inbound": "inbound", "outbound": "outbound"}
 
@@ -319,7 +321,7 @@ class PlivoAdapter(Adapter):
 
     def empty(self) -> Reply:
         """An empty Plivo XML document."""
-        return self.document(())
+        return EMPTY
 
     # --- REST -------------------------------------------------------------------------------------
 

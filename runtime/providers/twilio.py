@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+# Built once: most webhooks (every status callback) are answered with it.
+EMPTY = Reply(body=f"{XML_DECLARATION}<Response></Response>".encode(), content_type="text/xml")
 
 # Direction of a voice request (twilio.com/docs/voice/twiml#request-parameters).
 DIRECTIONS = {"inbound": "inbound", "outbound-api": "outbound", "outbound-dial": "outbound"}
@@ -212,7 +214,7 @@ class TwilioAdapter(Adapter):
 
     def empty(self) -> Reply:
         """An empty TwiML document: Twilio expects TwiML even from a status callback."""
-        return self.document(())
+        return EMPTY
 
     # --- REST -------------------------------------------------------------------------------------
 
