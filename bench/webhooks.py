@@ -1,16 +1,18 @@
 """Webhook throughput: the runtime next to a bare aiohttp app, same machine, same load, same run.
 
 Three processes per measurement: the server under test pinned to one core, a load generator
-pinned to the other, and this one conducting. The runtime answers Twilio-shaped form webhooks
-with signatures skipped and every request committed to SQLite (the processed-event row and the
-call record, one transaction each); the bare app answers a fixed TwiML document of the same
-size. The loader first creates ``--calls`` inbound calls (runtime), then its workers alternate a
-status callback and a gather result over those calls, each request made unique by a
-``SequenceNumber`` field so that none is answered from the replay store.
+pinned to the other, and this one conducting. Both servers run on the serving loop (uvloop
+where installed: voicecall.runtime.loop), as `voicecall gateway` does. The runtime answers
+Twilio-shaped form webhooks with signatures skipped and every request committed to SQLite (the
+processed-event row and the call record, one transaction each); the bare app answers a fixed
+TwiML document of the same size. The loader first creates ``--calls`` inbound calls (runtime),
+then its workers alternate a status callback and a gather result over those calls, each request
+made unique by a ``SequenceNumber`` field so that none is answered from the replay store.
 
     python -m bench.webhooks serve --mode runtime|bare --port P --cpu N [--store DIR]
     python -m bench.webhooks load --mode runtime|bare --port P --cpu N
     python -m bench.webhooks once --mode runtime [--profile out.prof]   # one measurement
+    python -m bench.webhooks once --mode runtime --loop asyncio          # without uvloop
 
 The runtime's per-IP in-flight cap (8 requests, ServerSettings.max_in_flight_per_ip) applies to
 the loader, which runs from one address: it keeps exactly that many requests in flight, so the
@@ -44,7 +46,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from voicecall.runtime import loop as event_loop
+
 MODES = ("bare", "runtime")
+LOOPS = ("serving", "asyncio")
+LOOP_HELP = "the server's event loop: the serving one (uvloop where installed) or asyncio's own"
 ROUNDS = 3
 WORKERS = 8  # = the runtime's per-IP in-flight cap; more would be answered 429
 CALLS = 64
@@ -156,7 +162,7 @@ async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0
         bound = int(runtime.runner.addresses[0][1])
         print(f"ready {bound}", flush=True)
         await stop.wait()
-        calls = runtime.store
+        calls = runtime.sqlite
         print(f"group commit: {calls.batched} webhooks in {calls.batches} commits",
               file=sys.stderr, flush=True)  # fmt: skip
         await runtime.stop()
@@ -171,7 +177,8 @@ def serve_main(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     store = Path(args.store) if args.store else None
-    asyncio.run(serve(args.mode, args.port, store, args.retention_hours))
+    main = serve(args.mode, args.port, store, args.retention_hours)
+    asyncio.run(main) if args.loop == "asyncio" else event_loop.run(main)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -457,9 +464,15 @@ def _module(command: str) -> list[str]:
 
 
 def _server(
-    mode: str, store: Path | None, profile: str | None, log_file: Any, retention_h: float = 0
+    mode: str,
+    store: Path | None,
+    profile: str | None,
+    log_file: Any,
+    *,
+    retention_h: float = 0,
+    loop: str = "serving",
 ) -> tuple[subprocess.Popen[str], int]:
-    cmd = [*_module("serve"), "--mode", mode, "--port", "0", "--cpu", "0"]
+    cmd = [*_module("serve"), "--mode", mode, "--port", "0", "--cpu", "0", "--loop", loop]
     if retention_h:
         cmd += ["--retention-hours", str(retention_h)]
     if store is not None:
@@ -499,12 +512,13 @@ def measure(
     workers: int = WORKERS,
     calls: int = CALLS,
     client: str = CLIENT,
+    loop: str = "serving",
 ) -> dict[str, Any]:
     """One server, one load run, the server stopped; for the runtime, the rows it wrote."""
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         store = Path(tmp) / "store" if mode == "runtime" else None
         with open(Path(tmp) / "server.log", "w+") as server_log:
-            proc, port = _server(mode, store, profile, server_log)
+            proc, port = _server(mode, store, profile, server_log, loop=loop)
             try:
                 cmd = [*_module("load"), "--mode", mode, "--port", str(port), "--cpu", "1",
                        "--server-pid", str(proc.pid), "--workers", str(workers),
@@ -661,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--cpu", type=int, default=0)
     p_serve.add_argument("--store", help="the runtime's store folder (default: a temp folder)")
     p_serve.add_argument("--profile", help="write cProfile stats here on exit")
+    p_serve.add_argument("--loop", choices=LOOPS, default="serving", help=LOOP_HELP)
     p_serve.add_argument("--retention-hours", type=float, default=0,
                          help="a short eventRetentionHours, pruned as the run goes")  # fmt: skip
     p_load = sub.add_parser("load", help="load a running server, print the result as JSON")
@@ -680,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_once.add_argument("--client", choices=("raw", "aiohttp"), default=CLIENT)
     p_once.add_argument("--calls", type=int, default=CALLS)
     p_once.add_argument("--duration", type=float, default=DURATION_S)
+    p_once.add_argument("--loop", choices=LOOPS, default="serving", help=LOOP_HELP)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_main(args)
@@ -692,6 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         calls=args.calls,
         client=args.client,
+        loop=args.loop,
     )
     print(json.dumps(result, indent=2))
     return 0
