@@ -1,6 +1,7 @@
 """`make bench`: the project's benchmarks, each reported next to its target or baseline.
 
-Run with ``--only NAME`` to pick one. Results are printed and written to bench/results/.
+Run with ``--only NAME`` to pick one. Results are printed, then one summary table of the
+headline numbers; both are written to bench/results/ (latest.json, summary.txt).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import audio, longrun, rpc, streams, voice, webhooks
+from bench import audio, longrun, rpc, streams, summary, voice, webhooks
 from voicecall.dsl import templates
 from voicecall.dsl import validate as validate_mod
 from voicecall.dsl.catalog import Catalog, bundled_dir
@@ -214,8 +215,12 @@ def main() -> int:
         print(f"[{name}] running…", file=sys.stderr, flush=True)
         results[name] = run(args.repeat)
         report(results[name])
+    table = summary.table(results)
+    print()
+    print(table, end="")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2), "utf-8")
+    (RESULTS / "summary.txt").write_text(table, "utf-8")
     return 0
 
 

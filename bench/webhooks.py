@@ -38,8 +38,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -58,6 +59,8 @@ WARMUP_S = 1.0
 DURATION_S = 5.0
 CLIENT = "raw"  # or "aiohttp": see RawClient
 TARGET = 0.5
+# The Redis store's run (when the runtime has one): this server, keys under a prefix of its own.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 NOISY = 0.25  # cores busy with other processes above which a round is re-run
 RETRIES = 2
 PATH = "/voice/webhook"
@@ -107,8 +110,12 @@ def pin(cpu: int) -> int:
 # --- the servers ----------------------------------------------------------------------------------
 
 
-async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0) -> None:
+async def serve(
+    mode: str, port: int, store: str | None, retention_h: float = 0, key_prefix: str = ""
+) -> None:
     """Serves until SIGTERM or SIGINT; prints ``ready <port>`` on stdout once listening.
+
+    ``store`` (runtime): a folder for SQLite, or a redis:// URL (keys under ``key_prefix``).
 
     ``retention_h`` (runtime): a short eventRetentionHours, pruned every quarter of it, so a
     long run shows the events table bounded (bench.longrun).
@@ -140,11 +147,10 @@ async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0
 
     with tempfile.TemporaryDirectory(prefix="bench-flows-") as flows:
         (Path(flows) / "bench-loop.yaml").write_text(FLOW, "utf-8")
-        store_dir = store or Path(flows) / "store"
-        config = {
+        config: dict[str, Any] = {
             "provider": "twilio",
             "skipSignatureVerification": True,
-            "store": str(store_dir),
+            "store": store or str(Path(flows) / "store"),
             "inboundPolicy": "open",
             "inboundFlow": "bench-loop",
             "maxConcurrentCalls": 1000,
@@ -154,6 +160,8 @@ async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0
         }
         if retention_h:
             config["eventRetentionHours"] = retention_h
+        if key_prefix:
+            config["redis"] = {"keyPrefix": key_prefix}
         runtime = await start_runtime(
             RuntimeConfig(raw=config), port=port, catalog=Catalog([Path(flows)])
         )
@@ -162,9 +170,10 @@ async def serve(mode: str, port: int, store: Path | None, retention_h: float = 0
         bound = int(runtime.runner.addresses[0][1])
         print(f"ready {bound}", flush=True)
         await stop.wait()
-        calls = runtime.sqlite
-        print(f"group commit: {calls.batched} webhooks in {calls.batches} commits",
-              file=sys.stderr, flush=True)  # fmt: skip
+        counts = [getattr(runtime.store, n, None) for n in ("batched", "batches")]  # SQLite's
+        if None not in counts:
+            print(f"group commit: {counts[0]} webhooks in {counts[1]} commits",
+                  file=sys.stderr, flush=True)  # fmt: skip
         await runtime.stop()
 
 
@@ -176,8 +185,7 @@ def serve_main(args: argparse.Namespace) -> int:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    store = Path(args.store) if args.store else None
-    main = serve(args.mode, args.port, store, args.retention_hours)
+    main = serve(args.mode, args.port, args.store, args.retention_hours, args.key_prefix)
     asyncio.run(main) if args.loop == "asyncio" else event_loop.run(main)
     if profiler is not None:
         profiler.disable()
@@ -465,18 +473,21 @@ def _module(command: str) -> list[str]:
 
 def _server(
     mode: str,
-    store: Path | None,
+    store: Path | str | None,
     profile: str | None,
     log_file: Any,
     *,
     retention_h: float = 0,
     loop: str = "serving",
+    key_prefix: str = "",
 ) -> tuple[subprocess.Popen[str], int]:
     cmd = [*_module("serve"), "--mode", mode, "--port", "0", "--cpu", "0", "--loop", loop]
     if retention_h:
         cmd += ["--retention-hours", str(retention_h)]
     if store is not None:
         cmd += ["--store", str(store)]
+    if key_prefix:
+        cmd += ["--key-prefix", key_prefix]
     if profile:
         cmd += ["--profile", profile]
     proc = subprocess.Popen(
@@ -513,12 +524,44 @@ def measure(
     calls: int = CALLS,
     client: str = CLIENT,
     loop: str = "serving",
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
-    """One server, one load run, the server stopped; for the runtime, the rows it wrote."""
+    """One server, one load run, the server stopped; for the runtime, the rows it wrote.
+
+    With ``redis_url`` the runtime's store is that Redis, under a key prefix of its own that
+    is deleted afterwards; the Redis server's CPU time over the run is in ``redis_cpu_s``.
+    """
+    prefix = f"bench-webhooks-{uuid.uuid4().hex[:8]}:" if redis_url else ""
+    redis_cpu = _RedisCpu(redis_url) if redis_url else None
+    try:
+        return _measure(mode, profile=profile, duration=duration, workers=workers, calls=calls,
+                        client=client, loop=loop, redis_url=redis_url, prefix=prefix,
+                        redis_cpu=redis_cpu)  # fmt: skip
+    finally:
+        if redis_cpu is not None:
+            redis_cpu.delete(prefix)
+
+
+def _measure(
+    mode: str,
+    *,
+    profile: str | None,
+    duration: float,
+    workers: int,
+    calls: int,
+    client: str,
+    loop: str,
+    redis_url: str | None,
+    prefix: str,
+    redis_cpu: _RedisCpu | None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
-        store = Path(tmp) / "store" if mode == "runtime" else None
+        store = Path(tmp) / "store" if mode == "runtime" and not redis_url else None
         with open(Path(tmp) / "server.log", "w+") as server_log:
-            proc, port = _server(mode, store, profile, server_log, loop=loop)
+            proc, port = _server(mode, redis_url or store, profile, server_log, loop=loop,
+                                 key_prefix=prefix)  # fmt: skip
+            if redis_cpu is not None:
+                redis_cpu.start()
             try:
                 cmd = [*_module("load"), "--mode", mode, "--port", str(port), "--cpu", "1",
                        "--server-pid", str(proc.pid), "--workers", str(workers),
@@ -534,6 +577,8 @@ def measure(
                 )
             finally:
                 _stop(proc)
+            if redis_cpu is not None:
+                redis_cpu.stop()
             if done.returncode != 0:
                 server_log.seek(0)
                 raise RuntimeError(
@@ -553,9 +598,48 @@ def measure(
                 result["record_bytes"] = {"avg": int(avg or 0), "max": int(biggest or 0)}
             finally:
                 db.close()
+        if redis_cpu is not None:
+            result["events_rows"] = redis_cpu.count(f"{prefix}ev:*")
+            result["redis_cpu_s"] = redis_cpu.used
+        if mode == "runtime":
             result["rows_expected"] = result["changes_total"] + result["created"]
             result["persisted_exactly_once"] = result["events_rows"] == result["rows_expected"]
     return result
+
+
+class _RedisCpu:
+    """The Redis server's CPU seconds over a run (INFO cpu), and its keys counted and deleted."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10)
+        self.used = 0.0
+
+    def _cpu(self) -> float:
+        info = cast(dict[str, Any], self.client.info("cpu"))
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def start(self) -> None:
+        self.used = -self._cpu()
+
+    def stop(self) -> None:
+        self.used += self._cpu()
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
+
+    def delete(self, prefix: str) -> None:
+        """Every key under ``prefix`` deleted, the connection closed."""
+        batch = []
+        for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                self.client.delete(*batch)
+                batch.clear()
+        if batch:
+            self.client.delete(*batch)
+        self.client.close()
 
 
 def _pair(label: str) -> dict[str, dict[str, Any]]:
@@ -601,6 +685,7 @@ def run(repeat: int) -> dict[str, Any]:
         m: {k: statistics.median(r[k] for r in rs) for k in keys} for m, rs in rounds.items()
     }
     paired = [p["runtime"]["rps"] / p["bare"]["rps"] for p in pairs]
+    stores = _stores(rounds["runtime"]) if find_spec("voicecall.runtime.store.redis") else None
     return {
         "rounds": rounds,
         "median": medians,
@@ -620,6 +705,46 @@ def run(repeat: int) -> dict[str, Any]:
             "rounds": ROUNDS,
         },
         "target_ratio": TARGET,
+        "stores": stores,
+    }
+
+
+def _us_per_webhook(r: dict[str, Any]) -> float:
+    """The server's CPU time per answered webhook inside the measuring window."""
+    return float(r["server_cpu"]) * DURATION_S / r["requests"] * 1e6 if r["requests"] else 0.0
+
+
+def _stores(sqlite_rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runtime on a Redis store (ROUNDS more runs), next to its SQLite rounds: CPU time per
+    webhook, the gateway's and the Redis server's (INFO cpu, over the whole load run)."""
+    import redis
+
+    try:
+        _RedisCpu(REDIS_URL).delete("bench-webhooks-probe:")
+    except redis.RedisError as exc:
+        log(f"redis store: skipped, {REDIS_URL} is not reachable ({exc})")
+        return {"status": "Redis not reachable"}
+    rounds = []
+    for i in range(ROUNDS):
+        r = measure("runtime", redis_url=REDIS_URL)
+        r["redis_us_per_webhook"] = r["redis_cpu_s"] / (r["accepted_total"] + r["created"]) * 1e6
+        rounds.append(r)
+        log(f"redis store {i + 1}/{ROUNDS} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+            f"server {_us_per_webhook(r):.0f} us/webhook  redis {r['redis_us_per_webhook']:.0f} "
+            f"us/webhook  other processes {r['other_cpu']:.0%}")  # fmt: skip
+    return {
+        "url": REDIS_URL,
+        "rounds": rounds,
+        "redis": {
+            "rps": statistics.median(r["rps"] for r in rounds),
+            "us_per_webhook": statistics.median(_us_per_webhook(r) for r in rounds),
+            "redis_us": statistics.median(r["redis_us_per_webhook"] for r in rounds),
+            "persisted_exactly_once": all(r["persisted_exactly_once"] for r in rounds),
+        },
+        "sqlite": {
+            "rps": statistics.median(r["rps"] for r in sqlite_rounds),
+            "us_per_webhook": statistics.median(_us_per_webhook(r) for r in sqlite_rounds),
+        },
     }
 
 
@@ -654,6 +779,17 @@ def report(r: dict[str, Any]) -> None:
         f"(events rows / gather results + calls created: {', '.join(rows)}); "
         f"errors {r['errors']}"
     )
+    stores = r.get("stores")
+    if stores and "redis" in stores:
+        red, sql = stores["redis"], stores["sqlite"]
+        print(
+            f"  Redis store: {red['rps']:.0f} req/s, {red['us_per_webhook']:.0f} us of gateway CPU "
+            f"+ {red['redis_us']:.0f} us in Redis per webhook; SQLite: {sql['rps']:.0f} req/s, "
+            f"{sql['us_per_webhook']:.0f} us; exactly once "
+            f"{'yes' if red['persisted_exactly_once'] else 'NO'}"
+        )
+    elif stores:
+        print(f"  Redis store: not measured ({stores['status']})")
     if r["noisy_rounds"]:
         print(
             f"  caution: in {r['noisy_rounds']} round(s) other processes kept over "
@@ -673,7 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--mode", choices=MODES, required=True)
     p_serve.add_argument("--port", type=int, default=0)
     p_serve.add_argument("--cpu", type=int, default=0)
-    p_serve.add_argument("--store", help="the runtime's store folder (default: a temp folder)")
+    p_serve.add_argument("--store", help="the runtime's store: a folder (default: a temp folder) "
+                         "or a redis:// URL")  # fmt: skip
+    p_serve.add_argument("--key-prefix", default="", help="with a redis:// store: its keys' prefix")
     p_serve.add_argument("--profile", help="write cProfile stats here on exit")
     p_serve.add_argument("--loop", choices=LOOPS, default="serving", help=LOOP_HELP)
     p_serve.add_argument("--retention-hours", type=float, default=0,
