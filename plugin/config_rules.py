@@ -9,6 +9,7 @@ does not start. ``voicecall setup`` shows the same texts as checks.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,6 +102,20 @@ def section_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Proble
         text = (f"a secret reference with source {ref.get('source')!r} cannot be resolved here; "
                 'write the token, or {source: "env", id: "VAR"}')  # fmt: skip
         problems.append(Problem(path=(*prefix, "twilio", "authToken"), message=text))
+    return problems + _allow_from_problems(section, prefix)
+
+
+def _allow_from_problems(section: Mapping[str, Any], prefix: KeyPath) -> list[Problem]:
+    """`serve.metrics.allowFrom`: each an address or a CIDR network (the schema says strings)."""
+    allow = _dict(_dict(section.get("serve")).get("metrics")).get("allowFrom")
+    problems = []
+    for index, value in enumerate(allow if isinstance(allow, list) else []):
+        try:
+            ipaddress.ip_network(str(value).strip(), strict=False)
+        except ValueError:
+            text = f"{value!r} is not an address or a CIDR network (such as 10.0.0.0/8 or ::1)"
+            path = (*prefix, "serve", "metrics", "allowFrom", index)
+            problems.append(Problem(path=path, message=text))
     return problems
 
 

@@ -158,7 +158,8 @@ class VoiceCallService:
             return
         script = script_from_config(self.raw.get("mock")) if self.provider == "mock" else None
         runtime = await start_runtime(self.config, clock=self.clock, catalog=self.catalog,
-                                      mock_backend=self.mock_backend)  # fmt: skip
+                                      mock_backend=self.mock_backend,
+                                      ready=False)  # fmt: skip  # ready once exposed
         if runtime.carrier is not None and script is not None:
             runtime.carrier.script = script
         try:  # publicUrl, or the tunnel: the URL callbacks get and signatures are checked on

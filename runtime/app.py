@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from aiohttp import web
 
 from voicecall.dsl import model as m
@@ -29,11 +30,13 @@ from voicecall.runtime.forwarding import ForwardingTrust, is_loopback
 from voicecall.runtime.manager import CallManager, ManagerSettings, Responder
 from voicecall.runtime.manager.core import ModelReply
 from voicecall.runtime.media.streams import PROTOCOLS, StreamEndpoint, StreamSettings
+from voicecall.runtime.ops import LOOPBACK, Network, networks, ops_of
 from voicecall.runtime.providers.base import AdapterSettings
 from voicecall.runtime.providers.registry import get_adapter
 from voicecall.runtime.server import GuardedSite, ServerSettings, make_app
 from voicecall.runtime.state import CallRecord
-from voicecall.runtime.store import SQLiteStore
+from voicecall.runtime.store import SQLiteStore, Store
+from voicecall.runtime.store.redis import RedisStore
 from voicecall.runtime.voice.conversation import CallStreams, VoiceServices
 from voicecall.runtime.voice.responder import responder_from_config
 
@@ -124,6 +127,19 @@ class RuntimeConfig:
         default = Path(state) / "voice-calls" if state else DEFAULT_STORE
         return self.base_dir / Path(str(self.get("store") or default)).expanduser()
 
+    def redis_url(self) -> str | None:
+        """`store` when it is a redis:// (rediss://) URL: several gateways share that store."""
+        store = str(self.get("store") or "")
+        return store if store.split("://", 1)[0].lower() in ("redis", "rediss") else None
+
+    def redis(self) -> dict[str, Any]:
+        """`redis.*`: the key prefix, the lease, and this process's own URL (for streams)."""
+        section = dict(self.get("redis", {}) or {})
+        node_url = os.environ.get("VOICECALL_NODE_URL") or section.get("nodeUrl")
+        return {"prefix": str(section.get("keyPrefix") or "voicecall:"),
+                "lease_s": float(section.get("leaseSeconds") or 10),
+                "node_url": str(node_url) if node_url else None}  # fmt: skip
+
     def serve(self) -> dict[str, Any]:
         serve = dict(self.get("serve", {}) or {})
         return {"port": int(serve.get("port", 3334)), "bind": str(serve.get("bind", "127.0.0.1")),
@@ -140,6 +156,11 @@ class RuntimeConfig:
                 "maxConnections": ("max_connections", 1)}  # fmt: skip
         return {field: (int(serve[key]) if unit == 1 else float(serve[key]) / unit)
                 for key, (field, unit) in keys.items() if serve.get(key) is not None}  # fmt: skip
+
+    def ops_allow_from(self) -> tuple[Network, ...]:
+        """`serve.metrics.allowFrom`: who may read /metrics, /healthz, /readyz (loopback)."""
+        section = dict(dict(self.get("serve", {}) or {}).get("metrics") or {})
+        return networks(section.get("allowFrom") or LOOPBACK)
 
     def forwarding(self) -> ForwardingTrust:
         """`webhookSecurity`, and the ngrok free-tier rule where it is effective: tunnel.provider
@@ -197,23 +218,40 @@ class RuntimeConfig:
 @dataclass(slots=True, kw_only=True)
 class Runtime:
     manager: CallManager
-    store: SQLiteStore
+    store: Store
     runner: web.AppRunner
     webhook_url: str
     carrier: Any = None  # the MockCarrier, with provider: mock
     streams: StreamEndpoint | None = None  # with streaming.enabled
     conversations: CallStreams | None = None  # the conversations on those streams
 
+    @property
+    def sqlite(self) -> SQLiteStore:
+        """The store as the SQLite file it is by default (tests and benchmarks look inside)."""
+        assert isinstance(self.store, SQLiteStore), "the store is not SQLite"
+        return self.store
+
+    def ready(self) -> None:
+        """/readyz answers 200 from now on (while the store is open)."""
+        ops = ops_of(self.runner.app)
+        if ops is not None:
+            ops.ready()
+
     async def stop(self) -> None:
+        ops = ops_of(self.runner.app)
+        if ops is not None:  # /readyz: 503 from the start of the drain
+            ops.draining()
         if self.conversations is not None:
             await self.conversations.aclose()
         await self.manager.stop_background()
         await self.manager.drain()
         await self.runner.cleanup()
+        if self.manager.cluster is not None:  # after the drain: its calls go to the others
+            await self.manager.cluster.stop()
         await self.manager.adapter.aclose()
         if self.carrier is not None:
             await self.carrier.stop()
-        self.store.close()
+        await self.store.aclose()
 
 
 async def start_runtime(
@@ -225,8 +263,14 @@ async def start_runtime(
     mock_backend: str = "twilio",
     port: int | None = None,
     restore: bool = True,
+    ready: bool = True,
 ) -> Runtime:
-    """Starts the webhook server and the call manager as configured; restores live calls."""
+    """Starts the webhook server and the call manager as configured; restores live calls.
+
+    With ``ready``, /readyz answers 200 once this returns (its server serving, its calls
+    restored, while its store is open); without, the caller says when (the service: once the
+    runtime is exposed too).
+    """
     clock = clock or RealClock()
     _check_timezone(config)
     provider, carrier, credentials, api_base = config.provider, None, {}, None
@@ -253,7 +297,7 @@ async def start_runtime(
             allow_v2_signatures=config.allow_plivo_v2(),
         )
     )
-    store = SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
+    store = _open_store(config, clock)
     if responder is None:  # the response model; with the mock carrier only when configured,
         # so that a developer's OPENAI_API_KEY never makes a simulation call the network
         responder = responder_from_config(config.raw, store, env=config.provider != "mock")
@@ -264,6 +308,7 @@ async def start_runtime(
                             skip_signature=skip,
                             max_in_flight_per_ip=serve["max_in_flight"],
                             forwarding=config.forwarding(),
+                            ops_allow_from=config.ops_allow_from(),
                             **config.webhook_limits())  # fmt: skip
     stream_settings = config.streaming()
     streams = StreamEndpoint(PROTOCOLS[provider], stream_settings) if stream_settings else None
@@ -286,12 +331,56 @@ async def start_runtime(
     runtime = Runtime(manager=manager, store=store, runner=runner, webhook_url=webhook,
                       carrier=carrier, streams=streams,
                       conversations=conversations)  # fmt: skip
+    await _pick_up(config, manager, conversations, restore=restore)
+    manager.start_background()
+    if ready:
+        runtime.ready()
+    return runtime
+
+
+def _open_store(config: RuntimeConfig, clock: Clock) -> Store:
+    """SQLite in the store folder, or the Redis store of several gateways (`store: redis://`)."""
+    url = config.redis_url()
+    if url is None:
+        return SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
+    retention = float(config.get("eventRetentionHours", 72)) * 3600
+    store = RedisStore(url, prefix=config.redis()["prefix"], now=clock.now, retention_s=retention)
+    try:
+        store.sync.ping()
+    except redis.RedisError as exc:
+        store.close()
+        raise OSError(f"store: Redis at {_redacted(url)} is not reachable ({exc})") from None
+    return store
+
+
+async def _pick_up(
+    config: RuntimeConfig, manager: CallManager, conversations: CallStreams | None, *,
+    restore: bool,
+) -> None:  # fmt: skip
+    """Restores the calls a previous process left; with Redis, takes this process's lease
+    instead (and the calls of gateways whose lease expired); its streams come to its URL."""
     if restore:
         kept = await manager.restore()
         if kept:
             log.info("restored %d call(s) after restart", len(kept))
-    manager.start_background()
-    return runtime
+    store = manager.store
+    if not isinstance(store, RedisStore):
+        return
+    from voicecall.runtime.cluster import Cluster
+
+    settings = config.redis()
+    cluster = Cluster(store, manager, lease_s=settings["lease_s"], node_url=settings["node_url"])
+    if conversations is not None and settings["node_url"]:
+        conversations.node_url = settings["node_url"]
+    await cluster.start()
+    manager.cluster = cluster
+
+
+def _redacted(url: str) -> str:
+    """A Redis URL for messages: without its password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _conversations(

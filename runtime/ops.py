@@ -2,10 +2,11 @@
 
 They live on the webhook server so that a scraper reaches them where the runtime listens. That
 port may be public through a tunnel (ngrok, Tailscale Funnel), whose agent connects from
-loopback: so an operations request is answered only when it comes from a loopback address
-**and** carries no proxy header (a tunnel or reverse proxy always adds one); anything else gets
-403 and one log line. Nothing here ever answers 500: a failing source is a 503 (readiness) or
-a metric left out (one log line per scrape).
+loopback: so an operations request is answered only when it comes from an allowed address
+(``serve.metrics.allowFrom``; loopback only by default) **and** carries no proxy header (a
+tunnel or reverse proxy always adds one); anything else gets 403 and one log line. Nothing
+here ever answers 500: a failing source is a 503 (readiness) or a metric left out (one log line
+per scrape).
 
 Each runtime has its own :class:`~prometheus_client.CollectorRegistry` (tests and simulations
 start many runtimes in one process; the global registry would mix them). Counters and the
@@ -18,6 +19,7 @@ histograms at scrape time, so the media path pays nothing extra.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -29,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from voicecall.runtime.forwarding import is_loopback
+from voicecall.runtime.forwarding import normalise_ip
 from voicecall.runtime.providers.base import Event
 from voicecall.runtime.state import CallRecord
 
@@ -67,6 +69,30 @@ _REASONS: Final = (
     ("malformed", "malformed"),
 )
 
+# Refusals below HTTP, as labels: what the connection guard (GuardedSite) refused or closed
+# before an answer of ours, and what the media-stream endpoint refused before a stream started
+# or closed by a limit. Fixed sets: anything else counts as "other".
+CONNECTION_REASONS: Final = frozenset({
+    "max_connections",  # serve.maxConnections open already: 503 and closed
+    "header_timeout",  # a request head not complete in serve.headerTimeoutMs: 408 and closed
+    "head_too_large",  # a request line or header over aiohttp's limits: 400
+    "not_http",  # no HTTP method where one was due (TLS or other protocols): 400
+    "malformed_http",  # any other unparsable HTTP: 400
+    "silent",  # opened, sent nothing, closed by serve.keepAliveTimeoutMs
+    "other"})  # fmt: skip
+STREAM_REASONS: Final = frozenset({
+    "max_streams", "max_pending", "max_pending_per_ip",  # streaming.max*: 503, 429
+    "not_websocket",  # 400: no upgrade
+    "start_timeout", "no_token", "wrong_token", "token_expired", "unexpected_call",
+    "audio_format", "before_start", "closed_before_start",  # closed 1008 (or by the peer)
+    "malformed_frame", "binary_frame", "frame_too_large", "protocol_error",  # 1008, 1003, 1009
+    "inactive", "not_reading",  # a started stream: no frame in time, or reads nothing of ours
+    "other"})  # fmt: skip
+
+LOOPBACK: Final = ("127.0.0.0/8", "::1/128")  # serve.metrics.allowFrom's default
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 _KIND_KEY: Final = web.RequestKey("webhook_kind", str)  # what the gate made of the request
 
 
@@ -76,6 +102,34 @@ def reason_label(reason: str) -> str:
         if needle in reason:
             return label
     return "other"
+
+
+def networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """``serve.metrics.allowFrom``: addresses or CIDR networks (``10.0.0.0/8``, ``::1``).
+
+    Raises:
+        ValueError: one is neither, naming it by its index.
+    """
+    out = []
+    for index, value in enumerate(values):
+        try:
+            out.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"serve.metrics.allowFrom[{index}]: {value!r} is not an address "
+                             "or a CIDR network") from None  # fmt: skip
+    return tuple(out)
+
+
+def allowed(remote: str, nets: Iterable[Network]) -> bool:
+    """Whether a peer address is in one of ``nets`` (IPv4-mapped IPv6 as its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(normalise_ip(remote))
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
+_LOOPBACK: Final = networks(LOOPBACK)
 
 
 def event_kind(events: Iterable[Event]) -> str:
@@ -92,10 +146,12 @@ class Ops:
 
     Args:
         manager: the runtime's CallManager (store, adapter, and later its streams).
+        allow_from: the networks whose scrapers it answers (``serve.metrics.allowFrom``).
     """
 
-    def __init__(self, manager: Any):
+    def __init__(self, manager: Any, allow_from: Iterable[Network] = _LOOPBACK):
         self.manager = manager
+        self.allow_from = tuple(allow_from)
         self.state = "starting"  # starting | ready | draining
         self.registry = CollectorRegistry()
         self._counters(self.registry)
@@ -120,8 +176,19 @@ class Ops:
                                "Webhooks seen before: the stored reply, no side effect.",
                                registry=r)  # fmt: skip
         self.ops_refused = Counter("voicecall_ops_refused",
-                                   "Operations requests refused (not from loopback, or proxied).",
-                                   registry=r)  # fmt: skip
+                                   "Operations requests refused (not from an allowed address, "
+                                   "or proxied).", registry=r)  # fmt: skip
+        self.connections_refused = Counter("voicecall_connections_refused",
+                                           "Connections refused or closed before an HTTP answer "
+                                           "of ours, by reason.", ["reason"],
+                                           registry=r)  # fmt: skip
+        self.streams_refused = Counter("voicecall_media_streams_refused",
+                                       "Media streams refused before their start, or closed by "
+                                       "a limit, by reason.", ["reason"], registry=r)  # fmt: skip
+        for reason in sorted(CONNECTION_REASONS):  # every series from the start, at 0
+            self.connections_refused.labels(reason)
+        for reason in sorted(STREAM_REASONS):
+            self.streams_refused.labels(reason)
 
     def _histograms(self, r: CollectorRegistry) -> None:
         self.webhook = Histogram("voicecall_webhook_duration_seconds",
@@ -165,6 +232,15 @@ class Ops:
 
     def rejected_webhook(self, status: int, reason: str) -> None:
         self.rejected.labels(reason_label(reason), str(status)).inc()
+
+    def refused_connection(self, reason: str) -> None:
+        """A connection refused or closed below HTTP (one of :data:`CONNECTION_REASONS`)."""
+        label = reason if reason in CONNECTION_REASONS else "other"
+        self.connections_refused.labels(label).inc()
+
+    def refused_stream(self, reason: str) -> None:
+        """A media stream refused or closed by a limit (one of :data:`STREAM_REASONS`)."""
+        self.streams_refused.labels(reason if reason in STREAM_REASONS else "other").inc()
 
     def answered(self, request: web.Request, started: float) -> None:
         """A webhook answered: its time, by the kind the gate noted (``rejected`` if none)."""
@@ -216,16 +292,19 @@ class Ops:
         return ""
 
     def refusal(self, request: web.Request) -> web.Response | None:
-        """403 for a request from elsewhere than this host, or through a proxy or tunnel."""
+        """403 for a request from an address not allowed, or through a proxy or tunnel."""
         remote = request.remote or ""
         proxied = next((h for h in PROXY_HEADERS if h in request.headers), None)
-        if is_loopback(remote) and proxied is None:
+        if proxied is None and allowed(remote, self.allow_from):
             return None
         self.ops_refused.inc()
-        why = f"it came through a proxy ({proxied})" if proxied else "not from loopback"
+        why = (f"it came through a proxy ({proxied})" if proxied else
+               "not from serve.metrics.allowFrom")  # fmt: skip
         log.warning("%s %s from %s refused with 403: %s", request.method, request.path,
                     remote or "?", why)  # fmt: skip
-        return web.Response(status=403, text="operations endpoints answer loopback only\n")
+        text = ("operations endpoints answer loopback only\n" if self.allow_from == _LOOPBACK
+                else "operations endpoints answer serve.metrics.allowFrom only\n")  # fmt: skip
+        return web.Response(status=403, text=text)
 
     def _move_audio(self) -> None:
         """The conversations' new latencies into the histograms (they only ever append)."""

@@ -11,7 +11,8 @@ the body read time and the connection cap instead). Every rejection is logged wi
 its reason, in one line; malformed input is never a 500.
 
 Below HTTP, :class:`GuardedSite` bounds connections: how many are open, how long a request head
-may take to arrive, how long an idle connection is kept.
+may take to arrive, how long an idle connection is kept. What it refuses or closes before an
+answer of ours is counted by reason (``voicecall_connections_refused_total``).
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import unquote_plus
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
+from voicecall.runtime.cluster import Unrouted
 from voicecall.runtime.forwarding import ForwardingTrust, signed_url
 from voicecall.runtime.logs import webhook_context
 from voicecall.runtime.manager import CallManager
 from voicecall.runtime.media.streams import StreamEndpoint
-from voicecall.runtime.ops import OPS, Ops, event_kind
+from voicecall.runtime.ops import LOOPBACK, OPS, Network, Ops, event_kind, networks, ops_of
 from voicecall.runtime.providers.base import (
     Adapter,
     BadRequest,
@@ -64,6 +67,8 @@ class ServerSettings:
     max_connections: int = 512  # beyond: 503 and closed (each is a file descriptor)
     # webhookSecurity: which forwarded headers may shape the signed URL (without public_url).
     forwarding: ForwardingTrust = field(default_factory=ForwardingTrust)
+    # serve.metrics.allowFrom: who may read /metrics, /healthz, /readyz (never through a proxy).
+    ops_allow_from: tuple[Network, ...] = networks(LOOPBACK)
 
 
 def make_app(
@@ -75,10 +80,11 @@ def make_app(
     app[MANAGER] = manager
     gate = _Gate(manager.adapter, settings)
     app[GATE] = gate
-    app[OPS] = ops = Ops(manager)  # /metrics, /healthz, /readyz: loopback only
+    app[OPS] = ops = Ops(manager, settings.ops_allow_from)  # /metrics, /healthz, /readyz
     ops.routes(app)
     app.router.add_route("*", settings.path, gate.handle, expect_handler=gate.expect)
     if streams is not None:
+        streams.count_refusal = ops.refused_stream
         app.router.add_get(streams.settings.path, streams.handle)
         app.on_shutdown.append(streams.shutdown)
     return app
@@ -175,9 +181,9 @@ class _Gate:
         ):
             # A signature usable once (it does not cover the whole request) seen before:
             # whatever this request changed, it is that earlier event again.
-            return self.replay(request, verification.key)
-        if manager.store.seen(verification.key) is not None:
-            return self.replay(request, verification.key)
+            return await self.replay(request, verification.key)
+        if await manager.store.seen(verification.key) is not None:
+            return await self.replay(request, verification.key)
         if incoming.malformed:
             return _reject(request, 400, f"malformed {self.adapter.name} webhook: "
                            f"{incoming.malformed}")  # fmt: skip
@@ -187,12 +193,15 @@ class _Gate:
             return _reject(request, 400, f"malformed {self.adapter.name} webhook: {exc}")
         Ops.note_kind(request, event_kind(events))
         with webhook_context(manager, self.adapter.name, events):
-            reply = await manager.handle(events, verification.key)
+            try:
+                reply = await manager.handle(events, verification.key)
+            except Unrouted as exc:  # another gateway owns the call and did not answer
+                return _reject(request, 503, f"not applied: {exc}; the carrier retries")
         return web.Response(body=reply.body, status=reply.status,
                             content_type=_mime(reply.content_type))  # fmt: skip
 
-    def replay(self, request: web.Request, key: str) -> web.Response:
-        stored = request.app[MANAGER].store.seen(key)
+    async def replay(self, request: web.Request, key: str) -> web.Response:
+        stored = await request.app[MANAGER].store.seen(key)
         reply = Reply(stored.body, stored.content_type) if stored else self.adapter.empty()
         Ops.note_kind(request, "replay")
         request.app[OPS].replays.inc()
@@ -314,18 +323,30 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None, "runner.setup() first"
-        self.connections = _Connections(server, self._settings)
+        app = getattr(self._runner, "app", None)  # an AppRunner's (a bare server has none)
+        ops = ops_of(app) if isinstance(app, web.Application) else None
+        count = ops.refused_connection if ops is not None else _uncounted
+        self.connections = _Connections(server, self._settings, count)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self.connections.protocol, self._host,
                                                 self._port, reuse_address=True)  # fmt: skip
 
 
-class _Connections:
-    """The open connections of one site, and the protocol factory that counts them."""
+def _uncounted(reason: str) -> None:
+    pass
 
-    def __init__(self, server: web.Server, settings: ServerSettings):
+
+class _Connections:
+    """The open connections of one site, and the protocol factory that counts them.
+
+    ``count`` is told the reason of each connection refused or closed before our answer.
+    """
+
+    def __init__(self, server: web.Server, settings: ServerSettings,
+                 count: Callable[[str], None] = _uncounted):  # fmt: skip
         self.server = server
         self.settings = settings
+        self.count = count
         self.open: set[_GuardedProtocol] = set()
         self._refused = 0
         self._refusal_logged = 0.0
@@ -338,6 +359,7 @@ class _Connections:
     def refuse(self, transport: asyncio.Transport) -> None:
         transport.write(REFUSED)
         transport.close()
+        self.count("max_connections")
         self._refused += 1
         now = time.monotonic()
         if now - self._refusal_logged >= 1.0:  # one line a second under a flood
@@ -407,6 +429,22 @@ class _GuardedProtocol(web.RequestHandler):
                     self._connections.settings.header_timeout_s)  # fmt: skip
         transport.write(HEAD_TIMEOUT)
         self.force_close()
+        self._connections.count("header_timeout")
+
+    def _process_keepalive(self) -> None:
+        """aiohttp's idle timer: a connection it closes having sent nothing is counted."""
+        closed_before = self._force_close
+        super()._process_keepalive()
+        if self._force_close and not closed_before and self._request_count == 0:
+            self._connections.count("silent")
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:  # fmt: skip
+        """aiohttp's answer to what it could not parse (400), counted by kind."""
+        if isinstance(exc, HttpProcessingError):
+            self._connections.count(_malformed_reason(exc))
+        return super().handle_error(request, status, exc, message)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """Malformed HTTP (answered 400 by aiohttp) in one line, not a traceback."""
@@ -417,3 +455,11 @@ class _GuardedProtocol(web.RequestHandler):
                         exc.code, _one_line(exc))  # fmt: skip
             return
         super().log_exception(*args, **kwargs)
+
+
+def _malformed_reason(exc: HttpProcessingError) -> str:
+    if isinstance(exc, LineTooLong) or "too many headers" in exc.message.lower():
+        return "head_too_large"
+    if isinstance(exc, BadHttpMethod):
+        return "not_http"
+    return "malformed_http"

@@ -71,7 +71,7 @@ class Events:
             rejected = (calls.settings.provider, outcome.rejected) if outcome.rejected else None
             if not await calls.store.commit_event(key, outcome.record, reply, rejected):
                 # A duplicate that raced past the server's check: its work is dropped.
-                stored = calls.store.seen(key)
+                stored = await calls.store.seen(key)
                 assert stored is not None
                 return Reply(stored.body, stored.content_type)
         if outcome.record is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall.compiler.base import CompiledFlow
 from voicecall.dsl import model as m
@@ -38,10 +38,13 @@ from voicecall.runtime.manager.outbound import Outbound
 from voicecall.runtime.manager.restore import Restorer
 from voicecall.runtime.manager.retention import Retention
 from voicecall.runtime.manager.timers import Timeouts
-from voicecall.runtime.manager.turns import AgentTurns
+from voicecall.runtime.manager.turns import AGENT_COMMANDS, AgentTurns
 from voicecall.runtime.providers.base import Adapter, Event, Reply
 from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import Store
+
+if TYPE_CHECKING:
+    from voicecall.runtime.cluster import Cluster
 
 
 class CallManager:
@@ -61,6 +64,7 @@ class CallManager:
         self.outbound = Outbound(self.calls)
         self.restorer = Restorer(self.calls, self.delivery, self.timeouts)
         self.retention = Retention(self.calls)
+        self.cluster: Cluster | None = None  # several gateways on one Redis store
 
     # --- what the services are (settings may be replaced once the server has its URL) -------
 
@@ -125,22 +129,33 @@ class CallManager:
 
     async def handle(self, events: list[Event], key: str) -> Reply:
         """Applies a verified webhook's events (see :meth:`Events.handle`)."""
+        if self.cluster is not None:
+            return await self.cluster.handle(events, key)
         return await self.events.handle(events, key)
 
     def admits(self, flow: m.Flow, caller: str | None) -> tuple[bool, str]:
         return self.admission.admits(flow, caller)
 
     async def continue_call(self, call_id: str, message: str) -> str:
+        if self.cluster is not None:  # it waits for the caller's answer: as long as that may
+            wait = self.settings.transcript_timeout_s + self.cluster.route_timeout_s
+            return str(await self.cluster.command("continue", call_id, message, timeout_s=wait))
         return await self.turns.continue_call(call_id, message)
 
     async def speak(self, call_id: str, message: str) -> None:
-        await self.turns.speak(call_id, message)
+        await self._command("speak", call_id, message)
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
-        await self.turns.send_dtmf(call_id, digits)
+        await self._command("dtmf", call_id, digits)
 
     async def end_call(self, call_id: str, message: str = "") -> None:
-        await self.turns.end_call(call_id, message)
+        await self._command("end", call_id, message)
+
+    async def _command(self, op: str, call_id: str, *args: Any) -> None:
+        if self.cluster is not None:
+            await self.cluster.command(op, call_id, *args, timeout_s=self.cluster.route_timeout_s)
+        else:
+            await AGENT_COMMANDS[op](self.turns, call_id, *args)
 
     def watch(self, listener: Callable[[CallRecord], None]) -> None:
         """Calls ``listener`` with every call record once its change is committed: each

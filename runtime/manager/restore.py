@@ -30,8 +30,13 @@ class Restorer:
         are kept (timers restarted, Telnyx commands in flight sent again under the same
         command_id).
         """
+        return await self.adopt(self.calls.store.live())
+
+    async def adopt(self, calls: list[CallRecord]) -> list[str]:
+        """Picks up ``calls`` as :meth:`restore` does: after a restart, or taken over from a
+        gateway whose lease expired. Returns the ids of the calls kept."""
         kept = []
-        for call in self.calls.store.live():
+        for call in calls:
             age = self.calls.clock.now() - call.started_at
             if not call.provider_call_id:
                 await self.calls.finalize_now(call.call_id, "error", "not restorable after "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -460,3 +460,10 @@ def _reply_text(call: CallRecord, task: asyncio.Future[ModelReply]) -> ModelRepl
         log.warning("call %s: the response model failed: %s", call.call_id, exc)
         return ModelReply(text="")
     return answer if isinstance(answer, ModelReply) else ModelReply(text=answer)
+
+
+# What an agent may tell a call, by name (routed by name to the gateway that owns the call).
+AGENT_COMMANDS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "continue": AgentTurns.continue_call, "speak": AgentTurns.speak,
+    "dtmf": AgentTurns.send_dtmf, "end": AgentTurns.end_call,
+}  # fmt: skip

@@ -15,6 +15,9 @@ Limits, as the original's media-stream handler (each refusal is one log line):
 - an inactivity watchdog: a started stream with no frame for ``inactivity_timeout_s`` is a zombie
   (carriers send media every 20 ms, silence included) and is closed 1011, its sink told.
 
+Each refusal, and each started stream closed by a limit, is also handed to ``count_refusal`` by
+its reason's label (a fixed set: ``voicecall_media_streams_refused_total{reason}``).
+
 Both directions carry fifty frames a second per stream, so neither arms a timer per frame (an
 ``asyncio.timeout`` costs more than aiohttp's ``send_str`` of a frame): a send is timed only
 when the socket's unsent bytes say it may wait, and the watchdog is one timer per stream that
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from voicecall.runtime.media import plivo, telnyx, twilio
 from voicecall.runtime.media import protocol as p
@@ -42,6 +45,9 @@ log = logging.getLogger("voicecall.stream")
 CALL_PARAM = "callId"  # the names of our parameters in the carrier's start
 TOKEN_PARAM = "token"
 STOPPED = "stopped by the carrier"
+LIMIT_LABELS = frozenset({"frame_too_large", "protocol_error"})  # a started stream's reader
+TOKEN_LABELS = {TokenCheck.UNKNOWN: "no_token", TokenCheck.WRONG: "wrong_token",
+                TokenCheck.EXPIRED: "token_expired"}  # fmt: skip
 
 
 CLOSE_TIMEOUT_S = 2.0
@@ -94,7 +100,8 @@ class StreamSession:
 
     def __init__(self, ws: web.WebSocketResponse, protocol: p.StreamProtocol, call_id: str,
                  start: p.Start, *, send_timeout_s: float = 5.0,
-                 transport: asyncio.Transport | None = None):  # fmt: skip
+                 transport: asyncio.Transport | None = None,
+                 count_refusal: Callable[[str], None] | None = None):  # fmt: skip
         self.call_id = call_id  # ours
         self.start = start  # the carrier's stream id, call id, format
         self.provider = protocol.name
@@ -103,6 +110,7 @@ class StreamSession:
         self._send_timeout_s = send_timeout_s
         self._transport = transport
         self._protocol = protocol
+        self._count_refusal = count_refusal
         self.timed_sends = 0  # sends that could wait for the carrier, so were timed
 
     @property
@@ -142,6 +150,8 @@ class StreamSession:
                         self.call_id, self._send_timeout_s)  # fmt: skip
             if self._transport is not None:
                 self._transport.abort()
+            if self._count_refusal is not None:
+                self._count_refusal("not_reading")
             raise StreamClosed(f"media stream of call {self.call_id}: not reading") from None
         except ConnectionError as exc:
             raise StreamClosed(f"media stream of call {self.call_id}: {exc}") from None
@@ -163,12 +173,17 @@ class StreamSession:
 SinkFactory = Callable[[StreamSession], StreamSink]
 
 
-class _Refused(Exception):
-    """The socket is closed with ``code`` and the reason logged."""
+def _uncounted(reason: str) -> None:
+    pass
 
-    def __init__(self, code: int, reason: str):
+
+class _Refused(Exception):
+    """The socket is closed with ``code`` and the reason logged (``label``: its kind)."""
+
+    def __init__(self, code: int, reason: str, label: str):
         super().__init__(reason)
         self.code = code
+        self.label = label
 
 
 class StreamEndpoint:
@@ -184,6 +199,7 @@ class StreamEndpoint:
         self._open: set[web.WebSocketResponse] = set()
         self._pending: Counter[str] = Counter()  # sockets not started, by address
         self._pending_ws: dict[web.WebSocketResponse, str] = {}
+        self.count_refusal: Callable[[str], None] = _uncounted  # the runtime's metrics
 
     def expect(self, call_id: str, open_sink: SinkFactory) -> str:
         """A stream for ``call_id`` may start: returns the token to hand the carrier.
@@ -205,13 +221,16 @@ class StreamEndpoint:
         ip = request.remote or "?"
         refusal = self._refusal(ip)
         if refusal is not None:
-            return _reject(request, *refusal)
+            status, reason, label = refusal
+            self.count_refusal(label)
+            return _reject(request, status, reason)
         # timeout: how long our close waits for the carrier's (a carrier that stopped and
         # answers nothing holds its slot 2 s, not aiohttp's 10). compress: a carrier offering
         # permessage-deflate would make every 20 ms frame pay for it.
         ws = web.WebSocketResponse(max_msg_size=self.settings.max_frame, autoping=True,
                                    timeout=CLOSE_TIMEOUT_S, compress=False)  # fmt: skip
         if not ws.can_prepare(request).ok:
+            self.count_refusal("not_websocket")
             return _reject(request, 400, "not a WebSocket upgrade")
         self._pending[ip] += 1
         self._pending_ws[ws] = ip
@@ -229,16 +248,18 @@ class StreamEndpoint:
         for ws in list(self._open):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
-    def _refusal(self, ip: str) -> tuple[int, str] | None:
+    def _refusal(self, ip: str) -> tuple[int, str, str] | None:
+        """(status, reason, label) of a socket refused before its upgrade, or None."""
         s = self.settings
         if len(self._open) >= s.max_connections:
-            return 503, f"more than {s.max_connections} media streams (streaming.maxConnections)"
+            return (503, f"more than {s.max_connections} media streams "
+                    "(streaming.maxConnections)", "max_streams")  # fmt: skip
         if self._pending.total() >= s.max_pending:
-            return 503, (f"more than {s.max_pending} media streams not started "
-                         "(streaming.maxPendingConnections)")  # fmt: skip
+            return (503, f"more than {s.max_pending} media streams not started "
+                    "(streaming.maxPendingConnections)", "max_pending")  # fmt: skip
         if self._pending[ip] >= s.max_pending_per_ip:
-            return 429, (f"more than {s.max_pending_per_ip} media streams not started from {ip} "
-                         "(streaming.maxPendingConnectionsPerIp)")  # fmt: skip
+            return (429, f"more than {s.max_pending_per_ip} media streams not started from {ip} "
+                    "(streaming.maxPendingConnectionsPerIp)", "max_pending_per_ip")  # fmt: skip
         return None
 
     def _unpend(self, ws: web.WebSocketResponse) -> None:
@@ -254,13 +275,17 @@ class StreamEndpoint:
             session, sink = await self._started(ws, transport)
         except _Refused as refused:
             log.warning("media stream from %s refused: %s", ip, refused)
+            self.count_refusal(refused.label)
             await ws.close(code=refused.code, message=str(refused).encode()[:120])
             return
         self._unpend(ws)
         self.sessions[session.call_id] = session
         reason = "disconnected"
         try:
-            reason = await _Pump(ws, self.protocol, session, sink, self.settings).run()
+            pump = _Pump(ws, self.protocol, session, sink, self.settings)
+            reason = await pump.run()
+            if pump.limit:  # closed by a limit of ours, not by the carrier
+                self.count_refusal(pump.limit)
         finally:
             if self.sessions.get(session.call_id) is session:
                 del self.sessions[session.call_id]
@@ -276,20 +301,24 @@ class StreamEndpoint:
                 start = await self._await_start(ws)
         except TimeoutError:
             reason = f"no valid start in {timeout:g}s (streaming.preStartTimeoutMs)"
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, reason) from None
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, reason, "start_timeout") from None
         key = stream_key(start.params.get(CALL_PARAM, ""))
         check = self.tokens.redeem(key, start.params.get(TOKEN_PARAM, ""))
         if check is not TokenCheck.OK:
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {check.value}")
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {check.value}",
+                           TOKEN_LABELS[check])  # fmt: skip
         expected = self._expected.pop(key, None)
         if expected is None:
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r} expects no stream")
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r} expects no stream",
+                           "unexpected_call")  # fmt: skip
         problem = _format_problem(start)
         if problem is not None:  # its audio would be read as μ-law, and ours played wrong
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {problem}")
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"call {key!r}: {problem}",
+                           "audio_format")  # fmt: skip
         call_id, open_sink = expected
         session = StreamSession(ws, self.protocol, call_id, start, transport=transport,
-                                send_timeout_s=self.settings.send_timeout_s)  # fmt: skip
+                                send_timeout_s=self.settings.send_timeout_s,
+                                count_refusal=self.count_refusal)  # fmt: skip
         return session, open_sink(session)
 
     async def _await_start(self, ws: web.WebSocketResponse) -> p.Start:
@@ -298,7 +327,8 @@ class StreamEndpoint:
             if isinstance(event, p.Start):
                 return event
             if not isinstance(event, p.Connected):
-                raise _Refused(WSCloseCode.POLICY_VIOLATION, f"{_name(event)} before start")
+                raise _Refused(WSCloseCode.POLICY_VIOLATION, f"{_name(event)} before start",
+                               "before_start")  # fmt: skip
 
 
 class _Pump:
@@ -317,6 +347,7 @@ class _Pump:
         self.malformed = 0
         self.last = 0.0  # loop time of the last frame
         self.expired = False
+        self.limit = ""  # the label of a limit of ours that ended the stream, if one did
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -337,6 +368,7 @@ class _Pump:
         finally:
             self._timer.cancel()
         if reason is None:
+            self.limit = "inactive"
             await self.ws.close(code=WSCloseCode.INTERNAL_ERROR,
                                 message=f"no frame in {idle:g}s".encode())  # fmt: skip
             return f"inactive: no frame in {idle:g}s"
@@ -366,6 +398,8 @@ class _Pump:
                     self._malformed(refused)
                     continue
                 if message.type == WSMsgType.ERROR:
+                    if refused.label in LIMIT_LABELS:
+                        self.limit = refused.label
                     return f"error: {refused}"
                 return "disconnected"
             if self.dispatch(event):
@@ -400,12 +434,20 @@ def _event(message: WSMessage, protocol: p.StreamProtocol) -> p.Event:
         try:
             return protocol.parse(message.data)
         except p.ProtocolError as exc:
-            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"malformed frame: {exc}") from None
+            raise _Refused(WSCloseCode.POLICY_VIOLATION, f"malformed frame: {exc}",
+                           "malformed_frame") from None  # fmt: skip
     if message.type == WSMsgType.BINARY:
-        raise _Refused(WSCloseCode.UNSUPPORTED_DATA, "binary frame (the protocol is JSON text)")
+        raise _Refused(WSCloseCode.UNSUPPORTED_DATA, "binary frame (the protocol is JSON text)",
+                       "binary_frame")  # fmt: skip
     if message.type == WSMsgType.ERROR:
-        raise _Refused(WSCloseCode.MESSAGE_TOO_BIG, f"{message.data}")
-    raise _Refused(WSCloseCode.OK, "closed")
+        # aiohttp's reader failed: a frame over max_frame (1009) or broken framing (a
+        # WebSocketError, the socket closed by aiohttp), or the connection itself.
+        label = "closed_before_start"
+        if isinstance(message.data, WebSocketError):
+            too_big = message.data.code == WSCloseCode.MESSAGE_TOO_BIG
+            label = "frame_too_large" if too_big else "protocol_error"
+        raise _Refused(WSCloseCode.MESSAGE_TOO_BIG, f"{message.data}", label)
+    raise _Refused(WSCloseCode.OK, "closed", "closed_before_start")
 
 
 # How the carriers name 8 kHz μ-law in a start (Twilio, Plivo: audio/x-mulaw; Telnyx: PCMU).

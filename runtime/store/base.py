@@ -27,7 +27,7 @@ class Store(Protocol):
 
     def save(self, record: CallRecord) -> None: ...
 
-    def seen(self, key: str) -> StoredReply | None:
+    async def seen(self, key: str) -> StoredReply | None:
         """The reply stored for an already processed event key, or None if it is new."""
         ...
 
@@ -58,19 +58,29 @@ class Store(Protocol):
         clock); returns how many were deleted and whether the sweep is complete."""
         ...
 
-    def history(self, session: str, limit: int) -> list[tuple[str, str]]:
+    async def history(self, session: str, limit: int) -> list[tuple[str, str]]:
         """The last ``limit`` messages of a responder session (its ``sessionScope`` key),
         oldest first, as (role, content)."""
         ...
 
-    def add_history(self, session: str, messages: Sequence[tuple[str, str]], keep: int) -> None:
+    async def add_history(
+        self, session: str, messages: Sequence[tuple[str, str]], keep: int
+    ) -> None:
         """Appends messages to a responder session, durably, keeping only its last ``keep``."""
         ...
 
-    def live(self) -> list[CallRecord]: ...
+    def live(self) -> list[CallRecord]:
+        """The unfinished calls this process owns (all of them, but with a shared store)."""
+        ...
+
+    def all_live(self) -> list[CallRecord]:
+        """Every unfinished call, whichever process owns it."""
+        ...
 
     def count_live(self) -> int: ...
 
     def recent(self, limit: int) -> list[CallRecord]: ...
 
     def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...

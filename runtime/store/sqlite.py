@@ -215,7 +215,7 @@ class SQLiteStore:
         ).fetchone()
         return self.get(row[0]) if row else None
 
-    def seen(self, key: str) -> StoredReply | None:
+    async def seen(self, key: str) -> StoredReply | None:
         if self._batch is not None and key in self._batch.keys:
             self.flush()  # only what is committed counts as seen
         if self._keys is not None and key not in self._keys:
@@ -239,6 +239,10 @@ class SQLiteStore:
             f"SELECT call_id FROM calls WHERE {_NOT_ENDED} ORDER BY started_at", _TERMINAL
         ).fetchall()
         return [r for r in (self.get(row[0]) for row in rows) if r is not None and not r.ended]
+
+    def all_live(self) -> list[CallRecord]:
+        """Every unfinished call (this process is the file's only user)."""
+        return self.live()
 
     def count_live(self) -> int:
         row = self.db.execute(f"SELECT count(*) FROM calls WHERE {_NOT_ENDED}", _TERMINAL)
@@ -321,7 +325,7 @@ class SQLiteStore:
     def _write(self, db: sqlite3.Connection, record: CallRecord) -> _Written:
         """Writes what changed since the last commit; returns what the file will then hold."""
         before = self._stored(record.call_id)
-        row = _encode(record.to_row())
+        row = encode_row(record.to_row())
         if row != before.row:
             db.execute(
                 "INSERT INTO calls (call_id, provider, provider_call_id, state, started_at, "
@@ -386,7 +390,7 @@ class SQLiteStore:
         before = self._stored(record.call_id)
         return before.row != "" and (
             len(record.transcript) == before.lines and len(record.visited) == before.visits
-            and _encode(record.to_row()) == before.row
+            and encode_row(record.to_row()) == before.row
         )  # fmt: skip
 
     def forget(self, call_id: str) -> None:
@@ -427,7 +431,7 @@ class SQLiteStore:
 
     # --- the response model's conversation history ----------------------------------------------
 
-    def history(self, session: str, limit: int) -> list[tuple[str, str]]:
+    async def history(self, session: str, limit: int) -> list[tuple[str, str]]:
         """The last ``limit`` messages of a responder session, oldest first: (role, content)."""
         rows = self.db.execute(
             "SELECT role, content FROM history WHERE session = ? ORDER BY seq DESC LIMIT ?",
@@ -435,7 +439,9 @@ class SQLiteStore:
         ).fetchall()
         return [(str(role), str(content)) for role, content in reversed(rows)]
 
-    def add_history(self, session: str, messages: Sequence[tuple[str, str]], keep: int) -> None:
+    async def add_history(
+        self, session: str, messages: Sequence[tuple[str, str]], keep: int
+    ) -> None:
         """Appends messages to a session, durably, and drops all but its last ``keep``."""
         with self._tx() as db:
             row = db.execute("SELECT max(seq) FROM history WHERE session = ?", (session,))
@@ -455,8 +461,11 @@ class SQLiteStore:
         self.flush()
         self.db.close()
 
+    async def aclose(self) -> None:
+        self.close()
 
-def _encode(row: dict[str, Any]) -> str:
+
+def encode_row(row: dict[str, Any]) -> str:
     """A call's row as compact JSON: orjson (a webhook's row costs a tenth of json.dumps's);
     json.dumps for what orjson refuses (integers past 64 bits), so any row still encodes."""
     try:

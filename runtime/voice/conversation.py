@@ -123,6 +123,7 @@ class CallStreams:
         self.endpoint = endpoint
         self.services = services
         self.manager = manager  # the CallManager: its turns, store and clock
+        self.node_url: str | None = None  # redis.nodeUrl: where this gateway's streams come
         self.conversations: dict[str, StreamedConversation] = {}
         self.metrics = Metrics()
         self._ahead: dict[str, asyncio.Task[bytes | CarrierVoice]] = {}
@@ -158,7 +159,9 @@ class CallStreams:
 
         token = self.endpoint.expect(call.call_id, started)
         key = stream_key(call.call_id)
-        url = stream_url(self.manager.settings.webhook_base, self.services.stream_path)
+        # With several gateways, this one's own URL: the stream must reach the call's owner.
+        base = self.node_url or self.manager.settings.webhook_base
+        url = stream_url(base, self.services.stream_path)
         return {"stream_url": url, "call_key": key, "stream_token": token,
                 "stream_headers": f"callId={key},token={token}"}  # fmt: skip
 

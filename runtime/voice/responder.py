@@ -88,7 +88,7 @@ class OpenAIResponder:
         settings = self._for(options)
         session = session_key(settings.session_scope, settings.agent_id, call)
         collect = options.get("collect")
-        messages = self._messages(call, settings, session, heard, finishing=bool(collect))
+        messages = await self._messages(call, settings, session, heard, finishing=bool(collect))
         tools = [END_CALL_TOOL, *([finish_tool(collect)] if collect else [])]
         timeout = settings.timeout_ms / 1000
         try:
@@ -103,8 +103,8 @@ class OpenAIResponder:
                         call.call_id, type(exc).__name__)  # fmt: skip
             return ModelReply(text=settings.fallback)
         stored = json.dumps({"spoken": answer.text}, ensure_ascii=False)
-        self.store.add_history(session, [("user", heard), ("assistant", stored)],
-                               settings.history_kept)  # fmt: skip
+        await self.store.add_history(session, [("user", heard), ("assistant", stored)],
+                                     settings.history_kept)  # fmt: skip
         return answer
 
     def _for(self, options: Mapping[str, Any]) -> ResponderSettings:
@@ -117,7 +117,7 @@ class OpenAIResponder:
             agent_id=str(options.get("agent_id") or base.agent_id),
         )
 
-    def _messages(
+    async def _messages(
         self, call: CallRecord, settings: ResponderSettings, session: str, heard: str,
         *, finishing: bool = False,
     ) -> list[dict[str, Any]]:  # fmt: skip
@@ -128,7 +128,7 @@ class OpenAIResponder:
             f"The caller's phone number is {caller}.")  # fmt: skip
         hints = f"{END_CALL_HINT}\n{FINISH_HINT}" if finishing else END_CALL_HINT
         system = f"{prompt}\n\n{SPOKEN_CONTRACT}\n\n{hints}"
-        history = self.store.history(session, settings.history_messages)
+        history = await self.store.history(session, settings.history_messages)
         return [{"role": "system", "content": system},
                 *({"role": role, "content": content} for role, content in history),
                 {"role": "user", "content": heard}]  # fmt: skip

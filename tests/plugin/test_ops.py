@@ -1,5 +1,6 @@
 """Operations from the plugin's side: JSON log lines that name their call, secrets hidden in
-both formats, `voicecall gateway --log-format`, and readiness following the service."""
+both formats, `voicecall gateway --log-format`, readiness following the service, and
+`serve.metrics.allowFrom` in the config."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from click.testing import CliRunner
 
 from tests.plugin.service_support import running
-from voicecall.plugin.config import load_config
+from voicecall.plugin import service as service_module
+from voicecall.plugin.config import ConfigError, load_config
+from voicecall.plugin.expose import expose_runtime
 from voicecall.plugin.gateway import runner
 from voicecall.plugin.gateway.runner import gateway_cmd, hide_secrets
 from voicecall.runtime.logs import MASK, Redactor, configure, make_handler
@@ -155,8 +159,19 @@ def test_the_gateway_takes_a_log_format() -> None:
     assert "xml" in refused.output
 
 
-async def test_ready_follows_the_service(tmp_path: Path) -> None:
+async def test_ready_follows_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    while_exposing: list[str] = []
+    expose = expose_runtime  # what the service calls
+
+    async def watched(config: Any, runtime: Any) -> Any:
+        ops = ops_of(runtime.runner.app)
+        assert ops is not None
+        while_exposing.append(ops.not_ready())
+        return await expose(config, runtime)
+
+    monkeypatch.setattr(service_module, "expose_runtime", watched)
     async with running(tmp_path) as (service, _):
+        assert while_exposing == ["not ready: the runtime is starting"]  # not before exposed
         assert service.runtime is not None
         app = service.runtime.runner.app
         port = service.runtime.runner.addresses[0][1]
@@ -169,3 +184,29 @@ async def test_ready_follows_the_service(tmp_path: Path) -> None:
         assert ops is not None
     assert ops.state == "draining"
     assert ops.not_ready() == "not ready: the runtime is draining"
+
+
+def _config(tmp_path: Path, serve: dict[str, Any]) -> Path:
+    path = tmp_path / "openclaw.json"
+    section = {"provider": "mock", "serve": serve}
+    path.write_text(json.dumps({"plugins": {"entries": {"voice-call": {"config": section}}}}))
+    return path
+
+
+def test_allow_from_defaults_to_loopback_and_takes_networks(tmp_path: Path) -> None:
+    plain = load_config(str(_config(tmp_path, {})), env={})
+    assert plain.plugin["serve"]["metrics"] == {"allowFrom": ["127.0.0.0/8", "::1/128"]}
+    wide = load_config(str(_config(tmp_path, {"metrics": {"allowFrom": ["10.0.0.0/8"]}})), env={})
+    assert wide.plugin["serve"]["metrics"]["allowFrom"] == ["10.0.0.0/8"]
+
+
+def test_a_bad_allow_from_entry_is_a_load_error(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"metrics": {"allowFrom": ["10.0.0.0/8", "10.0.0/33x"]}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), env={})
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith(f"{path}:1:")
+    assert ("plugins.entries.voice-call.config.serve.metrics.allowFrom[1]: '10.0.0/33x' is not "
+            "an address or a CIDR network") in line  # fmt: skip
+    with pytest.raises(ConfigError, match=r"allowFrom: \[\] is not allowed here"):  # minItems
+        load_config(str(_config(tmp_path, {"metrics": {"allowFrom": []}})), env={})

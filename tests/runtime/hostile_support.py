@@ -66,7 +66,7 @@ class Target:
     async def snapshot(self) -> str:
         """Everything the store holds, once the manager's background work is done."""
         await self.runtime.manager.drain()
-        store = self.runtime.store
+        store = self.runtime.sqlite
         store.flush()
         return hashlib.sha256("\n".join(store.db.iterdump()).encode()).hexdigest()
 

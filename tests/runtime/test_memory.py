@@ -110,7 +110,7 @@ async def test_whole_calls_on_the_mock_carrier_leave_nothing_behind(provider: st
     caller = (Step(action="answer"), Step(action="say", value="Hi"), Step(action="hangup"))
     async with Simulator(provider, config={"maxConcurrentCalls": 10}) as sim:
         assert sim.runtime is not None
-        manager, store = sim.runtime.manager, sim.runtime.store
+        manager, store = sim.runtime.manager, sim.runtime.sqlite
         baseline = sizes(manager, store)
         for i in range(10):
             result = await sim.call("notify", params={"message": f"m{i}"})

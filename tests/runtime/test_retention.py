@@ -53,7 +53,7 @@ async def test_replays_are_recognised_inside_the_window_and_pruned_after_it(
     store.close()
     reopened = SQLiteStore(path)  # the window covers restarts: the kept key is in the file
     keys = [row[0] for row in reopened.db.execute("SELECT key FROM events")]
-    assert len(keys) == 1 and reopened.seen(keys[0]) is not None
+    assert len(keys) == 1 and await reopened.seen(keys[0]) is not None
 
 
 async def test_pruning_sweeps_in_small_batches_and_deletes_only_old_keys(
@@ -69,7 +69,7 @@ async def test_pruning_sweeps_in_small_batches_and_deletes_only_old_keys(
     cutoff = clock.now() - 5 * HOUR
     # Keys in order: new, old0..old6: batches of three, the last one short: the sweep is done.
     assert [store.prune(cutoff, 3) for _ in range(3)] == [(2, False), (3, False), (2, True)]
-    assert store.seen("new") == reply and store.seen("old0") is None
+    assert await store.seen("new") == reply and await store.seen("old0") is None
     assert store.count_events() == 1
     assert store.prune(cutoff, 3) == (0, True)  # a new sweep finds nothing left
 

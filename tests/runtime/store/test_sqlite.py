@@ -1,4 +1,5 @@
-"""The SQLite store's exactly-once commits."""
+"""The SQLite store's own workings: group commit, the replay-key index, row encoding (what every
+store does is in test_contract.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voicecall.runtime.state import CallRecord, TranscriptLine, Waiting
+from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store import SQLiteStore, StoredReply, sqlite
 
 
@@ -17,44 +18,6 @@ def record(**extra: object) -> CallRecord:
     for key, value in extra.items():
         setattr(call, key, value)
     return call
-
-
-def test_records_round_trip_through_a_reopened_file(tmp_path: Path) -> None:
-    path = tmp_path / "calls.sqlite"
-    store = SQLiteStore(path)
-    call = record(provider_call_id="CA1", waiting=Waiting(block="greet", kind="input", step=1))
-    call.transcript.append(TranscriptLine(at=2.0, speaker="bot", text="Hello", source="f:1"))
-    call.metadata["previous_provider_ids"] = ["req-1"]
-    store.save(call)
-    store.close()
-    again = SQLiteStore(path)
-    loaded = again.get(call.call_id)
-    assert loaded == call
-    assert again.find("twilio", "CA1") == call
-    assert again.find("twilio", "req-1") == call  # found by an earlier carrier id too
-    assert [c.call_id for c in again.live()] == [call.call_id]
-
-
-async def test_an_event_commits_once_with_its_reply_even_after_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "calls.sqlite"
-    store = SQLiteStore(path)
-    call = record()
-    reply = StoredReply(b"<Response/>", "text/xml")
-    assert await store.commit_event("k1", call, reply) is True
-    call.state = "answered"
-    assert await store.commit_event("k1", call, reply) is False  # a duplicate changes nothing
-    assert store.get(call.call_id).state == "initiated"  # type: ignore[union-attr]
-    store.close()
-    assert SQLiteStore(path).seen("k1") == reply
-
-
-def test_terminal_calls_are_not_live(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "c.sqlite")
-    store.save(record(state="completed"))
-    live = record()
-    store.save(live)
-    assert [c.call_id for c in store.live()] == [live.call_id]
-    assert len(store.recent(10)) == 2
 
 
 async def test_concurrent_webhooks_share_one_commit_and_stay_exactly_once(tmp_path: Path) -> None:
@@ -81,7 +44,7 @@ async def test_a_synchronous_save_commits_the_open_batch_first(tmp_path: Path) -
     first, second = record(), record()
     pending = asyncio.ensure_future(store.commit_event("k1", first, None))
     await asyncio.sleep(0)
-    assert store.seen("k1") is not None  # the replay check commits the batch it sits in
+    assert await store.seen("k1") is not None  # the replay check commits the batch it sits in
     store.save(second)
     assert await pending is True
     other = SQLiteStore(tmp_path / "c.sqlite")
@@ -97,12 +60,12 @@ async def test_a_new_key_costs_no_select_and_a_replay_reads_its_reply(tmp_path: 
     again = SQLiteStore(path)  # the index is loaded from the file at open
     statements: list[str] = []
     again.db.set_trace_callback(statements.append)
-    assert again.seen("k2") is None
+    assert await again.seen("k2") is None
     assert statements == []  # a key never committed is new without reading the file
-    assert again.seen("k1") == reply
+    assert await again.seen("k1") == reply
     assert any(s.startswith("SELECT reply") for s in statements)
     assert await again.commit_event("k2", record(), reply) is True
-    assert again.seen("k2") == reply  # a key joins the index once committed
+    assert await again.seen("k2") == reply  # a key joins the index once committed
 
 
 async def test_pruned_keys_leave_the_index(tmp_path: Path) -> None:
@@ -115,9 +78,9 @@ async def test_pruned_keys_leave_the_index(tmp_path: Path) -> None:
     assert store.prune(before=150.0) == (1, True)
     statements: list[str] = []
     store.db.set_trace_callback(statements.append)
-    assert store.seen("old") is None
+    assert await store.seen("old") is None
     assert statements == []
-    assert store.seen("new") == reply
+    assert await store.seen("new") == reply
 
 
 async def test_past_its_bound_the_index_gives_way_to_the_file(
@@ -133,11 +96,11 @@ async def test_past_its_bound_the_index_gives_way_to_the_file(
         assert await store.commit_event(key, record(), reply) is True
     statements: list[str] = []
     store.db.set_trace_callback(statements.append)
-    assert store.seen("k4") is None and any(s.startswith("SELECT reply") for s in statements)
-    assert store.seen("k1") == reply
+    assert await store.seen("k4") is None and any(s.startswith("SELECT reply") for s in statements)
+    assert await store.seen("k1") == reply
     store.close()
     again = SQLiteStore(path)  # three keys at open: no index
-    assert again.seen("k3") == reply and again.seen("k5") is None
+    assert await again.seen("k3") == reply and await again.seen("k5") is None
     assert await again.commit_event("k3", record(), reply) is False  # still exactly once
 
 

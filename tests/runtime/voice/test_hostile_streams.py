@@ -655,8 +655,8 @@ async def test_keys_are_never_logged_or_recorded(
                     "the refusal was handled")  # fmt: skip
         await made.runtime.manager.drain()
         record = made.record(opened.call_id)
-        made.runtime.store.flush()
-        dump = "\n".join(made.runtime.store.db.iterdump())
+        made.runtime.sqlite.flush()
+        dump = "\n".join(made.runtime.sqlite.db.iterdump())
         token = made.target.credentials["authToken"]
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     for secret in (SECRET, token):

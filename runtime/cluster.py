@@ -1,0 +1,319 @@
+"""Several gateways on one Redis store: leases, call ownership, routing to the owner.
+
+Each gateway process is a node with a lease in Redis (``node:{id}``, renewed every third of
+``redis.leaseSeconds``). An unfinished call is owned by one node (``owner:{id}``): the one that
+created it, or took it over. Only the owner applies the call's events, runs its timers and
+holds its media streams (their URL names the owner: ``redis.nodeUrl``), so per-call locks,
+timers and in-memory state stay what they are with one process, and nothing needs sticky load
+balancing.
+
+What reaches another node for a call it does not own — a verified webhook's events, an agent
+command (speak, continue, dtmf, end) — is routed to the owner through the owner's stream
+(``inbox:{id}``); the answer comes back on the sender's. The signature was checked by the node
+the carrier reached; the owner applies the events exactly once (the processed-event key is set
+in the same atomic write as the call's changes) and its reply is the webhook's reply.
+
+A node whose lease expired (``kill -9``, a lost host) has its calls taken over by the others:
+each node looks for expired leases at every renewal, claims the dead node's calls one by one
+(atomically: one node gets each), reads them from Redis and restores them as after a restart
+(timers, a Telnyx command in flight sent again under the same ``command_id``). A webhook for a
+call whose owner is dead is handled by the node it reached, which claims the call first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from voicecall.runtime.manager.core import CallError
+from voicecall.runtime.manager.turns import AGENT_COMMANDS
+from voicecall.runtime.providers.base import Event, EventKind, Reply
+from voicecall.runtime.store.redis import NotOwner, RedisStore
+
+if TYPE_CHECKING:
+    from voicecall.runtime.manager import CallManager
+
+log = logging.getLogger("voicecall.runtime")
+
+DEFAULT_LEASE_S = 10.0
+INBOX_MAXLEN = 10_000  # routed messages kept per node (approximate trim)
+MAX_HOPS = 2  # a routed request is re-routed at most this often (ownership moved meanwhile)
+
+# KEYS: 1 owner:{id}. ARGV: 1 the node-lease key prefix. Returns {owner or '', lease alive}.
+_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then return {'', 0} end
+return {owner, redis.call('EXISTS', ARGV[1] .. owner)}
+"""
+
+
+class Unrouted(Exception):
+    """A routed request got no answer in time (the owner is alive but does not answer)."""
+
+
+class Cluster:
+    """This process's node: its lease, its inbox, routing and takeovers.
+
+    Args:
+        store: the shared store (its ``node`` is this node's id).
+        manager: the call manager of this process.
+        lease_s: how long the lease lasts without renewal.
+        node_url: this node's own public base URL (media streams reach it there).
+    """
+
+    def __init__(
+        self, store: RedisStore, manager: CallManager, *, lease_s: float = DEFAULT_LEASE_S,
+        node_url: str | None = None,
+    ):  # fmt: skip
+        self.store = store
+        self.manager = manager
+        self.node = store.node
+        self.lease_s = lease_s
+        self.node_url = node_url or ""
+        self.route_timeout_s = max(5.0, lease_s + 2.0)
+        self._owner = store.aio.register_script(_OWNER)
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self.taken_over = 0  # calls this node took over from dead ones (for tests, /metrics)
+        self.routed = 0  # requests this node sent to another
+
+    def key(self, *parts: str) -> str:
+        return self.store.key(*parts)
+
+    # --- the node's life ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Takes the lease, starts renewing it and reading the inbox, and takes over the calls
+        of nodes whose lease expired (a restarted gateway's earlier self among them)."""
+        aio = self.store.aio
+        await aio.sadd(self.key("nodes"), self.node)  # type: ignore[misc]
+        await aio.set(self.key("node", self.node), self.node_url, px=int(self.lease_s * 1000))
+        # A blocking read holds its connection: a client of its own.
+        self._reader = self.store.aio.__class__.from_url(self.store.url, socket_timeout=None)
+        self._running = [asyncio.create_task(self._renew(), name="cluster-lease"),
+                         asyncio.create_task(self._read(), name="cluster-inbox")]  # fmt: skip
+        await self.sweep()
+        log.info("cluster: node %s up (lease %.0fs)", self.node, self.lease_s)
+
+    async def stop(self) -> None:
+        """Gives the lease up: the other nodes take this node's unfinished calls over at once."""
+        self._stopping = True
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.store.aio.delete(self.key("node", self.node), self.key("inbox", self.node))
+        except Exception as exc:  # Redis gone: the lease expires by itself
+            log.warning("cluster: lease not released (%s)", exc)
+        await self._reader.aclose()
+
+    async def _renew(self) -> None:
+        aio = self.store.aio
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                kept = await aio.set(self.key("node", self.node), self.node_url, xx=True,
+                                     px=int(self.lease_s * 1000))  # fmt: skip
+                if not kept:  # it expired (this process was paused): calls may have moved
+                    log.warning("cluster: node %s lost its lease; checking its calls", self.node)
+                    await aio.set(self.key("node", self.node), self.node_url,
+                                  px=int(self.lease_s * 1000))  # fmt: skip
+                    await self._recheck()
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: lease renewal failed (%s); retrying", exc)
+
+    async def _recheck(self) -> None:
+        """After a lost lease: drops the calls another node took meanwhile."""
+        for call_id in self.store.owned():
+            owner = await self.store.aio.get(self.key("owner", call_id))
+            if owner is None or owner.decode() != self.node:
+                log.warning("call %s: taken over by another gateway", call_id)
+                self.manager.calls.timers.cancel_all(call_id)
+                self.store.forget(call_id)
+
+    async def sweep(self) -> list[str]:
+        """Takes over the unfinished calls of every node whose lease expired; returns them."""
+        aio = self.store.aio
+        taken: list[str] = []
+        nodes = [n.decode() for n in await aio.smembers(self.key("nodes"))]  # type: ignore[misc]
+        for node in nodes:
+            if node == self.node or await aio.exists(self.key("node", node)):
+                continue
+            owned = await aio.smembers(self.key("owned", node))  # type: ignore[misc]
+            for call_id in sorted(c.decode() for c in owned):
+                if await self.store.claim(call_id, node):
+                    taken.append(call_id)
+            if not await aio.scard(self.key("owned", node)):  # type: ignore[misc]
+                await aio.srem(self.key("nodes"), node)  # type: ignore[misc]
+                await aio.delete(self.key("inbox", node), self.key("owned", node))
+        if taken:
+            await self._adopt(taken)
+        return taken
+
+    async def _adopt(self, call_ids: list[str]) -> None:
+        records = [r for r in [await self.store.load(c) for c in call_ids] if r is not None]
+        self.taken_over += len(records)
+        for record in records:
+            log.info("call %s: taken over by node %s", record.call_id, self.node)
+        await self.manager.restorer.adopt(records)
+
+    # --- routing --------------------------------------------------------------------------------
+
+    async def owner(self, call_id: str) -> str:
+        """The node that is to handle ``call_id`` now: its owner if alive; this node if the call
+        has no owner (new, or ended) or its owner is dead (this node takes it over first)."""
+        for _ in range(3):
+            if self.store.owns(call_id):
+                return self.node
+            owner, alive = await self._owner(keys=[self.key("owner", call_id)],
+                                             args=[self.key("node", "")])  # fmt: skip
+            owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+            if not owner or owner == self.node:  # (ours but not in memory: read when needed)
+                return self.node
+            if alive:
+                return owner
+            if await self.store.claim(call_id, owner):
+                await self._adopt([call_id])
+                return self.node
+        return self.node
+
+    async def handle(self, events: list[Event], key: str, hops: int = 0) -> Reply:
+        """Applies a verified webhook's events here, or at the call's owner."""
+        target = self.node
+        call_id = await self._call_of(events) if events else None
+        if call_id is not None and hops < MAX_HOPS:
+            target = await self.owner(call_id)
+        if target != self.node:
+            payload = {"events": [_event_json(e) for e in events], "key": key, "hops": hops + 1}
+            answer = await self._route(target, "webhook", payload, self.route_timeout_s)
+            if "error" in answer:
+                raise Unrouted(f"node {target}: {answer['error']}")
+            return Reply(body=base64.b64decode(answer["body"]), content_type=answer["type"],
+                         status=int(answer["status"]))  # fmt: skip
+        try:
+            return await self.manager.events.handle(events, key)
+        except NotOwner as exc:
+            log.warning("%s: routed again", exc)
+            if hops >= MAX_HOPS:
+                raise
+            return await self.handle(events, key, hops + 1)
+
+    async def command(self, op: str, call_id: str, *args: Any, timeout_s: float) -> Any:
+        """Runs an agent command (``continue``, ``speak``, ``dtmf``, ``end``) where the call is."""
+        target = await self.owner(call_id)
+        if target == self.node:
+            return await AGENT_COMMANDS[op](self.manager.turns, call_id, *args)
+        answer = await self._route(target, "command", {"op": op, "call": call_id,
+                                                       "args": list(args)}, timeout_s)  # fmt: skip
+        if not answer.get("ok"):
+            raise CallError(str(answer.get("error") or f"{op} failed"))
+        return answer.get("result")
+
+    async def _call_of(self, events: list[Event]) -> str | None:
+        first = events[0]
+        pids = [(self.manager.settings.provider, p) for e in events
+                for p in (e.provider_call_id, e.previous_provider_call_id) if p]  # fmt: skip
+        return await self.store.locate(first.call_id, pids)
+
+    async def _route(
+        self, node: str, kind: str, payload: Mapping[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        request = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = future
+        self.routed += 1
+        try:
+            await self.store.aio.xadd(
+                self.key("inbox", node),
+                {"kind": kind, "id": request, "from": self.node, "body": orjson.dumps(payload)},
+                maxlen=INBOX_MAXLEN, approximate=True,
+            )  # fmt: skip
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise Unrouted(
+                f"node {node} did not answer a routed {kind} in {timeout_s:.0f}s"
+            ) from None
+        finally:
+            self._waiting.pop(request, None)
+
+    async def _read(self) -> None:
+        inbox, last = self.key("inbox", self.node), "0-0"
+        while True:
+            try:
+                found = await self._reader.xread({inbox: last}, count=200, block=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster: inbox read failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _stream, messages in found or []:
+                for message_id, fields in messages:
+                    last = message_id
+                    self._dispatch({k.decode(): v for k, v in fields.items()})
+
+    def _dispatch(self, fields: dict[str, bytes]) -> None:
+        kind, request = fields["kind"].decode(), fields["id"].decode()
+        body = orjson.loads(fields["body"])
+        if kind == "answer":
+            future = self._waiting.get(request)
+            if future is not None and not future.done():
+                future.set_result(body)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._serve(kind, request, fields["from"].decode(), body))  # fmt: skip
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, kind: str, request: str, sender: str, body: dict[str, Any]) -> None:
+        try:
+            if kind == "webhook":
+                events = [_event_of(e) for e in body["events"]]
+                reply = await self.handle(events, str(body["key"]), int(body.get("hops", 1)))
+                answer: dict[str, Any] = {
+                    "body": base64.b64encode(reply.body).decode(),
+                    "type": reply.content_type,
+                    "status": reply.status,
+                }
+            elif kind == "command":
+                result = await self.command(str(body["op"]), str(body["call"]), *body["args"],
+                                            timeout_s=self.route_timeout_s)  # fmt: skip
+                answer = {"ok": True, "result": result}
+            else:
+                return
+        except CallError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # the sender answers its carrier with a retryable refusal
+            log.exception("cluster: routed %s failed", kind)
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        await self.store.aio.xadd(
+            self.key("inbox", sender),
+            {"kind": "answer", "id": request, "from": self.node, "body": orjson.dumps(answer)},
+            maxlen=INBOX_MAXLEN, approximate=True,
+        )  # fmt: skip
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+
+
+def _event_of(data: Mapping[str, Any]) -> Event:
+    fields = dict(data)
+    fields["kind"] = EventKind(fields["kind"])
+    return Event(**fields)
