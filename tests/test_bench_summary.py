@@ -13,8 +13,12 @@ DSL = {
     "targets": {"one_flow_ms": 5.0, "200_flows_s": 2.0},
 }
 WEBHOOKS: dict[str, Any] = {
-    "median": {"runtime": {"rps": 5000.0}, "bare": {"rps": 25000.0}},
+    "median": {
+        "runtime": {"rps": 5000.0, "per_cpu_s": 5200.0},
+        "bare": {"rps": 25000.0, "per_cpu_s": 26000.0},
+    },
     "ratio": 0.2,
+    "ratio_per_cpu_s": 0.2,
     "target_ratio": 0.5,
     "persisted_exactly_once": True,
     "stores": None,
@@ -31,7 +35,7 @@ def test_only_the_sections_run_have_rows() -> None:
 
 
 def test_a_missed_target_says_no_and_the_ratio_is_measured_over_baseline() -> None:
-    (throughput, once) = summary.rows({"webhooks": WEBHOOKS})
+    (throughput, per_cpu, once) = summary.rows({"webhooks": WEBHOOKS})
     assert throughput.cells() == (
         "webhooks/s vs bare aiohttp (same core)",
         "5,000 req/s",
@@ -39,6 +43,7 @@ def test_a_missed_target_says_no_and_the_ratio_is_measured_over_baseline() -> No
         "0.20x",
         "NO",
     )
+    assert per_cpu.cells()[1:] == ("5,200 req", "bare 26,000 req", "0.20x", "")
     assert once.cells()[-1] == "yes"
 
 
