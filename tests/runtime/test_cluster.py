@@ -1,0 +1,219 @@
+"""Two gateways on one Redis store behind one webhook address (in one process: each a whole
+runtime with its own server, manager and node). The mock carrier speaks Twilio to a round-robin
+front, so the webhooks of one call alternate between the two; agent commands are sent to the
+gateway that does not own the call; one gateway dies without a word and the other takes its
+call over when its lease expires. `tests/plugin/test_gateways.py` does the same with two
+`voicecall gateway` processes and `kill -9`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from voicecall.dsl.catalog import Catalog
+from voicecall.runtime.app import Runtime, RuntimeConfig, start_runtime
+from voicecall.runtime.cluster import Cluster
+from voicecall.runtime.sim.carrier.carrier import MockCarrier
+from voicecall.runtime.sim.script import Script, Step
+from voicecall.runtime.state import CallRecord
+from voicecall.runtime.store.redis import RedisStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+GENEROUS_S = 30.0  # how long something may take on a loaded machine (not a speed limit)
+CALLEE = "+15550001111"
+
+
+@dataclass
+class Front:
+    """One webhook address for both gateways: each request goes to the next one in turn that
+    answers (a gateway that is down is skipped, as a load balancer's health check would)."""
+
+    targets: list[str] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)
+    turn: int = 0
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        self.session = aiohttp.ClientSession()
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",
+                   "content-length", "transfer-encoding")}  # fmt: skip
+        for _ in range(len(self.targets)):
+            target = self.targets[self.turn % len(self.targets)]
+            self.turn += 1
+            try:
+                # The path and query byte for byte (re-encoded, the signed URL would differ).
+                url = URL(target + request.raw_path, encoded=True)
+                async with self.session.request(request.method, url, data=body,
+                                                headers=headers) as answer:  # fmt: skip
+                    self.sent[target] += 1
+                    return web.Response(body=await answer.read(), status=answer.status,
+                                        content_type=answer.content_type)  # fmt: skip
+            except aiohttp.ClientConnectionError:
+                continue
+        return web.Response(status=502)
+
+    async def stop(self) -> None:
+        await self.session.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@dataclass
+class Pair:
+    carrier: MockCarrier
+    front: Front
+    gateways: list[Runtime]
+    prefix: str
+    dead: set[int] = field(default_factory=set)
+
+    def cluster(self, index: int) -> Cluster:
+        cluster = self.gateways[index].manager.cluster
+        assert cluster is not None
+        return cluster
+
+    def record(self, call_id: str) -> CallRecord:
+        for index, gateway in enumerate(self.gateways):
+            found = None if index in self.dead else gateway.manager.get(call_id)
+            if found is not None:
+                return found
+        raise AssertionError(f"no call {call_id}")
+
+
+async def start_gateway(carrier: MockCarrier, front: Front, prefix: str) -> Runtime:
+    config = {
+        "provider": "twilio", "fromNumber": "+15550000000", "inboundPolicy": "open",
+        "maxConcurrentCalls": 10, "publicUrl": front.url + "/voice/webhook",
+        "serve": {"port": 0, "bind": "127.0.0.1"},
+        "store": REDIS_URL, "redis": {"keyPrefix": prefix, "leaseSeconds": 1},
+        "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
+    }  # fmt: skip
+    runtime = await start_runtime(RuntimeConfig(raw=config), catalog=Catalog(), port=0)
+    front.targets.append(f"http://127.0.0.1:{runtime.runner.addresses[0][1]}")
+    return runtime
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
+    carrier = MockCarrier("twilio")
+    await carrier.start()
+    front = Front()
+    await front.start()
+    gateways = [await start_gateway(carrier, front, prefix) for _ in range(2)]
+    yield Pair(carrier, front, gateways, prefix)
+    for gateway in gateways:
+        await gateway.stop()
+    await front.stop()
+    await carrier.stop()
+    cleaner = RedisStore(REDIS_URL, prefix=prefix)
+    await cleaner.delete_all()
+    await cleaner.aclose()
+
+
+async def ended(pair: Pair, call_id: str) -> CallRecord:
+    async with asyncio.timeout(GENEROUS_S):
+        while not (record := pair.record(call_id)).ended:
+            await asyncio.sleep(0.05)
+    return record
+
+
+async def waiting_for_agent(pair: Pair, call_id: str) -> CallRecord:
+    async with asyncio.timeout(GENEROUS_S):
+        while True:
+            record = pair.record(call_id)
+            if record.waiting is not None and record.waiting.kind == "converse":
+                return record
+            await asyncio.sleep(0.05)
+
+
+def hangups(carrier: MockCarrier) -> int:
+    return sum(1 for r in carrier.requests if r.method == "POST" and "/Calls/" in r.path
+               and isinstance(r.body, dict) and r.body.get("Status") == "completed")  # fmt: skip
+
+
+async def test_one_calls_webhooks_alternate_and_apply_exactly_once(pair: Pair) -> None:
+    pair.carrier.duplicate_rate = 0.5  # half the webhooks sent twice, each to the other gateway
+    pair.carrier.script = Script(caller=(Step(action="answer"), Step(action="press", value="1")))
+    call = await pair.gateways[0].manager.initiate(
+        to=CALLEE, flow="appointment-reminder", params={"patient": "Ann", "when": "today"})  # fmt: skip
+    record = await ended(pair, call.call_id)
+    assert record.visited == ["greet", "confirmed"]
+    assert len(pair.front.sent) == 2 and min(pair.front.sent.values()) >= 2, pair.front.sent
+    assert pair.cluster(1).routed >= 1  # the second gateway sent the owner what it received
+    said = [line.text for line in record.transcript if line.speaker == "bot"]
+    assert said == ["Hello Ann, this is a reminder of your appointment today.",
+                    "Can you make it? Say yes or no, or press 1 for yes or 2 for no.",
+                    "Thank you, see you then."]  # each once, in order  # fmt: skip
+    assert not pair.gateways[0].store.live() and not pair.gateways[1].store.live()
+
+
+TALK = Script(caller=(Step(action="answer"), Step(action="say", value="Hi"),
+                      Step(action="say", value="Fine, thanks")))  # fmt: skip
+
+
+async def test_agent_commands_sent_to_either_gateway_reach_the_call(pair: Pair) -> None:
+    owner, other = pair.gateways
+    pair.carrier.script = TALK
+    call = await owner.manager.initiate(to=CALLEE, flow="conversation",
+                                        params={"message": "Hello there"})  # fmt: skip
+    await waiting_for_agent(pair, call.call_id)
+    heard = await other.manager.continue_call(call.call_id, "How are you?")
+    assert heard == "Fine, thanks"  # the callee's answer, back through the owner
+    await other.manager.end_call(call.call_id, "Goodbye now.")
+    record = await ended(pair, call.call_id)
+    bot = [line.text for line in record.transcript if line.speaker == "bot"]
+    assert bot == ["Hello there", "How are you?", "Goodbye now."]
+    assert pair.cluster(1).routed >= 2 and hangups(pair.carrier) <= 1
+
+
+async def test_a_dead_gateways_call_is_taken_over_when_its_lease_expires(pair: Pair) -> None:
+    owner, survivor = pair.gateways
+    pair.carrier.script = TALK
+    call = await owner.manager.initiate(to=CALLEE, flow="conversation",
+                                        params={"message": "Hello there"})  # fmt: skip
+    await waiting_for_agent(pair, call.call_id)
+    await die(owner)
+    pair.dead.add(0)
+    async with asyncio.timeout(GENEROUS_S):  # the lease (1 s) expires; a renewal sweeps
+        while call.call_id not in {c.call_id for c in survivor.store.live()}:
+            await asyncio.sleep(0.05)
+    assert pair.cluster(1).taken_over == 1
+    await survivor.manager.end_call(call.call_id, "Goodbye now.")
+    record = await ended(pair, call.call_id)
+    bot = [line.text for line in record.transcript if line.speaker == "bot"]
+    assert bot == ["Hello there", "Goodbye now."]  # nothing lost, nothing doubled
+    assert record.end_reason in ("completed", "hangup-bot")
+
+
+async def die(runtime: Runtime) -> None:
+    """Stops a gateway the way `kill -9` does: no lease released, no call handed over, its
+    server gone, its timers never fire (what a dead process leaves: what Redis holds)."""
+    cluster = runtime.manager.cluster
+    assert cluster is not None
+    for task in cluster._running:
+        task.cancel()
+    await asyncio.gather(*cluster._running, return_exceptions=True)
+    await runtime.runner.cleanup()
+    for call_id in [c.call_id for c in runtime.store.live()]:
+        runtime.manager.calls.timers.cancel_all(call_id)
+    runtime.manager.cluster = None  # its stop() would release the lease: a dead one does not
+    await cluster._reader.aclose()
