@@ -153,8 +153,9 @@ def hangups(carrier: MockCarrier) -> int:
 async def test_one_calls_webhooks_alternate_and_apply_exactly_once(pair: Pair) -> None:
     pair.carrier.duplicate_rate = 0.5  # half the webhooks sent twice, each to the other gateway
     pair.carrier.script = Script(caller=(Step(action="answer"), Step(action="press", value="1")))
-    call = await pair.gateways[0].manager.initiate(
-        to=CALLEE, flow="appointment-reminder", params={"patient": "Ann", "when": "today"})  # fmt: skip
+    params = {"patient": "Ann", "when": "today"}
+    call = await pair.gateways[0].manager.initiate(to=CALLEE, flow="appointment-reminder",
+                                                   params=params)  # fmt: skip
     record = await ended(pair, call.call_id)
     assert record.visited == ["greet", "confirmed"]
     assert len(pair.front.sent) == 2 and min(pair.front.sent.values()) >= 2, pair.front.sent
