@@ -451,7 +451,7 @@ class VoiceCallService:
         manager = self._manager()
         wanted = _text(params, "callId") or _text(params, "sid")
         if not wanted:
-            calls = sorted(manager.store.live(), key=lambda c: c.started_at)
+            calls = sorted(manager.store.all_live(), key=lambda c: c.started_at)
             return {"found": True, "calls": [status_view(c, self.provider) for c in calls]}
         call = manager.get(wanted)
         if call is None:

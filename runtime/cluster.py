@@ -58,6 +58,10 @@ class Unrouted(Exception):
     """A routed request got no answer in time (the owner is alive but does not answer)."""
 
 
+class OwnerGone(Exception):
+    """The owner's lease expired while it had a routed request: it is handled elsewhere."""
+
+
 class Cluster:
     """This process's node: its lease, its inbox, routing and takeovers.
 
@@ -200,7 +204,10 @@ class Cluster:
             target = await self.owner(call_id)
         if target != self.node:
             payload = {"events": [_event_json(e) for e in events], "key": key, "hops": hops + 1}
-            answer = await self._route(target, "webhook", payload, self.route_timeout_s)
+            try:
+                answer = await self._route(target, "webhook", payload, self.route_timeout_s)
+            except OwnerGone:  # taken over here (or by another node) on the next try
+                return await self.handle(events, key, hops + 1)
             if "error" in answer:
                 raise Unrouted(f"node {target}: {answer['error']}")
             return Reply(body=base64.b64decode(answer["body"]), content_type=answer["type"],
@@ -213,13 +220,19 @@ class Cluster:
                 raise
             return await self.handle(events, key, hops + 1)
 
-    async def command(self, op: str, call_id: str, *args: Any, timeout_s: float) -> Any:
-        """Runs an agent command (``continue``, ``speak``, ``dtmf``, ``end``) where the call is."""
+    async def command(
+        self, op: str, call_id: str, *args: Any, timeout_s: float, hops: int = 0
+    ) -> Any:
+        """Runs an agent command (``continue``, ``speak``, ``dtmf``, ``end``) where the call is:
+        here, at its owner, or here after taking the call over from a dead owner."""
         target = await self.owner(call_id)
-        if target == self.node:
+        if target == self.node or hops >= MAX_HOPS:
             return await AGENT_COMMANDS[op](self.manager.turns, call_id, *args)
-        answer = await self._route(target, "command", {"op": op, "call": call_id,
-                                                       "args": list(args)}, timeout_s)  # fmt: skip
+        try:
+            body = {"op": op, "call": call_id, "args": list(args)}
+            answer = await self._route(target, "command", body, timeout_s)
+        except OwnerGone:
+            return await self.command(op, call_id, *args, timeout_s=timeout_s, hops=hops + 1)
         if not answer.get("ok"):
             raise CallError(str(answer.get("error") or f"{op} failed"))
         return answer.get("result")
@@ -244,13 +257,23 @@ class Cluster:
                 maxlen=INBOX_MAXLEN, approximate=True,
             )  # fmt: skip
             async with asyncio.timeout(timeout_s):
-                return await future
+                return await self._answer(node, future)
         except TimeoutError:
             raise Unrouted(
                 f"node {node} did not answer a routed {kind} in {timeout_s:.0f}s"
             ) from None
         finally:
             self._waiting.pop(request, None)
+
+    async def _answer(self, node: str, future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+        """The answer to a routed request; OwnerGone as soon as ``node``'s lease expires."""
+        lease = self.key("node", node)
+        while True:
+            done, _ = await asyncio.wait([future], timeout=self.lease_s / 2)
+            if done:
+                return future.result()
+            if not await self.store.aio.exists(lease):
+                raise OwnerGone(f"node {node} is gone")
 
     async def _read(self) -> None:
         inbox, last = self.key("inbox", self.node), "0-0"
