@@ -1,0 +1,76 @@
+"""What only the Redis store does: owners, takeovers, fencing, expiry and prefixes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.runtime.store.conftest import REDIS_URL
+from tests.runtime.store.test_contract import REPLY, line, record
+from voicecall.runtime.store.redis import NotOwner, RedisStore
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = f"vctest:{uuid.uuid4().hex[:10]}:"
+    yield name
+    cleaner = RedisStore(REDIS_URL, prefix=name)
+    await cleaner.delete_all()
+    await cleaner.aclose()
+
+
+async def test_a_node_that_lost_its_call_cannot_overwrite_the_new_owner(prefix: str) -> None:
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    b = RedisStore(REDIS_URL, prefix=prefix, node="b")
+    call = record()
+    call.transcript.append(line("first"))
+    assert await a.commit_event("e1", call, REPLY)
+    assert a.live() == [call] and b.live() == [] and b.all_live() == [call]
+    assert await b.claim(call.call_id, "a")  # a's lease expired: b takes the call
+    assert not await b.claim(call.call_id, "a")  # once
+    taken = await b.load(call.call_id)
+    assert taken == call and b.owns(call.call_id)
+    call.transcript.append(line("from the old owner"))
+    with pytest.raises(NotOwner):
+        await a.commit_event("e2", call, REPLY)
+    assert await a.seen("e2") is None  # refused whole: not even the event key
+    assert taken is not None
+    taken.transcript.append(line("from the new owner"))
+    assert await b.commit_event("e2", taken, REPLY)
+    final = RedisStore(REDIS_URL, prefix=prefix).get(call.call_id)
+    assert final is not None
+    assert [x.text for x in final.transcript] == ["first", "from the new owner"]
+    for store in (a, b):
+        await store.aclose()
+
+
+async def test_an_ended_call_has_no_owner_and_cannot_be_claimed(prefix: str) -> None:
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    call = record(state="completed", end_reason="completed")
+    a.save(call)
+    assert await a.aio.get(a.key("owner", call.call_id)) is None
+    assert not await RedisStore(REDIS_URL, prefix=prefix, node="b").claim(call.call_id, "a")
+    await a.aclose()
+
+
+async def test_event_keys_expire_with_the_retention(prefix: str) -> None:
+    a = RedisStore(REDIS_URL, prefix=prefix, retention_s=3600)
+    assert await a.commit_event("k", None, REPLY, rejected=("twilio", "CA9"))
+    for key in (a.key("ev", "k"), a.key("rej", "twilio", "CA9")):
+        assert 3590_000 < await a.aio.pttl(key) <= 3600_000
+    assert a.prune(0.0) == (0, True)  # nothing to sweep: Redis expires them
+    await a.aclose()
+
+
+async def test_deployments_under_other_prefixes_see_nothing_of_each_other(prefix: str) -> None:
+    a = RedisStore(REDIS_URL, prefix=prefix)
+    other = RedisStore(REDIS_URL, prefix=prefix + "other:")
+    call = record(provider_call_id="CA1")
+    assert await a.commit_event("k", call, REPLY)
+    assert other.get(call.call_id) is None and other.find("twilio", "CA1") is None
+    assert await other.seen("k") is None and other.count_live() == 0
+    assert await other.delete_all() == 0 and a.count_live() == 1
+    for store in (a, other):
+        await store.aclose()
