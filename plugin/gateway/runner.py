@@ -294,6 +294,12 @@ def run(config_file: str | None, *, port: int | None = None,
     return 0
 
 
+def _node_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("https://", "http://")):
+        raise click.BadParameter(f"{value!r} is not an http(s):// URL")
+    return value
+
+
 @click.command("gateway")
 @click.option("--config", "config_file", metavar="PATH",
               help="The OpenClaw config file (JSON5); default: as OpenClaw finds it.")  # fmt: skip
@@ -306,14 +312,21 @@ def run(config_file: str | None, *, port: int | None = None,
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Log lines as text, or as one JSON object a line (call_id, provider, "
                    "flow file:line when known).")  # fmt: skip
+@click.option("--node-url", metavar="URL", callback=lambda _c, _p, v: _node_url(v),
+              help="With a redis:// store: this gateway's own public base URL, where media "
+                   "streams of its calls must come (default: $VOICECALL_NODE_URL, "
+                   "redis.nodeUrl, else the webhook URL).")  # fmt: skip
 @click.pass_context
 def gateway_cmd(
-    ctx: click.Context, config_file: str | None, port: int | None, log_format: str
-) -> None:
+    ctx: click.Context, config_file: str | None, port: int | None, log_format: str,
+    node_url: str | None,
+) -> None:  # fmt: skip
     """Run the Gateway: the voice-call service and the OpenClaw WebSocket protocol."""
     state = ctx.find_object(object)  # the group's --config, if given there
     if config_file is None and getattr(state, "explicit", False):
         config_file = str(getattr(state, "config_file", ""))
+    if node_url:  # read where the runtime starts, like the other per-process settings
+        os.environ["VOICECALL_NODE_URL"] = node_url
     configure_logging(log_format)
     with contextlib.suppress(KeyboardInterrupt):
         ctx.exit(run(config_file, port=port))

@@ -218,3 +218,23 @@ async def die(runtime: Runtime) -> None:
         runtime.manager.calls.timers.cancel_all(call_id)
     runtime.manager.cluster = None  # its stop() would release the lease: a dead one does not
     await cluster._reader.aclose()
+
+
+async def test_a_gateways_streams_come_to_its_own_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voicecall.runtime.voice.conversation import stream_url
+
+    prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
+    config = {"provider": "mock", "store": REDIS_URL, "streaming": {"enabled": True},
+              "redis": {"keyPrefix": prefix, "nodeUrl": "https://gw1.example.com"},
+              "serve": {"port": 0, "bind": "127.0.0.1"}}  # fmt: skip
+    monkeypatch.setenv("VOICECALL_NODE_URL", "https://gw2.example.com")  # the process's own
+    runtime = await start_runtime(RuntimeConfig(raw=config), catalog=Catalog(), port=0)
+    try:
+        streams = runtime.conversations
+        assert streams is not None and streams.node_url == "https://gw2.example.com"
+        assert stream_url(streams.node_url, "/voice/stream") == "wss://gw2.example.com/voice/stream"
+    finally:
+        await runtime.stop()
+        cleaner = RedisStore(REDIS_URL, prefix=prefix)
+        await cleaner.delete_all()
+        await cleaner.aclose()
