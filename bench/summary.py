@@ -71,14 +71,19 @@ def _webhooks(r: dict[str, Any]) -> list[Row]:
     original = r.get("original")
     if original is not None:
         goal = original["target_ratio"]
-        if original.get("rps"):
-            ratio = runtime["rps"] / original["rps"]
+        if "ratio" in original:
+            ratio = original["ratio"]
             rows.append(Row("webhooks/s vs the original (openclaw)", f"{runtime['rps']:,.0f} req/s",
                             f"original {original['rps']:,.0f} req/s; target >= {goal:g}x",
                             _x(ratio), ratio >= goal))  # fmt: skip
+            if "per_cpu_s" in original:
+                rows.append(Row("  the same per server CPU-second (less noisy)",
+                                f"{runtime['per_cpu_s']:,.0f} req",
+                                f"original {original['per_cpu_s']:,.0f} req",
+                                _x(original["ratio_per_cpu_s"])))  # fmt: skip
         else:
             rows.append(Row("webhooks/s vs the original (openclaw)", original["status"],
-                            f"target >= {goal:g}x"))  # fmt: skip
+                            f"target >= {goal:g}x (install: see above)"))  # fmt: skip
     stores = r.get("stores")  # only once the runtime has a Redis store
     if stores is not None and "redis" not in stores:
         rows.append(Row("Redis vs SQLite per-webhook cost (CPU)", stores["status"]))

@@ -9,10 +9,16 @@ TwiML document of the same size. The loader first creates ``--calls`` inbound ca
 then its workers alternate a status callback and a gather result over those calls, each request
 made unique by a ``SequenceNumber`` field so that none is answered from the replay store.
 
-    python -m bench.webhooks serve --mode runtime|bare --port P --cpu N [--store DIR]
-    python -m bench.webhooks load --mode runtime|bare --port P --cpu N
+The original (openclaw's voice-call plugin, Node 24) is measured too when it is installed in
+.bench-cache/ (ORIGINAL_INSTALL): bench/original.mjs starts its webhook server alone (Twilio,
+signatures skipped, its calls.jsonl store), and the same workers send it status callbacks and
+keys pressed (it answers those with <Pause>; it has no flows).
+
+    python -m bench.webhooks serve --mode runtime|bare --port P --cpu N [--store DIR|redis://]
+    python -m bench.webhooks load --mode runtime|bare|original --port P --cpu N
     python -m bench.webhooks once --mode runtime [--profile out.prof]   # one measurement
     python -m bench.webhooks once --mode runtime --loop asyncio          # without uvloop
+    python -m bench.webhooks once --mode original                        # Node, when installed
 
 The runtime's per-IP in-flight cap (8 requests, ServerSettings.max_in_flight_per_ip) applies to
 the loader, which runs from one address: it keeps exactly that many requests in flight, so the
@@ -50,6 +56,19 @@ from yarl import URL
 from voicecall.runtime import loop as event_loop
 
 MODES = ("bare", "runtime")
+ALL_MODES = (*MODES, "original")
+# The original (the voice-call plugin bundled in openclaw, on Node 24), when installed here:
+ROOT = Path(__file__).resolve().parent.parent
+ORIGINAL = ROOT / ".bench-cache" / "original"
+ORIGINAL_NODE = ORIGINAL / "node_modules" / ".bin" / "node"
+ORIGINAL_ENTRY = (
+    ORIGINAL / "node_modules/openclaw/dist/extensions/voice-call/runtime-entry.js"
+)  # fmt: skip
+ORIGINAL_INSTALL = (
+    "mkdir -p .bench-cache/original && "
+    "npm install --prefix .bench-cache/original node@24 openclaw@2026.4.29"
+)
+TARGET_ORIGINAL = 1.5
 LOOPS = ("serving", "asyncio")
 LOOP_HELP = "the server's event loop: the serving one (uvloop where installed) or asyncio's own"
 ROUNDS = 3
@@ -258,6 +277,24 @@ async def _create_calls(session: aiohttp.ClientSession, base: str, count: int) -
     return targets
 
 
+async def _create_original_calls(
+    session: aiohttp.ClientSession, base: str, count: int
+) -> list[Target]:
+    """The original's inbound calls; it finds them again by CallSid (no call id in its URLs):
+    status callbacks carry ``type=status``, keys pressed (Digits) go to the bare webhook URL."""
+    targets = []
+    for i in range(count):
+        sid = f"CA{i:032x}"
+        async with session.post(base, data=_fields(sid, "ringing")) as resp:
+            text = await resp.text()
+            if resp.status != 200 or "<Response" not in text:
+                raise RuntimeError(f"inbound call {i}: {resp.status} {text[:200]!r}")
+        status = f"{base}?{urlencode({'type': 'status'})}"
+        fields = urlencode(_fields(sid, "in-progress"))
+        targets.append(Target(URL(status, encoded=True), URL(base, encoded=True), fields))
+    return targets
+
+
 def _bare_targets(base: str, count: int) -> list[Target]:
     """The same requests as for the runtime, with made-up call ids of the same length."""
     targets = []
@@ -396,8 +433,11 @@ class Load:
                 self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
                 continue
             # A gather result (and anything from the bare app) is answered with the Gather
-            # document; a status callback with an empty TwiML document.
+            # document; a status callback with an empty TwiML document. The original answers
+            # keys pressed with a <Pause>, status callbacks with an empty document.
             wanted = b"<Gather" if gather or self.args.mode == "bare" else b"<Response>"
+            if self.args.mode == "original":
+                wanted = b"<Response"
             if status != 200 or wanted not in text:
                 why = f"{status} {text[:80]!r}"
                 self.errors[why] = self.errors.get(why, 0) + 1
@@ -446,13 +486,15 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         if args.mode == "runtime":
             targets = await _create_calls(session, base, args.calls)
+        elif args.mode == "original":
+            targets = await _create_original_calls(session, base, args.calls)
         else:
             targets = _bare_targets(base, args.calls)
         setup_s = time.perf_counter() - started
         run = Load(args, session, targets)
         await run.run()
     result = run.result()
-    result["created"] = len(targets) if args.mode == "runtime" else 0
+    result["created"] = len(targets) if args.mode != "bare" else 0
     result["setup_s"] = setup_s
     return result
 
@@ -482,6 +524,11 @@ def _server(
     key_prefix: str = "",
 ) -> tuple[subprocess.Popen[str], int]:
     cmd = [*_module("serve"), "--mode", mode, "--port", "0", "--cpu", "0", "--loop", loop]
+    if mode == "original":
+        # Pinned before it starts, so that every thread of Node (GC helpers too) shares core 0.
+        cmd = [str(ORIGINAL_NODE), str(Path(__file__).with_name("original.mjs")),
+               str(ORIGINAL_ENTRY), str(store)]  # fmt: skip
+        store = profile = None
     if retention_h:
         cmd += ["--retention-hours", str(retention_h)]
     if store is not None:
@@ -495,7 +542,8 @@ def _server(
         stdout=subprocess.PIPE,
         stderr=log_file,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
+        preexec_fn=(lambda: pin(0)) if mode == "original" else None,  # noqa: PLW1509
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -556,7 +604,7 @@ def _measure(
     redis_cpu: _RedisCpu | None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
-        store = Path(tmp) / "store" if mode == "runtime" and not redis_url else None
+        store = Path(tmp) / "store" if mode != "bare" and not redis_url else None
         with open(Path(tmp) / "server.log", "w+") as server_log:
             proc, port = _server(mode, redis_url or store, profile, server_log, loop=loop,
                                  key_prefix=prefix)  # fmt: skip
@@ -588,7 +636,7 @@ def _measure(
             result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
             server_log.seek(0)
             result["server_log_lines"] = len(server_log.read().splitlines())
-        if store is not None:
+        if store is not None and mode == "runtime":
             db = sqlite3.connect(store / "calls.sqlite")
             try:
                 result["events_rows"] = db.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -642,10 +690,19 @@ class _RedisCpu:
         self.client.close()
 
 
+def original_installed() -> bool:
+    return ORIGINAL_NODE.exists() and ORIGINAL_ENTRY.exists()
+
+
+def _modes() -> tuple[str, ...]:
+    return ALL_MODES if original_installed() else MODES
+
+
 def _pair(label: str) -> dict[str, dict[str, Any]]:
-    """One round: the bare app, then the runtime, each on a fresh server (and store)."""
+    """One round: the bare app, the runtime (and the original, when installed), each on a
+    fresh server (and store)."""
     pair = {}
-    for mode in MODES:
+    for mode in _modes():
         r = measure(mode)
         r["per_cpu_s"] = r["requests"] / (r["server_cpu"] * DURATION_S) if r["server_cpu"] else 0
         pair[mode] = r
@@ -679,13 +736,22 @@ def run(repeat: int) -> dict[str, Any]:
         again = _pair(f"round {worst + 1}/{ROUNDS} again (other processes were busy)")
         if _noise(again) < _noise(pairs[worst]):
             pairs[worst] = again
-    rounds = {m: [p[m] for p in pairs] for m in MODES}
+    rounds = {m: [p[m] for p in pairs] for m in _modes()}
     keys = ("rps", "per_cpu_s", "p50_ms", "p99_ms", "server_cpu", "loader_cpu", "other_cpu")
     medians = {
         m: {k: statistics.median(r[k] for r in rs) for k in keys} for m, rs in rounds.items()
     }
     paired = [p["runtime"]["rps"] / p["bare"]["rps"] for p in pairs]
     stores = _stores(rounds["runtime"]) if find_spec("voicecall.runtime.store.redis") else None
+    original: dict[str, Any] = {"target_ratio": TARGET_ORIGINAL}
+    if "original" in medians:
+        original |= {"rps": medians["original"]["rps"], "status": "measured",
+                     "per_cpu_s": medians["original"]["per_cpu_s"],
+                     "ratio": medians["runtime"]["rps"] / medians["original"]["rps"],
+                     "ratio_per_cpu_s": medians["runtime"]["per_cpu_s"]
+                     / medians["original"]["per_cpu_s"]}  # fmt: skip
+    else:
+        original |= {"status": "not installed", "install": ORIGINAL_INSTALL}
     return {
         "rounds": rounds,
         "median": medians,
@@ -706,6 +772,7 @@ def run(repeat: int) -> dict[str, Any]:
         },
         "target_ratio": TARGET,
         "stores": stores,
+        "original": original,
     }
 
 
@@ -758,7 +825,7 @@ def report(r: dict[str, Any]) -> None:
         f"  {'mode':<8} {'rounds req/s':>26}  {'median':>7}  {'/cpu-s':>7}  {'p50 ms':>6}  "
         f"{'p99 ms':>6}  {'server':>6}  {'loader':>6}  {'others':>6}"
     )
-    for mode in MODES:
+    for mode in r["rounds"]:
         rs, med = r["rounds"][mode], r["median"][mode]
         cells = " ".join(f"{x['rps']:8.0f}" for x in rs)
         print(
@@ -772,6 +839,17 @@ def report(r: dict[str, Any]) -> None:
         f"  runtime / bare {r['ratio']:.2f}  (target >= {r['target_ratio']}: {verdict}; "
         f"per round {pairs}; per server cpu-second {r['ratio_per_cpu_s']:.2f})"
     )
+    original = r.get("original", {})
+    if "ratio" in original:
+        verdict = "meets" if original["ratio"] >= original["target_ratio"] else "MISSES"
+        print(
+            f"  runtime / original {original['ratio']:.2f}  (target >= "
+            f"{original['target_ratio']}: {verdict}; per server cpu-second "
+            f"{original['ratio_per_cpu_s']:.2f}; the original: openclaw's voice-call plugin on "
+            "Node, Twilio, its calls.jsonl)"
+        )
+    elif original:
+        print(f"  the original: {original['status']} (to compare: {original['install']})")
     rows = [f"{x['events_rows']}/{x['rows_expected']}" for x in r["rounds"]["runtime"]]
     ok = "yes" if r["persisted_exactly_once"] else "NO"
     print(
@@ -817,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--retention-hours", type=float, default=0,
                          help="a short eventRetentionHours, pruned as the run goes")  # fmt: skip
     p_load = sub.add_parser("load", help="load a running server, print the result as JSON")
-    p_load.add_argument("--mode", choices=MODES, required=True)
+    p_load.add_argument("--mode", choices=ALL_MODES, required=True)
     p_load.add_argument("--port", type=int, required=True)
     p_load.add_argument("--cpu", type=int, default=1)
     p_load.add_argument("--server-pid", type=int, default=0)
@@ -827,7 +905,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_load.add_argument("--warmup", type=float, default=WARMUP_S)
     p_load.add_argument("--duration", type=float, default=DURATION_S)
     p_once = sub.add_parser("once", help="one measurement of one mode (with --profile: cProfile)")
-    p_once.add_argument("--mode", choices=MODES, default="runtime")
+    p_once.add_argument("--mode", choices=ALL_MODES, default="runtime",
+                        help=f"original: needs `{ORIGINAL_INSTALL}`")  # fmt: skip
     p_once.add_argument("--profile", help="the server's cProfile stats file")
     p_once.add_argument("--workers", type=int, default=WORKERS)
     p_once.add_argument("--client", choices=("raw", "aiohttp"), default=CLIENT)

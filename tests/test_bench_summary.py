@@ -74,3 +74,13 @@ def test_the_columns_line_up() -> None:
     ratios = [line.ljust(len(rule))[starts[3] : starts[4] - 2] for line in body]
     assert all(r.endswith("x") or not r.strip() for r in ratios)  # numbers to the right
     assert "0.24x" in ratios
+
+
+def test_the_original_is_a_row_measured_or_not_installed() -> None:
+    missing = {"status": "not installed", "install": "npm install ...", "target_ratio": 1.5}
+    row = summary.rows({"webhooks": WEBHOOKS | {"original": missing}})[3]
+    assert row.cells()[:2] == ("webhooks/s vs the original (openclaw)", "not installed")
+    assert row.cells()[-1] == ""
+    measured = {"status": "measured", "rps": 4000.0, "ratio": 1.25, "target_ratio": 1.5}
+    row = summary.rows({"webhooks": WEBHOOKS | {"original": measured}})[3]
+    assert row.cells()[1:] == ("5,000 req/s", "original 4,000 req/s; target >= 1.5x", "1.25x", "NO")
