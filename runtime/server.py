@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import unquote_plus
 
+import redis
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
@@ -167,6 +169,9 @@ class _Gate:
         self.in_flight[ip] += 1
         try:
             return await self.applied(request, incoming, verification)
+        except STORE_ERRORS as exc:  # nothing was committed: the carrier's retry finds it new
+            return _reject(request, 503, f"the store failed ({_one_line(exc)}); the carrier "
+                           "retries")  # fmt: skip
         finally:
             self.in_flight[ip] -= 1
             if self.in_flight[ip] <= 0:
@@ -286,6 +291,10 @@ def _reject(request: web.Request, status: int, reason: str, *, close: bool = Fal
     if close:  # the body may be unread or still coming: do not wait for it
         response.force_close()
     return response
+
+
+# A store that cannot be read or written (disk full, Redis down): 503, never a 500.
+STORE_ERRORS = (sqlite3.Error, redis.RedisError)
 
 
 # --- connections ----------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class Target:
         return hashlib.sha256("\n".join(store.db.iterdump()).encode()).hexdigest()
 
 
-async def start_target(provider: str, store: Path, **extra: Any) -> Target:
+async def start_target(provider: str, store: Path | str, **extra: Any) -> Target:
     raw = {"provider": "mock", "store": str(store), "inboundPolicy": "open",
            "maxConcurrentCalls": 100, "serve": dict(LIMITS), **extra}  # fmt: skip
     runtime = await start_runtime(RuntimeConfig(raw=raw), clock=VirtualClock(),
