@@ -52,6 +52,7 @@ PROXY_HEADERS: Final = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-F
 WEBHOOK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MODEL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
 AUDIO_BUCKETS: Final = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 5.0)
+STORE_CHECK_S: Final = 2.0  # /readyz: a networked store slower than this to answer is not ready
 ENDED_KEPT: Final = 10_000  # ended call ids remembered so a re-commit is not a second end
 
 # Rejection reasons as labels: the log line's text carries sizes and addresses (unbounded),
@@ -274,19 +275,33 @@ class Ops:
         refused = self.refusal(request)
         if refused is not None:
             return refused
-        why = self.not_ready()
+        why = self.not_ready() or await self.store_problem()
         if why:
             return web.Response(status=503, text=f"{why}\n")
         return web.Response(text="ready\n")
 
     def not_ready(self) -> str:
-        """Why the runtime should get no traffic now, or "" when it is ready."""
+        """Why the runtime's state says it should get no traffic now, or "" (its store is
+        :meth:`store_problem`'s to check)."""
         if self.state == "starting":
             return "not ready: the runtime is starting"
         if self.state == "draining":
             return "not ready: the runtime is draining"
+        return ""
+
+    async def store_problem(self) -> str:
+        """Why the store cannot be used now, or "". A networked store (Redis) is asked through
+        its asyncio client within :data:`STORE_CHECK_S`: its blocking client would hold the
+        event loop, and every call's media with it, for as long as an unreachable server
+        takes to time out, at every probe."""
+        store = self.manager.store
+        client = getattr(store, "aio", None)
         try:
-            self.manager.store.count_live()
+            if client is not None:
+                async with asyncio.timeout(STORE_CHECK_S):
+                    await client.ping()
+            else:
+                store.count_live()  # a local file: answers at once
         except Exception as exc:  # a closed or unreachable store, whatever the backend
             return f"not ready: the store is not open ({type(exc).__name__})"
         return ""

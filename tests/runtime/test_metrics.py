@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
+import redis
+import redis.asyncio
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,8 +41,10 @@ from voicecall.runtime.providers.base import Event, EventKind
 from voicecall.runtime.sim.flowtest import case_catalog, load_cases
 from voicecall.runtime.sim.script import AgentStep, Script, Step
 from voicecall.runtime.sim.simulate import Simulator
+from voicecall.runtime.store.redis import RedisStore
 
 REMINDER = {"patient": "Ann", "when": "today"}
+REDIS_URL = "redis://127.0.0.1:6379/0"
 GENEROUS_S = 20.0  # how long an outcome may take on a loaded machine (not a speed limit)
 
 
@@ -485,6 +491,36 @@ async def test_not_ready_with_the_store_closed(target: Target) -> None:
     target.runtime.sqlite.db = _reopened(target)
     assert status == 503
     assert text.startswith("not ready: the store is not open")
+
+
+async def test_readiness_asks_a_redis_store_through_its_asyncio_client(tmp_path: Path) -> None:
+    """A Redis store's blocking client is never used by /readyz: an unreachable server would
+    hold the event loop (every call's media) at each probe."""
+    prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
+    raw = {"provider": "mock", "store": REDIS_URL, "redis": {"keyPrefix": prefix}}
+    runtime = await start_runtime(RuntimeConfig(raw=raw), clock=VirtualClock(), port=0,
+                                  restore=False)  # fmt: skip
+    port = runtime.runner.addresses[0][1]
+    store: Any = runtime.store
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"redis://127.0.0.1:{probe.getsockname()[1]}/0"
+    sync, aio = store.sync, store.aio
+    try:
+        assert (await get(port, "/readyz"))[::2] == (200, "ready\n")
+        store.sync = redis.Redis.from_url(nowhere)
+        assert (await get(port, "/readyz"))[::2] == (200, "ready\n")  # not asked
+        store.sync, store.aio = sync, redis.asyncio.Redis.from_url(nowhere)
+        status, _, text = await get(port, "/readyz")
+        await store.aio.aclose()
+        store.aio = aio
+        assert (status, text) == (503, "not ready: the store is not open (ConnectionError)\n")
+    finally:
+        store.sync, store.aio = sync, aio
+        await runtime.stop()
+        cleaner = RedisStore(REDIS_URL, prefix=prefix)
+        await cleaner.delete_all()
+        await cleaner.aclose()
 
 
 def _reopened(target: Target) -> Any:
