@@ -42,12 +42,13 @@ HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 PATHS: Final = (METRICS_PATH, HEALTH_PATH, READY_PATH)
 
-# Headers a proxy or tunnel adds (ngrok, Tailscale, nginx, cloud load balancers); a scraper on
-# the same host sends none of them.
+# Headers a proxy or tunnel adds (ngrok, Tailscale, nginx, Traefik, cloud load balancers, and
+# `Via`, which RFC 9110 section 7.6.3 asks of a proxy); a scraper sends none of them.
 PROXY_HEADERS: Final = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-                        "X-Real-IP", "X-Original-Host", "Ngrok-Forwarded-Host",
-                        "Tailscale-Funnel-Request", "Tailscale-User-Login",
-                        "CF-Connecting-IP", "True-Client-IP")  # fmt: skip
+                        "X-Forwarded-Port", "X-Forwarded-Server", "X-Real-IP", "X-Original-Host",
+                        "Via", "Ngrok-Forwarded-Host", "Tailscale-Funnel-Request",
+                        "Tailscale-User-Login", "CF-Connecting-IP", "True-Client-IP",
+                        "Fastly-Client-IP")  # fmt: skip
 
 WEBHOOK_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 MODEL_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)

@@ -545,6 +545,8 @@ async def test_through_a_proxy_or_tunnel_is_refused(
     assert "X-Forwarded-For" in refusals[0].getMessage()
     status, _, _ = await get(target.port, path, **{"Ngrok-Forwarded-Host": "x.ngrok.app"})
     assert status == 403
+    status, _, _ = await get(target.port, path, Via="1.1 proxy.example")  # any HTTP proxy
+    assert status == 403
 
 
 class Peer:
