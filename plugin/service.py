@@ -169,7 +169,7 @@ class VoiceCallService:
             raise
         for call in runtime.store.live():
             self._seen[call.call_id] = (call.state, len(call.transcript))
-        runtime.manager.watch(self._observe)
+        runtime.manager.watch(self._observe, everywhere=True)
         self.runtime = runtime
         _freeze_startup_objects()
         _ops_state(runtime, ready=True)

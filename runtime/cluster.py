@@ -27,7 +27,7 @@ import base64
 import dataclasses
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +35,7 @@ import orjson
 from voicecall.runtime.manager.core import CallError
 from voicecall.runtime.manager.turns import AGENT_COMMANDS
 from voicecall.runtime.providers.base import Event, EventKind, Reply
+from voicecall.runtime.state import CallRecord
 from voicecall.runtime.store.redis import NotOwner, RedisStore
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: list[asyncio.Task[Any]] = []
         self._stopping = False
+        # Called with the call records other nodes commit (the Gateway's events for clients
+        # of this node); this node's own commits reach the store's watchers.
+        self.watchers: list[Callable[[CallRecord], None]] = []
         self.taken_over = 0  # calls this node took over from dead ones (for tests, /metrics)
         self.routed = 0  # requests this node sent to another
 
@@ -104,7 +108,9 @@ class Cluster:
         # A blocking read holds its connection: a client of its own.
         self._reader = self.store.aio.__class__.from_url(self.store.url, socket_timeout=None)
         self._running = [asyncio.create_task(self._renew(), name="cluster-lease"),
-                         asyncio.create_task(self._read(), name="cluster-inbox")]  # fmt: skip
+                         asyncio.create_task(self._read(), name="cluster-inbox"),
+                         asyncio.create_task(self._listen(), name="cluster-changes")]  # fmt: skip
+        self.store.watchers.append(self._committed)
         await self.sweep()
         log.info("cluster: node %s up (lease %.0fs)", self.node, self.lease_s)
 
@@ -122,6 +128,48 @@ class Cluster:
         except Exception as exc:  # Redis gone: the lease expires by itself
             log.warning("cluster: lease not released (%s)", exc)
         await self._reader.aclose()
+
+    # --- changes: every node's clients hear of every call --------------------------------------
+
+    def _committed(self, record: CallRecord) -> None:
+        """A call changed here: the other nodes are told which (they read it when they need)."""
+        if self._stopping:
+            return
+        message = f"{self.node} {record.call_id}"
+        task = asyncio.get_running_loop().create_task(self._publish(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, message: str) -> None:
+        await self.store.aio.publish(self.key("changes"), message)
+
+    async def _listen(self) -> None:
+        pubsub = self._reader.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.key("changes"))
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self._changed(message["data"])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("cluster: change notice failed (%s)", exc)
+                    await asyncio.sleep(0.5)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _changed(self, data: bytes) -> None:
+        node, _, call_id = data.decode().partition(" ")
+        if node == self.node or not self.watchers:
+            return
+        record = await self.store.read(call_id)
+        for watcher in list(self.watchers) if record is not None else []:
+            try:
+                watcher(record)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("call %s: a change watcher failed", call_id)
 
     async def _renew(self) -> None:
         aio = self.store.aio

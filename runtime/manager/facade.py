@@ -157,10 +157,13 @@ class CallManager:
         else:
             await AGENT_COMMANDS[op](self.turns, call_id, *args)
 
-    def watch(self, listener: Callable[[CallRecord], None]) -> None:
+    def watch(self, listener: Callable[[CallRecord], None], *, everywhere: bool = False) -> None:
         """Calls ``listener`` with every call record once its change is committed: each
-        state change and each new transcript line (the Gateway's events)."""
+        state change and each new transcript line (the Gateway's events). ``everywhere``: with
+        several gateways, the changes other gateways commit too (read when they are told)."""
         self.calls.store.watchers.append(listener)
+        if everywhere and self.cluster is not None:
+            self.cluster.watchers.append(listener)
 
     def get(self, call_id: str) -> CallRecord | None:
         store = self.calls.store

@@ -182,6 +182,13 @@ class RedisStore:
     async def load(self, call_id: str) -> CallRecord | None:
         """Reads a call from Redis (dropping what this node held of it): after a takeover."""
         self.forget(call_id)
+        return await self.read(call_id)
+
+    async def read(self, call_id: str) -> CallRecord | None:
+        """Reads a call from Redis, without blocking (kept in memory only if this node owns
+        it: see :meth:`get`)."""
+        if call_id in self._live:
+            return self._live[call_id]
         async with self.aio.pipeline(transaction=False) as pipe:
             pipe.get(self.key("call", call_id))
             pipe.lrange(self.key("lines", call_id), 0, -1)

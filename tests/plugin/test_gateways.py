@@ -89,6 +89,10 @@ async def test_rpcs_to_either_gateway_and_a_kill_9_mid_call(
                                                     "mode": "conversation"})  # fmt: skip
         call_id = started["callId"]
         await until(b, call_id, lambda c: c["state"] == "listening")
+        # The clients of the gateway that does not own the call hear its events too.
+        await b.until_event(lambda e: e.get("event") == "voicecall.transcript"
+                            and e["payload"]["callId"] == call_id
+                            and e["payload"]["text"] == "Hello there")  # fmt: skip
         listed = await b.ok("voicecall.status", {})
         assert call_id in [c["callId"] for c in listed["calls"]]  # every gateway's calls
         answer = await b.ok("voicecall.continue", {"callId": call_id, "message": "How are you?"})

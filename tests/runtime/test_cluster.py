@@ -174,6 +174,8 @@ TALK = Script(caller=(Step(action="answer"), Step(action="say", value="Hi"),
 async def test_agent_commands_sent_to_either_gateway_reach_the_call(pair: Pair) -> None:
     owner, other = pair.gateways
     pair.carrier.script = TALK
+    seen: list[tuple[str, int]] = []  # what the other gateway's clients hear of the call
+    other.manager.watch(lambda c: seen.append((c.state, len(c.transcript))), everywhere=True)
     call = await owner.manager.initiate(to=CALLEE, flow="conversation",
                                         params={"message": "Hello there"})  # fmt: skip
     await waiting_for_agent(pair, call.call_id)
@@ -184,6 +186,10 @@ async def test_agent_commands_sent_to_either_gateway_reach_the_call(pair: Pair) 
     bot = [line.text for line in record.transcript if line.speaker == "bot"]
     assert bot == ["Hello there", "How are you?", "Goodbye now."]
     assert pair.cluster(1).routed >= 2 and hangups(pair.carrier) <= 1
+    async with asyncio.timeout(GENEROUS_S):  # told of each change, the last one included
+        while not seen or seen[-1] != (record.state, len(record.transcript)):
+            await asyncio.sleep(0.05)
+    assert "listening" in {state for state, _ in seen}
 
 
 async def test_a_dead_gateways_call_is_taken_over_when_its_lease_expires(pair: Pair) -> None:
