@@ -37,6 +37,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -48,7 +49,15 @@ from typing import Any
 
 from bench.loadtest_carrier import LoadCarrier, WebhookStats
 from bench.loadtest_checks import Findings, StoredCall, check, read_redis, read_sqlite
-from bench.loadtest_procs import Front, Gateway, LatencyProxy, Sampler, SlowSQLite, free_port
+from bench.loadtest_procs import (
+    Front,
+    Gateway,
+    LatencyProxy,
+    Sampler,
+    SlowSQLite,
+    free_port,
+    kill_all,
+)
 from bench.rpc import TOKEN, Connection, _connect
 from voicecall.runtime.sim.script import Script, Step
 from voicecall.runtime.state import TERMINAL
@@ -278,16 +287,27 @@ class Run:
         self.began = time.perf_counter()
         sampling = asyncio.get_running_loop().create_task(self.sampler.run(self.began))
         faults = [asyncio.get_running_loop().create_task(f) for f in self._faults()]
-        calls = []
-        for i, at in enumerate(self.start_times()):
-            delay = self.began + at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            provider = PROVIDERS[i % len(PROVIDERS)]
-            calls.append(asyncio.get_running_loop().create_task(self.one_call(i, provider)))
-        await asyncio.gather(*calls)
-        self.faults["ramp_s"] = round(time.perf_counter() - self.began, 2)
-        await asyncio.gather(*faults)
+        calls: list[asyncio.Task[None]] = []
+
+        async def ramp() -> None:
+            for i, at in enumerate(self.start_times()):
+                delay = self.began + at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                provider = PROVIDERS[i % len(PROVIDERS)]
+                calls.append(asyncio.get_running_loop().create_task(self.one_call(i, provider)))
+            await asyncio.gather(*calls)
+            self.faults["ramp_s"] = round(time.perf_counter() - self.began, 2)
+
+        placing = asyncio.get_running_loop().create_task(ramp())
+        try:
+            # A fault that fails (a gateway that does not start again) ends the run at once.
+            await asyncio.gather(placing, *faults)
+        except BaseException:
+            for task in (placing, *calls, *faults, sampling):
+                task.cancel()
+            await asyncio.gather(placing, *calls, *faults, sampling, return_exceptions=True)
+            raise
         try:
             async with asyncio.timeout(SETTLE_S):
                 for site in self.sites.values():
@@ -318,7 +338,7 @@ class Run:
         gw = site.gateways[site.turn % len(site.gateways)]
         site.turn += 1
         async with site.rpc_lock:
-            await gw.up.wait()
+            await asyncio.wait_for(gw.up.wait(), RETRY_S)
             started = time.perf_counter()
             try:
                 conn = site.rpc.get(gw.name)
@@ -632,6 +652,11 @@ def run(opts: Options) -> dict[str, Any]:
     return asyncio.run(run_async(opts))
 
 
+def _stopped(signum: int, frame: object) -> None:
+    kill_all()
+    os._exit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -658,8 +683,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(calls=args.calls, store=args.store, gateways=gateways, ramp_s=args.ramp,
                    restart=not args.no_restart, slow_store=not args.no_slow_store,
                    seed=args.seed, redis_url=args.redis_url)  # fmt: skip
+    # Stopped (SIGTERM, Ctrl-C): no gateway is left behind.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         result = run(opts)
+    except KeyboardInterrupt:
+        kill_all()
+        return 130
     except StoreUnavailable as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2

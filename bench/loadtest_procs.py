@@ -35,6 +35,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+STARTED: set[subprocess.Popen[bytes]] = set()  # every gateway process, for kill_all()
+
+
+def kill_all() -> None:
+    """SIGKILL to every gateway process still running (the load test is being stopped: one
+    left behind would hold its ports and store)."""
+    for proc in list(STARTED):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        STARTED.discard(proc)
+
+
 class Gateway:
     """One `voicecall gateway --config F` process, restartable on the same config (ports, store).
 
@@ -72,6 +85,7 @@ class Gateway:
                  "--config", str(self.config)],
                 stdout=subprocess.PIPE, stderr=err, env=self.env,
             )  # fmt: skip
+        STARTED.add(self.proc)
         assert self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), READY_S)
