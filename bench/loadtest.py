@@ -69,7 +69,7 @@ OUTBOUND_EVERY = 5  # one call in five is outbound
 DUPLICATE_RATE = 0.05
 REORDER_RATE = 0.05
 RETRY_S = 30.0  # how long a carrier keeps retrying a webhook that found no gateway
-SETTLE_S = 120.0  # after the ramp: the calls' ends, a hang guard
+SETTLE_S = 60.0  # after the ramp: the calls' ends, a hang guard
 REDIS_URL = "redis://127.0.0.1:6379/0"
 OWN = {"twilio": "+15550100001", "plivo": "+15550100002", "telnyx": "+15550100003"}
 FLOW = """\
@@ -628,8 +628,15 @@ def report(r: dict[str, Any]) -> None:
           f"no transcript line lost or doubled, no side effect twice")  # fmt: skip
 
 
-async def run_async(opts: Options) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="voicecall-loadtest-") as tmp:
+async def run_async(opts: Options, keep: Path | None = None) -> dict[str, Any]:
+    """One run; ``keep``: the folder for the configs, stores and gateway logs (kept), else a
+    temporary one."""
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="voicecall-loadtest-"))
+        else:
+            keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(keep)
         run = Run(opts, Path(tmp))
         try:
             await run.start()
@@ -645,11 +652,11 @@ async def run_async(opts: Options) -> dict[str, Any]:
             await run.cleanup_redis()
 
 
-def run(opts: Options) -> dict[str, Any]:
+def run(opts: Options, keep: Path | None = None) -> dict[str, Any]:
     if opts.store == "redis" and not redis_available():
         raise StoreUnavailable("redis store not available in this build "
                                "(voicecall.runtime.store.redis is missing)")  # fmt: skip
-    return asyncio.run(run_async(opts))
+    return asyncio.run(run_async(opts, keep))
 
 
 def _stopped(signum: int, frame: object) -> None:
@@ -672,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-slow-store", action="store_true", help="no slow store")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="keep the configs, stores and gateway logs in DIR")  # fmt: skip
     args = parser.parse_args(argv)
     gateways = args.gateways or (2 if args.store == "redis" else 1)
     if args.store == "sqlite" and gateways != 1:
@@ -686,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Stopped (SIGTERM, Ctrl-C): no gateway is left behind.
     signal.signal(signal.SIGTERM, _stopped)
     try:
-        result = run(opts)
+        result = run(opts, args.keep)
     except KeyboardInterrupt:
         kill_all()
         return 130
