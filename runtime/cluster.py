@@ -27,7 +27,7 @@ import base64
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,11 +47,20 @@ DEFAULT_LEASE_S = 10.0
 INBOX_MAXLEN = 10_000  # routed messages kept per node (approximate trim)
 MAX_HOPS = 2  # a routed request is re-routed at most this often (ownership moved meanwhile)
 
-# KEYS: 1 owner:{id}. ARGV: 1 the node-lease key prefix. Returns {owner or '', lease alive}.
-_OWNER = """
-local owner = redis.call('GET', KEYS[1])
-if not owner then return {'', 0} end
-return {owner, redis.call('EXISTS', ARGV[1] .. owner)}
+# Where a call's work goes, in one round trip. KEYS: 1 call:{id} of the id named (or any key),
+# 2.. pid:{provider}:{pid} of the carrier ids named. ARGV: 1 the id named (or ''), 2 the owner
+# key prefix, 3 the node-lease key prefix. Returns {call id or '', owner or '', lease alive}.
+_WHERE = """
+local id = false
+if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then id = ARGV[1] end
+for i = 2, #KEYS do
+  if id then break end
+  id = redis.call('GET', KEYS[i])
+end
+if not id then return {'', '', 0} end
+local owner = redis.call('GET', ARGV[2] .. id)
+if not owner then return {id, '', 0} end
+return {id, owner, redis.call('EXISTS', ARGV[3] .. owner)}
 """
 
 
@@ -83,7 +92,7 @@ class Cluster:
         self.lease_s = lease_s
         self.node_url = node_url or ""
         self.route_timeout_s = max(5.0, lease_s + 2.0)
-        self._owner = store.aio.register_script(_OWNER)
+        self._where = store.aio.register_script(_WHERE)
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: list[asyncio.Task[Any]] = []
@@ -226,30 +235,36 @@ class Cluster:
 
     # --- routing --------------------------------------------------------------------------------
 
-    async def owner(self, call_id: str) -> str:
-        """The node that is to handle ``call_id`` now: its owner if alive; this node if the call
-        has no owner (new, or ended) or its owner is dead (this node takes it over first)."""
+    async def owner(self, call_id: str | None, pids: Sequence[tuple[str, str]] = ()) -> str:
+        """The node that is to handle the call named by ``call_id`` or by one of its carrier
+        ids (provider, id) now: its owner if alive; this node if the call is unknown, has no
+        owner (new, or ended) or its owner is dead (this node takes it over first)."""
+        if call_id is not None and self.store.owns(call_id):
+            return self.node  # the common case: no round trip
+        if any(self.store.owns(self.store.cached_pid(p) or "") for p in pids):
+            return self.node
+        keys = [self.key("call", call_id or ""), *(self.key("pid", *p) for p in pids)]
+        args = [call_id or "", self.key("owner", ""), self.key("node", "")]
         for _ in range(3):
-            if self.store.owns(call_id):
-                return self.node
-            owner, alive = await self._owner(keys=[self.key("owner", call_id)],
-                                             args=[self.key("node", "")])  # fmt: skip
-            owner = owner.decode() if isinstance(owner, bytes) else str(owner)
-            if not owner or owner == self.node:  # (ours but not in memory: read when needed)
+            found, owner, alive = await self._where(keys=keys, args=args)
+            found, owner = _text(found), _text(owner)
+            if not found or not owner or owner == self.node:  # (ours: read when needed)
                 return self.node
             if alive:
                 return owner
-            if await self.store.claim(call_id, owner):
-                await self._adopt([call_id])
+            if await self.store.claim(found, owner):
+                await self._adopt([found])
                 return self.node
         return self.node
 
     async def handle(self, events: list[Event], key: str, hops: int = 0) -> Reply:
         """Applies a verified webhook's events here, or at the call's owner."""
         target = self.node
-        call_id = await self._call_of(events) if events else None
-        if call_id is not None and hops < MAX_HOPS:
-            target = await self.owner(call_id)
+        if events and hops < MAX_HOPS:
+            provider = self.manager.settings.provider
+            pids = [(provider, p) for e in events
+                    for p in (e.provider_call_id, e.previous_provider_call_id) if p]  # fmt: skip
+            target = await self.owner(events[0].call_id, pids)
         if target != self.node:
             payload = {"events": [_event_json(e) for e in events], "key": key, "hops": hops + 1}
             try:
@@ -284,12 +299,6 @@ class Cluster:
         if not answer.get("ok"):
             raise CallError(str(answer.get("error") or f"{op} failed"))
         return answer.get("result")
-
-    async def _call_of(self, events: list[Event]) -> str | None:
-        first = events[0]
-        pids = [(self.manager.settings.provider, p) for e in events
-                for p in (e.provider_call_id, e.previous_provider_call_id) if p]  # fmt: skip
-        return await self.store.locate(first.call_id, pids)
 
     async def _route(
         self, node: str, kind: str, payload: Mapping[str, Any], timeout_s: float
@@ -388,3 +397,7 @@ def _event_of(data: Mapping[str, Any]) -> Event:
     fields = dict(data)
     fields["kind"] = EventKind(fields["kind"])
     return Event(**fields)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

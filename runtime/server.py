@@ -45,6 +45,7 @@ from voicecall.runtime.providers.base import (
     Verification,
     WebhookRequest,
 )
+from voicecall.runtime.store.redis import NotOwner
 
 log = logging.getLogger("voicecall.webhook")
 
@@ -311,8 +312,9 @@ def _reject(request: web.Request, status: int, reason: str, *, close: bool = Fal
     return response
 
 
-# A store that cannot be read or written (disk full, Redis down): 503, never a 500.
-STORE_ERRORS = (sqlite3.Error, redis.RedisError)
+# A store that cannot be read or written (disk full, Redis down), or that refuses a write for
+# a call another gateway took over meanwhile: 503 (the carrier retries), never a 500.
+STORE_ERRORS = (sqlite3.Error, redis.RedisError, NotOwner)
 
 
 # --- connections ----------------------------------------------------------------------------------

@@ -221,18 +221,9 @@ class RedisStore:
         call_id = cast(bytes | None, self.sync.get(self.key("pid", provider, provider_call_id)))
         return self.get(call_id.decode()) if call_id else None
 
-    async def locate(self, call_id: str | None, pids: Sequence[tuple[str, str]]) -> str | None:
-        """The call id of ``call_id`` or of the first carrier id (provider, id) known."""
-        if call_id and (call_id in self._live or await self.aio.exists(self.key("call", call_id))):
-            return call_id
-        for provider, pid in pids:
-            cached = self._pids.get((provider, pid))
-            if cached is not None:
-                return cached
-            found = await self.aio.get(self.key("pid", provider, pid))
-            if found:
-                return str(found.decode())
-        return None
+    def cached_pid(self, pid: tuple[str, str]) -> str | None:
+        """The call id of a carrier id (provider, id) of a call this node holds, if any."""
+        return self._pids.get(pid)
 
     async def seen(self, key: str) -> StoredReply | None:
         stored = await self.aio.get(self.key("ev", key))

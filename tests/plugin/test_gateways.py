@@ -33,7 +33,7 @@ class Deployment:
             plugin = {
                 "provider": "twilio", "fromNumber": "+15550000000", "maxConcurrentCalls": 10,
                 "publicUrl": front.url + "/voice/webhook", "store": REDIS_URL,
-                "redis": {"keyPrefix": prefix, "leaseSeconds": 1},
+                "redis": {"keyPrefix": prefix, "leaseSeconds": 2},
                 "serve": {"port": port, "bind": "127.0.0.1", "path": "/voice/webhook"},
                 "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
             }  # fmt: skip

@@ -103,7 +103,7 @@ async def start_gateway(carrier: MockCarrier, front: Front, prefix: str) -> Runt
         "provider": "twilio", "fromNumber": "+15550000000", "inboundPolicy": "open",
         "maxConcurrentCalls": 10, "publicUrl": front.url + "/voice/webhook",
         "serve": {"port": 0, "bind": "127.0.0.1"},
-        "store": REDIS_URL, "redis": {"keyPrefix": prefix, "leaseSeconds": 1},
+        "store": REDIS_URL, "redis": {"keyPrefix": prefix, "leaseSeconds": 2},
         "twilio": {**carrier.credentials, "apiBaseUrl": carrier.api_base},
     }  # fmt: skip
     runtime = await start_runtime(RuntimeConfig(raw=config), catalog=Catalog(), port=0)
@@ -159,7 +159,8 @@ async def test_one_calls_webhooks_alternate_and_apply_exactly_once(pair: Pair) -
     record = await ended(pair, call.call_id)
     assert record.visited == ["greet", "confirmed"]
     assert len(pair.front.sent) == 2 and min(pair.front.sent.values()) >= 2, pair.front.sent
-    assert pair.cluster(1).routed >= 1  # the second gateway sent the owner what it received
+    second = pair.cluster(1)  # it sent the owner what it received (or, on a machine so busy
+    assert second.routed + second.taken_over >= 1  # that a lease lapsed, took the call over)
     said = [line.text for line in record.transcript if line.speaker == "bot"]
     assert said == ["Hello Ann, this is a reminder of your appointment today.",
                     "Can you make it? Say yes or no, or press 1 for yes or 2 for no.",
@@ -200,7 +201,7 @@ async def test_a_dead_gateways_call_is_taken_over_when_its_lease_expires(pair: P
     await waiting_for_agent(pair, call.call_id)
     await die(owner)
     pair.dead.add(0)
-    async with asyncio.timeout(GENEROUS_S):  # the lease (1 s) expires; a renewal sweeps
+    async with asyncio.timeout(GENEROUS_S):  # the lease (2 s) expires; a renewal sweeps
         while call.call_id not in {c.call_id for c in survivor.store.live()}:
             await asyncio.sleep(0.05)
     assert pair.cluster(1).taken_over == 1
