@@ -488,6 +488,10 @@ class Run:
                 - s.duplicate_same_reply
                 - len(s.duplicate_other_reply),
                 "reordered": s.reordered,
+                "answered_5xx_then_retried": s.answered_5xx,
+                "front_failovers": {
+                    p: x.front.failovers for p, x in self.sites.items() if x.front is not None
+                },
             },
             "rest_commands": rest,
             "resources": resources,
@@ -587,12 +591,22 @@ def report(r: dict[str, Any]) -> None:
               f"{e['max_ms']:>8.1f}")  # fmt: skip
     w = r["webhooks"]
     print(f"  requests {r['requests']}, errors {r['errors']} ({r['error_rate']:.2%}); webhooks "
-          f"retried after no answer {w['retried']}, duplicated {w['duplicated']} (same reply "
+          f"retried {w['retried']}, duplicated {w['duplicated']} (same reply "
           f"{w['duplicate_same_reply']}, other {len(w['duplicate_other_reply'])}, second copy "
           f"cut off by the call's end {w['duplicate_cut_off']}), reordered "
           f"{w['reordered']}")  # fmt: skip
     for why, n in list(r["error_kinds"].items())[:8]:
         print(f"    error: {why} ×{n}")
+    if w["front_failovers"]:
+        print(
+            "  round-robin front: requests sent on to the other gateway (the first was down): "
+            + ", ".join(f"{p} {n}" for p, n in w["front_failovers"].items())
+        )
+    retried_5xx = w["answered_5xx_then_retried"]
+    if retried_5xx:
+        print(f"  answered 5xx, then retried: {sum(retried_5xx.values())} attempts")
+        for why, n in sorted(retried_5xx.items(), key=lambda kv: -kv[1])[:6]:
+            print(f"    {why} ×{n}")
     for line in w["duplicate_other_reply"][:5]:
         print(f"    duplicate answered differently: {line}")
     print()

@@ -11,8 +11,10 @@ with a :class:`TimedSender` that
 - delays a share of the webhooks whose reply a carrier does not use (Twilio status callbacks,
   Plivo ring and hangup callbacks) until after the call's next one; Telnyx events are held
   back and sent after the next event by the mock's own reordering, turned on for that share,
-- retries a webhook that found no gateway (connection refused or cut: a gateway restarting),
-  every ``RETRY_EVERY_S`` for up to ``retry_s``, as a carrier retries a failed delivery.
+- retries a webhook that found no gateway (connection refused or cut: a gateway restarting)
+  or was answered 5xx (the runtime's 503 for a store that failed under it), every
+  ``RETRY_EVERY_S`` for up to ``retry_s``, as Telnyx retries a failed delivery (and Twilio
+  with its connection-override retries); each 5xx answer is counted in the report.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class WebhookStats:
     errors: dict[tuple[str, str], int] = field(default_factory=dict)  # non-2xx after retries
     error_kinds: dict[str, int] = field(default_factory=dict)
     retried: int = 0  # deliveries that needed more than one attempt
+    answered_5xx: dict[str, int] = field(default_factory=dict)  # attempts answered 5xx, retried
     duplicated: int = 0
     duplicate_same_reply: int = 0
     duplicate_other_reply: list[str] = field(default_factory=list)
@@ -121,9 +124,13 @@ class TimedSender(WebhookSender):
         while True:
             attempts += 1
             delivery = await self._attempt(call, out, duplicate=duplicate)
-            if delivery.status is not None or loop.time() >= deadline:
+            retry = delivery.status is None or delivery.status >= 500
+            if not retry or loop.time() >= deadline:
                 break
-            await asyncio.sleep(RETRY_EVERY_S)  # no gateway there: a carrier's retry
+            if delivery.status is not None:
+                why = f"{self.provider} {out.event}: {delivery.status} {delivery.reply[:60]!r}"
+                self.stats.answered_5xx[why] = self.stats.answered_5xx.get(why, 0) + 1
+            await asyncio.sleep(RETRY_EVERY_S)  # a carrier's retry
         self.stats.retried += attempts > 1
         self.stats.add(self.provider, out.event or "webhook", time.perf_counter() - started,
                        delivery)  # fmt: skip

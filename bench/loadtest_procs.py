@@ -133,13 +133,14 @@ class Gateway:
 class Front:
     """A round-robin reverse proxy: the one webhook address of several gateways.
 
-    A request goes to the next gateway in turn; one that refuses the connection (restarting)
-    is skipped for the next, as a load balancer's health check would.
+    A request goes to the next gateway in turn; one that refuses the connection or drops it
+    (restarting) is skipped for the next, as a load balancer's health check would.
     """
 
     def __init__(self, gateways: list[Gateway]):
         self.gateways = gateways
         self.port = 0
+        self.failovers = 0  # requests sent on to the next gateway (the first was down)
         self._next = 0
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -177,8 +178,11 @@ class Front:
                     out = {k: v for k, v in resp.headers.items()
                            if k.lower() not in _HOP_HEADERS}  # fmt: skip
                     return web.Response(status=resp.status, body=payload, headers=out)
-            except aiohttp.ClientConnectorError as exc:
-                last = exc  # this one is down: the next
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Down, or gone mid-request (killed): the next one. A webhook is safe to send
+                # twice (the stores keep its reply), as a carrier's retry would.
+                last = exc
+                self.failovers += 1
         raise web.HTTPBadGateway(text=f"no gateway answered: {last}")
 
     async def stop(self) -> None:
