@@ -561,6 +561,14 @@ OTHER_CHECKS = ("stored_twice", "ended_twice", "lines_other", "prompts_missing",
 
 
 def report(r: dict[str, Any]) -> None:
+    """The readable tables: settings and faults, latency per endpoint, resources, checks."""
+    _report_faults(r)
+    _report_endpoints(r)
+    _report_resources(r)
+    _report_checks(r)
+
+
+def _report_faults(r: dict[str, Any]) -> None:
     s = r["settings"]
     print(f"load test: {s['calls']} calls on {s['store']}, {s['gateways_per_provider']} "
           f"gateway(s) per provider, ramp {s['ramp_s']:.0f} s, "
@@ -582,6 +590,9 @@ def report(r: dict[str, Any]) -> None:
         f"  ramp {f.get('ramp_s', 0)} s, all calls ended after {f.get('run_s', 0)} s"
         + ("  (SETTLE TIMEOUT)" if f.get("settle_timeout") else "")
     )
+
+
+def _report_endpoints(r: dict[str, Any]) -> None:
     print()
     print(f"  {'provider':<8} {'endpoint':<28} {'n':>6} {'err':>4} {'p50 ms':>8} "
           f"{'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")  # fmt: skip
@@ -609,6 +620,14 @@ def report(r: dict[str, Any]) -> None:
             print(f"    {why} ×{n}")
     for line in w["duplicate_other_reply"][:5]:
         print(f"    duplicate answered differently: {line}")
+    for provider, counts in r["rest_commands"].items():
+        print(
+            f"  {provider} REST commands received: "
+            + ", ".join(f"{name} {n}" for name, n in counts.items())
+        )
+
+
+def _report_resources(r: dict[str, Any]) -> None:
     print()
     print(f"  {'gateway':<10} {'CPU mean':>8} {'CPU max':>8} {'RSS start':>10} {'RSS max':>8} "
           f"{'RSS end':>8}   CPU % / RSS MB over time")  # fmt: skip
@@ -621,6 +640,9 @@ def report(r: dict[str, Any]) -> None:
         print(f"  {name:<10} {x['cpu_mean']:>8.0%} {x['cpu_max']:>8.0%} "
               f"{x['rss_start_mb']:>8.1f}MB {x['rss_max_mb']:>6.1f}MB {x['rss_end_mb']:>6.1f}MB"
               f"   {points}")  # fmt: skip
+
+
+def _report_checks(r: dict[str, Any]) -> None:
     print()
     c = r["checks"]
     print(f"  {'provider':<8} {'placed':>6} {'carried':>7} {'stored':>6} {'ended':>6} "
@@ -634,6 +656,9 @@ def report(r: dict[str, Any]) -> None:
               f"{c['lines_lost'].get(p, 0):>5} {c['lines_doubled'].get(p, 0):>7} "
               f"{c['prompts_doubled'].get(p, 0):>10} {c['hangups_doubled'].get(p, 0):>9} "
               f"{other:>5}")  # fmt: skip
+    print("  (carried: calls the carrier had; lines: the transcript lines they had, which the "
+          "store must hold once each;\n   other: calls not stored, stored twice or ended twice, "
+          "prompts never heard, lines out of order, stored calls no carrier had)")  # fmt: skip
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["end_reasons"].items()))
     print(f"  end states: {reasons}")
     for example in c["examples"][:10]:
