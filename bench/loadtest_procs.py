@@ -167,9 +167,10 @@ class Front:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         last: Exception | None = None
-        for _ in range(len(self.gateways)):
-            gateway = self.gateways[self._next % len(self.gateways)]
-            self._next += 1
+        first = self._next
+        self._next += 1
+        for n in range(len(self.gateways)):  # each gateway once, from this request's turn
+            gateway = self.gateways[(first + n) % len(self.gateways)]
             target = f"http://127.0.0.1:{gateway.serve_port}{request.rel_url}"
             try:
                 async with self._client.request(request.method, target, data=body or None,
