@@ -302,7 +302,7 @@ class Ops:
                 async with asyncio.timeout(STORE_CHECK_S):
                     await client.ping()
             else:
-                store.count_live()  # a local file: answers at once
+                await store.count_live()  # a local file: answers at once
         except Exception as exc:  # a closed or unreachable store, whatever the backend
             return f"not ready: the store is not open ({type(exc).__name__})"
         return ""

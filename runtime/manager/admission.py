@@ -43,7 +43,7 @@ class Admission:
             return True, ""
         return False, "caller not in allow_from"
 
-    def inbound(self, event: Event, outcome: Outcome) -> Outcome:
+    async def inbound(self, event: Event, outcome: Outcome) -> Outcome:
         """A first event of an unknown inbound call: the call starts, or is rejected."""
         calls = self.calls
         number, route = calls.settings.number_route(event.to_number)
@@ -53,11 +53,11 @@ class Admission:
             call.metadata["number"] = number
             call.metadata["route"] = {k: route[k] for k in ROUTE_KEYS if k in route}
         admitted, why = self.admits(flow.flow, event.from_number)
-        if admitted and calls.store.count_live() >= calls.settings.max_concurrent:
+        if admitted and await calls.store.count_live() >= calls.settings.max_concurrent:
             admitted, why = False, "maxConcurrentCalls reached"
         if not admitted:
             log.info("inbound call from %s rejected: %s", mask(event.from_number or ""), why)
-            return self.reject(call, why, outcome)
+            return await self.reject(call, why, outcome)
         if flow.kind == "xml":
             calls.answered(call)
         run = calls.interpreter(call).start(call)
@@ -74,7 +74,7 @@ class Admission:
         call.move("ringing")
         return call
 
-    def reject(self, call: CallRecord, why: str, outcome: Outcome) -> Outcome:
+    async def reject(self, call: CallRecord, why: str, outcome: Outcome) -> Outcome:
         """What a rejected caller gets: the flow's ``admit.reject_message`` (rendered for this
         call), then a hang-up; without a message, a plain hang-up (Telnyx: ``reject``).
 
@@ -87,7 +87,7 @@ class Admission:
         interp = self.calls.interpreter(call)
         message = self._message(call)
         if not interp.xml and not message:
-            return self._reject_command(call.provider_call_id, outcome)
+            return await self._reject_command(call.provider_call_id, outcome)
         run = interp.reject(call, message)
         if interp.xml:
             return Outcome(reply=self.calls.adapter.document(run.fragments), record=None,
@@ -111,12 +111,12 @@ class Admission:
             log.warning("inbound call %s: reject_message failed: %s", call.provider_call_id, exc)
             return ""
 
-    def _reject_command(self, pid: str | None, outcome: Outcome) -> Outcome:
+    async def _reject_command(self, pid: str | None, outcome: Outcome) -> Outcome:
         """Telnyx: one ``reject`` per carrier call, however often its first event comes (a
         replay, or a redelivery under a new event id): the id is committed with the event."""
         if not pid:
             return outcome
-        if self.calls.store.was_rejected(self.calls.settings.provider, pid):
+        if await self.calls.store.was_rejected(self.calls.settings.provider, pid):
             log.info("inbound call %s: rejected already; acknowledged", pid)
             return outcome
         adapter = self.calls.adapter

@@ -94,11 +94,11 @@ class Events:
                 self.calls.store.forget(call_id)
 
     async def _apply(self, event: Event, outcome: Outcome) -> Outcome:
-        call = outcome.record or self._find(event)
+        call = outcome.record or await self._find(event)
         log.debug("event %s %s block=%s step=%s waiting=%s", event.kind, event.detail,
                   event.block, event.step, call.waiting if call else None)  # fmt: skip
         if call is None:
-            return self._unknown_call(event, outcome)
+            return await self._unknown_call(event, outcome)
         if event.provider_call_id and event.provider_call_id != call.provider_call_id:
             renamed = call.provider_call_id is None or (
                 event.previous_provider_call_id == call.provider_call_id)  # fmt: skip
@@ -114,20 +114,20 @@ class Events:
             return self.calls.ack(call, outcome)
         return await self._handlers[event.kind](call, event, outcome)
 
-    def _find(self, event: Event) -> CallRecord | None:
+    async def _find(self, event: Event) -> CallRecord | None:
         store = self.calls.store
         if event.call_id:
-            found = store.get(event.call_id)
+            found = await store.read(event.call_id)
             if found is not None:
                 return found
         for pid in (event.provider_call_id, event.previous_provider_call_id):
             if pid:
-                found = store.find(self.calls.settings.provider, pid)
+                found = await store.read_by(self.calls.settings.provider, pid)
                 if found is not None:
                     return found
         return None
 
-    def _unknown_call(self, event: Event, outcome: Outcome) -> Outcome:
+    async def _unknown_call(self, event: Event, outcome: Outcome) -> Outcome:
         inbound = event.direction == "inbound" and event.kind in (
             EventKind.FETCH,
             EventKind.INITIATED,
@@ -136,7 +136,7 @@ class Events:
             log.info("event %s for an unknown call (%s): acknowledged, ignored", event.kind,
                      event.provider_call_id)  # fmt: skip
             return outcome
-        return self.admission.inbound(event, outcome)
+        return await self.admission.inbound(event, outcome)
 
     # --- one handler per event kind ------------------------------------------------------------
 

@@ -33,7 +33,7 @@ class Outbound:
         target = to or settings.to_number
         if not target:
             raise CallError("no number to call: pass `to`, or set toNumber in the config")
-        live = calls.store.count_live()
+        live = await calls.store.count_live()
         if live >= settings.max_concurrent:
             raise CallError(f"{live} call(s) in progress; maxConcurrentCalls is "
                             f"{settings.max_concurrent}")  # fmt: skip

@@ -40,7 +40,7 @@ class Store(Protocol):
         processed before."""
         ...
 
-    def was_rejected(self, provider: str, provider_call_id: str) -> bool:
+    async def was_rejected(self, provider: str, provider_call_id: str) -> bool:
         """Whether an inbound call was rejected (committed with :meth:`commit_event`)."""
         ...
 
@@ -77,7 +77,17 @@ class Store(Protocol):
         """Every unfinished call, whichever process owns it."""
         ...
 
-    def count_live(self) -> int: ...
+    async def count_live(self) -> int:
+        """Unfinished calls, whichever process owns them (maxConcurrentCalls counts them all)."""
+        ...
+
+    async def read(self, call_id: str) -> CallRecord | None:
+        """:meth:`get` without blocking the event loop on a networked store."""
+        ...
+
+    async def read_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        """:meth:`find` without blocking the event loop on a networked store."""
+        ...
 
     def recent(self, limit: int) -> list[CallRecord]: ...
 

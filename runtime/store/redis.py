@@ -78,13 +78,13 @@ if ARGV[5] ~= '1' then return 1 end
 local id = ARGV[9]
 redis.call('SET', KEYS[2], ARGV[6])
 local at = 15
+-- The items given start at index `before`; only those Redis does not hold yet are appended
+-- (a node that had not read the call sends them all: nothing is doubled).
 local function append(key, before, count)
   if count == 0 then return end
-  local have = redis.call('LLEN', key)
-  if have > before then
-    if before == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, before - 1) end
-  end
-  for i = at, at + count - 1 do redis.call('RPUSH', key, ARGV[i]) end
+  local skip = redis.call('LLEN', key) - before
+  if skip < 0 then skip = 0 end
+  for i = at + skip, at + count - 1 do redis.call('RPUSH', key, ARGV[i]) end
   at = at + count
 end
 append(KEYS[3], tonumber(ARGV[10]), tonumber(ARGV[11]))
@@ -221,6 +221,13 @@ class RedisStore:
         call_id = cast(bytes | None, self.sync.get(self.key("pid", provider, provider_call_id)))
         return self.get(call_id.decode()) if call_id else None
 
+    async def read_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        cached = self._pids.get((provider, provider_call_id))
+        if cached is not None and cached in self._live:
+            return self._live[cached]
+        call_id = await self.aio.get(self.key("pid", provider, provider_call_id))
+        return await self.read(call_id.decode()) if call_id else None
+
     def cached_pid(self, pid: tuple[str, str]) -> str | None:
         """The call id of a carrier id (provider, id) of a call this node holds, if any."""
         return self._pids.get(pid)
@@ -232,8 +239,8 @@ class RedisStore:
         content_type, _, body = bytes(stored).partition(b"\n")
         return StoredReply(body=body, content_type=content_type.decode() or "text/plain")
 
-    def was_rejected(self, provider: str, provider_call_id: str) -> bool:
-        return bool(self.sync.exists(self.key("rej", provider, provider_call_id)))
+    async def was_rejected(self, provider: str, provider_call_id: str) -> bool:
+        return bool(await self.aio.exists(self.key("rej", provider, provider_call_id)))
 
     def live(self) -> list[CallRecord]:
         """The unfinished calls this node owns (what its timers, reaper and restore act on)."""
@@ -244,9 +251,9 @@ class RedisStore:
         ids = [i.decode() for i in cast(list[bytes], self.sync.zrange(self.key("live"), 0, -1))]
         return [c for c in (self.get(i) for i in ids) if c is not None and not c.ended]
 
-    def count_live(self) -> int:
+    async def count_live(self) -> int:
         """Unfinished calls of the whole deployment (maxConcurrentCalls counts them all)."""
-        return int(cast(int, self.sync.zcard(self.key("live"))))
+        return int(await self.aio.zcard(self.key("live")))
 
     def recent(self, limit: int) -> list[CallRecord]:
         found = self.sync.zrange(self.key("recent"), 0, limit - 1, desc=True)
@@ -304,7 +311,9 @@ class RedisStore:
         if record is None:
             args += ["", 0, "0", "", 0, 0, 0, 0, "1" if rejected else "0"]
             return keys, args, _Written("", 0, 0)
-        before = self._stored(record.call_id)
+        # What this node knows Redis holds; for a call it has not read, everything is sent and
+        # the script appends what is missing (no read first).
+        before = self._written.get(record.call_id) or _Written("", 0, 0)
         row = encode_row(record.to_row())
         lines = [orjson.dumps([getattr(line, f) for f in _LINE_FIELDS])
                  for line in record.transcript[before.lines :]]  # fmt: skip

@@ -227,7 +227,7 @@ class SQLiteStore:
             return None
         return StoredReply(body=bytes(row[0] or b""), content_type=row[1] or "text/plain")
 
-    def was_rejected(self, provider: str, provider_call_id: str) -> bool:
+    async def was_rejected(self, provider: str, provider_call_id: str) -> bool:
         row = self.db.execute(
             "SELECT 1 FROM rejected WHERE provider = ? AND provider_call_id = ?",
             (provider, provider_call_id),
@@ -244,7 +244,13 @@ class SQLiteStore:
         """Every unfinished call (this process is the file's only user)."""
         return self.live()
 
-    def count_live(self) -> int:
+    async def read(self, call_id: str) -> CallRecord | None:
+        return self.get(call_id)  # a local file: answers at once
+
+    async def read_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        return self.find(provider, provider_call_id)
+
+    async def count_live(self) -> int:
         row = self.db.execute(f"SELECT count(*) FROM calls WHERE {_NOT_ENDED}", _TERMINAL)
         count: int = row.fetchone()[0]
         return count

@@ -68,4 +68,4 @@ async def test_the_rejected_call_id_is_remembered_across_a_store_reopen(tmp_path
     await again.handle(initiated("e3"), "k3")
     await again.drain()
     assert adapter.commands == [("v3:abc", "reject")]
-    assert again.store.was_rejected("telnyx", "v3:abc")
+    assert await again.store.was_rejected("telnyx", "v3:abc")

@@ -93,11 +93,11 @@ async def test_ended_calls_leave_the_live_set_and_stay_readable(backend: Backend
     ended, live = record(), record(started_at=2.0)
     store.save(ended)
     store.save(live)
-    assert store.count_live() == 2
+    assert await store.count_live() == 2
     ended.state, ended.end_reason = "completed", "completed"
     assert await store.commit_event("end", ended, None)
     assert [c.call_id for c in store.all_live()] == [live.call_id]
-    assert store.count_live() == 1
+    assert await store.count_live() == 1
     assert [c.call_id for c in store.recent(10)] == [live.call_id, ended.call_id]
     assert store.get(ended.call_id).state == "completed"  # type: ignore[union-attr]
 
@@ -116,8 +116,8 @@ async def test_a_rejected_inbound_call_is_remembered(backend: Backend) -> None:
     store = backend.open()
     assert await store.commit_event("rej", None, REPLY, rejected=("telnyx", "v3:abc"))
     again = backend.open()
-    assert again.was_rejected("telnyx", "v3:abc")
-    assert not again.was_rejected("telnyx", "v3:other")
+    assert await again.was_rejected("telnyx", "v3:abc")
+    assert not await again.was_rejected("telnyx", "v3:other")
 
 
 async def test_history_survives_a_restart_and_keeps_sessions_apart(backend: Backend) -> None:

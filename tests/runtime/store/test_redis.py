@@ -70,7 +70,25 @@ async def test_deployments_under_other_prefixes_see_nothing_of_each_other(prefix
     call = record(provider_call_id="CA1")
     assert await a.commit_event("k", call, REPLY)
     assert other.get(call.call_id) is None and other.find("twilio", "CA1") is None
-    assert await other.seen("k") is None and other.count_live() == 0
-    assert await other.delete_all() == 0 and a.count_live() == 1
+    assert await other.seen("k") is None and await other.count_live() == 0
+    assert await other.delete_all() == 0 and await a.count_live() == 1
     for store in (a, other):
+        await store.aclose()
+
+
+async def test_a_node_that_has_not_read_the_call_doubles_no_line(prefix: str) -> None:
+    first = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    call = record()
+    call.transcript += [line("one"), line("two")]
+    call.visited += ["greet"]
+    assert await first.commit_event("e1", call, REPLY)
+    again = RedisStore(REDIS_URL, prefix=prefix, node="a")  # the same node, nothing in memory
+    call.transcript.append(line("three"))
+    call.visited.append("menu")
+    assert await again.commit_event("e2", call, REPLY)  # sends every line: none read first
+    stored = RedisStore(REDIS_URL, prefix=prefix).get(call.call_id)
+    assert stored is not None
+    assert [x.text for x in stored.transcript] == ["one", "two", "three"]
+    assert stored.visited == ["greet", "menu"]
+    for store in (first, again):
         await store.aclose()
