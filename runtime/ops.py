@@ -29,7 +29,7 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from voicecall.runtime.forwarding import normalise_ip
 from voicecall.runtime.providers.base import Event
@@ -397,3 +397,26 @@ class _Live:
                                     "Conversations served on media streams.")  # fmt: skip
         talking.add_metric([], len(getattr(streams, "conversations", {}) or {}))
         yield talking
+        cluster = getattr(self.ops.manager, "cluster", None)
+        if cluster is not None:  # several gateways on Redis
+            yield from _cluster_metrics(cluster)
+
+
+def _cluster_metrics(cluster: Any) -> Iterator[Metric]:
+    """This gateway's part in a Redis deployment: what it routed to the owners of calls, and
+    the calls it took over from gateways whose lease expired."""
+    routed = CounterMetricFamily(
+        "voicecall_cluster_routed", "Webhooks and agent commands sent to the call's owner."
+    )
+    routed.add_metric([], cluster.routed)
+    yield routed
+    taken = CounterMetricFamily(
+        "voicecall_cluster_takeovers", "Calls taken over from gateways whose lease expired."
+    )
+    taken.add_metric([], cluster.taken_over)
+    yield taken
+    owned = GaugeMetricFamily(
+        "voicecall_cluster_owned_calls", "Unfinished calls this gateway owns."
+    )
+    owned.add_metric([], len(cluster.store.owned()))
+    yield owned

@@ -158,6 +158,9 @@ async def test_one_calls_webhooks_alternate_and_apply_exactly_once(pair: Pair) -
                                                    params=params)  # fmt: skip
     record = await ended(pair, call.call_id)
     assert record.visited == ["greet", "confirmed"]
+    scraped = await metrics(pair.gateways[1])
+    assert f"voicecall_cluster_routed_total {float(pair.cluster(1).routed)}" in scraped
+    assert "voicecall_cluster_owned_calls 0.0" in scraped
     assert len(pair.front.sent) == 2 and min(pair.front.sent.values()) >= 2, pair.front.sent
     second = pair.cluster(1)  # it sent the owner what it received (or, on a machine so busy
     assert second.routed + second.taken_over >= 1  # that a lease lapsed, took the call over)
@@ -245,3 +248,10 @@ async def test_a_gateways_streams_come_to_its_own_url(monkeypatch: pytest.Monkey
         cleaner = RedisStore(REDIS_URL, prefix=prefix)
         await cleaner.delete_all()
         await cleaner.aclose()
+
+
+async def metrics(runtime: Runtime) -> str:
+    port = runtime.runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as answer:
+        return await answer.text()
