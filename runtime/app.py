@@ -273,6 +273,7 @@ async def start_runtime(
     """
     clock = clock or RealClock()
     _check_timezone(config)
+    store = _open_store(config, clock)  # first: an unreachable Redis leaves nothing to close
     provider, carrier, credentials, api_base = config.provider, None, {}, None
     if provider == "mock":
         from voicecall.runtime.sim.carrier.carrier import MockCarrier
@@ -297,7 +298,6 @@ async def start_runtime(
             allow_v2_signatures=config.allow_plivo_v2(),
         )
     )
-    store = _open_store(config, clock)
     if responder is None:  # the response model; with the mock carrier only when configured,
         # so that a developer's OPENAI_API_KEY never makes a simulation call the network
         responder = responder_from_config(config.raw, store, env=config.provider != "mock")
@@ -509,7 +509,7 @@ async def _close_opened(runner: web.AppRunner, adapter: Any, carrier: Any, store
     await adapter.aclose()
     if carrier is not None:
         await carrier.stop()
-    store.close()
+    await store.aclose()
 
 
 def _bind_error(exc: OSError, bind: str, port: int) -> OSError:
