@@ -103,10 +103,12 @@ for k = 10, #KEYS do redis.call('SET', KEYS[k], id) end
 return 1
 """
 
-# KEYS: 1 owner:{id}, 2 live, 3 owned:{me}, 4 owned:{from}. ARGV: 1 me, 2 from, 3 call id.
-# Takes a call over from ``from`` (a node whose lease expired) if it still owns it and the call
-# is unfinished. Returns 1 if taken.
+# KEYS: 1 owner:{id}, 2 live, 3 owned:{me}, 4 owned:{from}, 5 node:{from}. ARGV: 1 me,
+# 2 from, 3 call id. Takes a call over from ``from`` if its lease is still gone (it may have
+# renewed it since the caller looked), it still owns the call and the call is unfinished.
+# Returns 1 if taken.
 _CLAIM = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 local owner = redis.call('GET', KEYS[1])
 if owner ~= false and owner ~= ARGV[2] then return 0 end
 redis.call('SREM', KEYS[4], ARGV[3])
@@ -373,7 +375,7 @@ class RedisStore:
     async def claim(self, call_id: str, dead: str) -> bool:
         """Takes ``call_id`` over from the node ``dead`` (whose lease expired); True if taken."""
         keys = [self.key("owner", call_id), self.key("live"), self.key("owned", self.node),
-                self.key("owned", dead)]  # fmt: skip
+                self.key("owned", dead), self.key("node", dead)]  # fmt: skip
         return bool(await self._claim(keys=keys, args=[self.node, dead, call_id]))
 
     # --- retention: processed-event keys and rejected ids expire by themselves --------------

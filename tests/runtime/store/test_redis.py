@@ -92,3 +92,19 @@ async def test_a_node_that_has_not_read_the_call_doubles_no_line(prefix: str) ->
     assert stored.visited == ["greet", "menu"]
     for store in (first, again):
         await store.aclose()
+
+
+async def test_a_call_is_not_claimed_from_a_node_whose_lease_is_back(prefix: str) -> None:
+    # b saw a's lease missing (a paused), then a renewed it and checked its calls (still its
+    # own) before b's claim ran: the claim must see the lease, or both nodes run the call.
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    b = RedisStore(REDIS_URL, prefix=prefix, node="b")
+    call = record()
+    assert await a.commit_event("e1", call, REPLY)
+    await a.aio.set(a.key("node", "a"), "", px=60_000)
+    assert not await b.claim(call.call_id, "a")
+    assert await b.aio.get(b.key("owner", call.call_id)) == b"a"
+    await a.aio.delete(a.key("node", "a"))
+    assert await b.claim(call.call_id, "a")  # dead now: taken
+    for store in (a, b):
+        await store.aclose()
