@@ -196,7 +196,13 @@ def redacted(value: Any, sensitive: tuple[str, ...], path: KeyPath = ()) -> Any:
         return {k: redacted(v, sensitive, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
         return [redacted(v, sensitive, (*path, i)) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\1{REDACTED}@", value)
     return value
+
+
+# The password of a URL (`redis://user:password@host`), wherever a URL is written.
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/@]+@", re.I)
 
 
 def _secret_name(path: KeyPath) -> bool:

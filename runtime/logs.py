@@ -228,6 +228,11 @@ def masked_values(value: Any, masked: Any, mark: str) -> list[str]:
 def _walk(value: Any, masked: Any, mark: str, found: list[str]) -> None:
     if masked == mark and value != mark:
         found.extend(_strings(value))
+    elif isinstance(value, str) and isinstance(masked, str) and masked != value and mark in masked:
+        # A secret inside a text (a URL's password): what the mark stands for.
+        head, _, tail = masked.partition(mark)
+        if value.startswith(head) and value.endswith(tail):
+            found.append(value[len(head) : len(value) - len(tail)])
     elif isinstance(value, Mapping) and isinstance(masked, Mapping):
         for key, inner in value.items():
             _walk(inner, masked.get(key), mark, found)

@@ -122,6 +122,14 @@ def test_redaction_covers_every_sensitive_hint_of_the_manifest(tmp_path: Path) -
     assert "SECRET" in json.dumps(loaded.plugin)  # the plugin itself gets the real values
 
 
+def test_a_password_in_a_url_is_redacted() -> None:
+    value = {"store": "redis://voice:pw-SECRET@10.0.0.5:6379/0", "publicUrl": "https://a.b/x",
+             "flows": ["ftp://anonymous@host/x"]}  # fmt: skip
+    assert redacted(value, ()) == {"store": f"redis://voice:{REDACTED}@10.0.0.5:6379/0",
+                                   "publicUrl": "https://a.b/x",
+                                   "flows": ["ftp://anonymous@host/x"]}  # fmt: skip
+
+
 def test_redaction_matches_whole_keys_only() -> None:
     sensitive = ("tts.providers.*.apiKey",)
     value = {"tts": {"providers": {"a.b": {"apiKey": "x"}, "openai": {"apiKey": "y"}},

@@ -140,13 +140,14 @@ def test_the_config_secrets_are_hidden(tmp_path: Path, monkeypatch: pytest.Monke
     section = {"provider": "twilio", "fromNumber": "+15550000000",
                "twilio": {"accountSid": "AC0123", "authToken": "tw-token-98765"},
                "tts": {"provider": "openai",
-                       "providers": {"openai": {"apiKey": SECRET}}}}  # fmt: skip
+                       "providers": {"openai": {"apiKey": SECRET}}},
+               "store": "redis://voice:redis-pw-5150@10.0.0.5:6379/0"}  # fmt: skip
     config.write_text(json.dumps({"plugins": {"entries": {"voice-call": {"config": section}}},
                                   "gateway": {"auth": {"token": "gw-token-4242"}}}))  # fmt: skip
     redactor = Redactor()
     monkeypatch.setattr(runner, "_REDACTOR", redactor)
     hide_secrets(load_config(str(config), env={}))
-    assert {"tw-token-98765", SECRET, "gw-token-4242"} <= set(redactor.secrets)
+    assert {"tw-token-98765", SECRET, "gw-token-4242", "redis-pw-5150"} <= set(redactor.secrets)
     assert "AC0123" not in redactor.secrets  # an account id is no secret
     assert redactor.hide(f"x tw-token-98765 {SECRET}") == f"x {MASK} {MASK}"
 
