@@ -37,11 +37,13 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,6 +457,7 @@ class Run:
             endpoints.append({"provider": key[0], "kind": key[1], "n": len(samples),
                               "errors": errors, **_percentiles(samples)})  # fmt: skip
         rest = {p: _rest_counts(s.carrier) for p, s in self.sites.items()}
+        ends_logged = {p: _ends_logged(site, stored[p]) for p, site in self.sites.items()}
         assert self.sampler is not None
         resources = {name: _resource_summary(samples)
                      for name, samples in self.sampler.samples.items()}  # fmt: skip
@@ -501,6 +504,7 @@ class Run:
             },
             "faults": self.faults,
             "checks": findings.as_dict(),
+            "ends_logged_not_once": ends_logged,
             # A webhook refused (non-2xx) fails the call at its carrier: the checks see it too.
             "ok": not any(findings.failures.values())
             and not s.duplicate_other_reply
@@ -525,6 +529,22 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
     return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99),
             "max_ms": round(ordered[-1] * 1000, 2) if ordered else 0.0}  # fmt: skip
+
+
+_ENDED = re.compile(r"call ([0-9a-f-]{36}): ended \(")
+
+
+def _ends_logged(site: Site, stored: list[StoredCall]) -> dict[str, int]:
+    """Stored calls whose end the gateways logged other than once ("call …: ended (…)"), by
+    count. Informational: the line is written just before the end's commit, so a kill in
+    between, or a commit refused to a gateway that lost the call, repeats it harmlessly."""
+    seen: Counter[str] = Counter()
+    for gw in site.gateways:
+        if gw.log.exists():
+            seen.update(_ENDED.findall(gw.log.read_text(errors="replace")))
+    out: Counter[str] = Counter(str(seen[call.call_id]) for call in stored)
+    out.pop("1", None)
+    return dict(out)
 
 
 def _rest_counts(carrier: LoadCarrier) -> dict[str, int]:
@@ -660,6 +680,18 @@ def _report_checks(r: dict[str, Any]) -> None:
           "store must hold once each;\n   other: calls not stored, stored twice or ended twice, "
           "prompts never heard, lines out of order, stored calls no carrier had)")  # fmt: skip
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["end_reasons"].items()))
+    odd = {p: n for p, n in r["ends_logged_not_once"].items() if n}
+    print(
+        "  calls whose end a gateway log shows other than once (informational): "
+        + (
+            "; ".join(
+                f"{p}: " + ", ".join(f"{n} logged {k}x" for k, n in counts.items())
+                for p, counts in odd.items()
+            )
+            if odd
+            else "none"
+        )
+    )
     print(f"  end states: {reasons}")
     for example in c["examples"][:10]:
         print(f"    {example}")
