@@ -119,13 +119,14 @@ class Cluster:
         self._running = [asyncio.create_task(self._renew(), name="cluster-lease"),
                          asyncio.create_task(self._read(), name="cluster-inbox"),
                          asyncio.create_task(self._listen(), name="cluster-changes")]  # fmt: skip
-        self.store.watchers.append(self._committed)
+        self.store.changes = self.key("changes")  # every commit tells the other nodes
         await self.sweep()
         log.info("cluster: node %s up (lease %.0fs)", self.node, self.lease_s)
 
     async def stop(self) -> None:
         """Gives the lease up: the other nodes take this node's unfinished calls over at once."""
         self._stopping = True
+        self.store.changes = ""
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
@@ -139,18 +140,6 @@ class Cluster:
         await self._reader.aclose()
 
     # --- changes: every node's clients hear of every call --------------------------------------
-
-    def _committed(self, record: CallRecord) -> None:
-        """A call changed here: the other nodes are told which (they read it when they need)."""
-        if self._stopping:
-            return
-        message = f"{self.node} {record.call_id}"
-        task = asyncio.get_running_loop().create_task(self._publish(message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _publish(self, message: str) -> None:
-        await self.store.aio.publish(self.key("changes"), message)
 
     async def _listen(self) -> None:
         pubsub = self._reader.pubsub(ignore_subscribe_messages=True)

@@ -61,7 +61,8 @@ DEFAULT_RETENTION_S = 72 * 3600.0
 #       10.. pid keys.
 # ARGV: 1 me, 2 retention ms, 3 reply, 4 has event, 5 has record, 6 row, 7 started_at,
 #       8 ended, 9 call id, 10 lines before, 11 new lines, 12 visits before, 13 new visits,
-#       14 rejected, 15.. the new lines then the new visits.
+#       14 rejected, 15 the channel to tell of the change ('' for none), 16.. the new lines
+#       then the new visits.
 # Returns 1 (committed), 0 (the event key was processed before: nothing written) or -1 (the
 # call belongs to another node: nothing written).
 _COMMIT = """
@@ -77,7 +78,7 @@ if ARGV[14] == '1' then redis.call('SET', KEYS[9], '1', 'PX', ARGV[2]) end
 if ARGV[5] ~= '1' then return 1 end
 local id = ARGV[9]
 redis.call('SET', KEYS[2], ARGV[6])
-local at = 15
+local at = 16
 -- The items given start at index `before`; only those Redis does not hold yet are appended
 -- (a node that had not read the call sends them all: nothing is doubled).
 local function append(key, before, count)
@@ -100,6 +101,7 @@ else
   redis.call('SADD', KEYS[8], id)
 end
 for k = 10, #KEYS do redis.call('SET', KEYS[k], id) end
+if ARGV[15] ~= '' then redis.call('PUBLISH', ARGV[15], me .. ' ' .. id) end
 return 1
 """
 
@@ -164,6 +166,9 @@ class RedisStore:
         self._pids: dict[tuple[str, str], str] = {}
         self._written: dict[str, _Written] = {}
         self.watchers: list[Callable[[CallRecord], None]] = []
+        # The pub/sub channel each commit of a call is told on, in the same script ("": none;
+        # the cluster sets it: other gateways' clients hear of this gateway's calls).
+        self.changes = ""
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -311,7 +316,7 @@ class RedisStore:
         flags = ["1" if key is not None else "0", "1" if record is not None else "0"]
         args: list[Any] = [self.node, int(self.retention_s * 1000), stored, *flags]
         if record is None:
-            args += ["", 0, "0", "", 0, 0, 0, 0, "1" if rejected else "0"]
+            args += ["", 0, "0", "", 0, 0, 0, 0, "1" if rejected else "0", ""]
             return keys, args, _Written("", 0, 0)
         # What this node knows Redis holds; for a call it has not read, everything is sent and
         # the script appends what is missing (no read first).
@@ -322,7 +327,7 @@ class RedisStore:
         visits = record.visited[before.visits :]
         args += [row, record.started_at, "1" if record.ended else "0", record.call_id,
                  before.lines, len(lines), before.visits, len(visits),
-                 "1" if rejected else "0", *lines, *visits]  # fmt: skip
+                 "1" if rejected else "0", self.changes, *lines, *visits]  # fmt: skip
         pids = [record.provider_call_id, *record.metadata.get("previous_provider_ids", [])]
         keys += [self.key("pid", record.provider, pid) for pid in pids if pid]
         return keys, args, _Written(row, len(record.transcript), len(record.visited))
