@@ -45,6 +45,10 @@ log = logging.getLogger("voicecall.runtime")
 
 DEFAULT_LEASE_S = 10.0
 INBOX_MAXLEN = 10_000  # routed messages kept per node (approximate trim)
+# An inbox expires this long after its last message: a message for a node that is gone (an
+# answer to a dead sender, a request to an owner that died meanwhile) recreates its inbox
+# after the sweep deleted it, and nothing would ever delete it again.
+INBOX_TTL_MS = 3600_000
 MAX_HOPS = 2  # a routed request is re-routed at most this often (ownership moved meanwhile)
 
 # Where a call's work goes, in one round trip. KEYS: 1 call:{id} of the id named (or any key),
@@ -176,6 +180,9 @@ class Cluster:
             try:
                 kept = await aio.set(self.key("node", self.node), self.node_url, xx=True,
                                      px=int(self.lease_s * 1000))  # fmt: skip
+                # Another node's sweep drops a node whose lease lapsed with no call from the
+                # nodes it sweeps: registered again, or its later calls are never taken over.
+                await aio.sadd(self.key("nodes"), self.node)  # type: ignore[misc]
                 if not kept:  # it expired (this process was paused): calls may have moved
                     log.warning("cluster: node %s lost its lease; checking its calls", self.node)
                     await aio.set(self.key("node", self.node), self.node_url,
@@ -297,11 +304,8 @@ class Cluster:
         self._waiting[request] = future
         self.routed += 1
         try:
-            await self.store.aio.xadd(
-                self.key("inbox", node),
-                {"kind": kind, "id": request, "from": self.node, "body": orjson.dumps(payload)},
-                maxlen=INBOX_MAXLEN, approximate=True,
-            )  # fmt: skip
+            await self._send(node, {"kind": kind, "id": request, "from": self.node,
+                                    "body": orjson.dumps(payload)})  # fmt: skip
             async with asyncio.timeout(timeout_s):
                 return await self._answer(node, future)
         except TimeoutError:
@@ -335,7 +339,11 @@ class Cluster:
             for _stream, messages in found or []:
                 for message_id, fields in messages:
                     last = message_id
-                    self._dispatch({k.decode(): v for k, v in fields.items()})
+                    try:
+                        self._dispatch({k.decode(): v for k, v in fields.items()})
+                    except Exception as exc:  # one bad message must not stop the inbox
+                        log.warning("cluster: routed message %s dropped (%s: %s)",
+                                    message_id.decode(), type(exc).__name__, exc)  # fmt: skip
 
     def _dispatch(self, fields: dict[str, bytes]) -> None:
         kind, request = fields["kind"].decode(), fields["id"].decode()
@@ -371,11 +379,15 @@ class Cluster:
         except Exception as exc:  # the sender answers its carrier with a retryable refusal
             log.exception("cluster: routed %s failed", kind)
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        await self.store.aio.xadd(
-            self.key("inbox", sender),
-            {"kind": "answer", "id": request, "from": self.node, "body": orjson.dumps(answer)},
-            maxlen=INBOX_MAXLEN, approximate=True,
-        )  # fmt: skip
+        await self._send(sender, {"kind": "answer", "id": request, "from": self.node,
+                                  "body": orjson.dumps(answer)})  # fmt: skip
+
+    async def _send(self, node: str, message: dict[Any, Any]) -> None:
+        inbox = self.key("inbox", node)
+        async with self.store.aio.pipeline(transaction=False) as pipe:
+            pipe.xadd(inbox, message, maxlen=INBOX_MAXLEN, approximate=True)
+            pipe.pexpire(inbox, INBOX_TTL_MS)
+            await pipe.execute()
 
 
 def _event_json(event: Event) -> dict[str, Any]:
