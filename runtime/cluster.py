@@ -49,7 +49,9 @@ INBOX_MAXLEN = 10_000  # routed messages kept per node (approximate trim)
 # answer to a dead sender, a request to an owner that died meanwhile) recreates its inbox
 # after the sweep deleted it, and nothing would ever delete it again.
 INBOX_TTL_MS = 3600_000
-MAX_HOPS = 2  # a routed request is re-routed at most this often (ownership moved meanwhile)
+# A routed request is routed again at most this often (its call changed owner meanwhile: a
+# takeover, a lease that lapsed); past it, the webhook is answered 503 and the carrier retries.
+MAX_HOPS = 4
 
 # Where a call's work goes, in one round trip. KEYS: 1 call:{id} of the id named (or any key),
 # 2.. pid:{provider}:{pid} of the carrier ids named. ARGV: 1 the id named (or ''), 2 the owner
