@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, cast
@@ -56,6 +57,9 @@ DEFAULT_PREFIX = "voicecall:"
 # How long a processed-event key (and a rejected carrier call id) is kept when the manager does
 # not say (its eventRetentionHours).
 DEFAULT_RETENTION_S = 72 * 3600.0
+# What was read of calls this node does not keep (ended, or another node's), for `unchanged`:
+# at most this many, the least recently read dropped first.
+READ_KEPT = 1024
 
 # KEYS: 1 ev, 2 call, 3 lines, 4 visits, 5 live, 6 recent, 7 owner, 8 owned:{me}, 9 rej,
 #       10.. pid keys.
@@ -165,6 +169,7 @@ class RedisStore:
         self._live: dict[str, CallRecord] = {}
         self._pids: dict[tuple[str, str], str] = {}
         self._written: dict[str, _Written] = {}
+        self._read: OrderedDict[str, _Written] = OrderedDict()
         self.watchers: list[Callable[[CallRecord], None]] = []
         # The pub/sub channel each commit of a call is told on, in the same script ("": none;
         # the cluster sets it: other gateways' clients hear of this gateway's calls).
@@ -216,9 +221,15 @@ class RedisStore:
         data["visited"] = [v.decode() for v in visits]
         record = CallRecord.from_json(data)
         # Only what this node owns is kept: another node's call changes under it.
+        written = _Written(row.decode(), len(lines), len(visits))
         if not record.ended and owner is not None and owner.decode() == self.node:
-            self._written[call_id] = _Written(row.decode(), len(lines), len(visits))
+            self._written[call_id] = written
             self._remember(record)
+        else:  # a late webhook for an ended call asks `unchanged` of it: no blocking read then
+            self._read[call_id] = written
+            self._read.move_to_end(call_id)
+            if len(self._read) > READ_KEPT:
+                self._read.popitem(last=False)
         return record
 
     def find(self, provider: str, provider_call_id: str) -> CallRecord | None:
@@ -333,7 +344,7 @@ class RedisStore:
         return keys, args, _Written(row, len(record.transcript), len(record.visited))
 
     def _stored(self, call_id: str) -> _Written:
-        cached = self._written.get(call_id)
+        cached = self._written.get(call_id) or self._read.get(call_id)
         if cached is not None:
             return cached
         pipe = self.sync.pipeline(transaction=False)
@@ -372,6 +383,7 @@ class RedisStore:
     def forget(self, call_id: str) -> None:
         self._live.pop(call_id, None)
         self._written.pop(call_id, None)
+        self._read.pop(call_id, None)
         for key in [k for k, v in self._pids.items() if v == call_id]:
             del self._pids[key]
 

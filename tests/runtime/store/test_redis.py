@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 
 from tests.runtime.store.conftest import REDIS_URL
 from tests.runtime.store.test_contract import REPLY, line, record
@@ -106,5 +107,23 @@ async def test_a_call_is_not_claimed_from_a_node_whose_lease_is_back(prefix: str
     assert await b.aio.get(b.key("owner", call.call_id)) == b"a"
     await a.aio.delete(a.key("node", "a"))
     assert await b.claim(call.call_id, "a")  # dead now: taken
+    for store in (a, b):
+        await store.aclose()
+
+
+async def test_a_webhook_for_an_ended_call_makes_no_blocking_redis_call(prefix: str) -> None:
+    # A late webhook (Twilio's status callback after the bot hung up) reads the ended call,
+    # changes nothing, and asks whether it changed: that answer must not block the event loop.
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    call = record(state="completed", end_reason="completed")
+    call.transcript.append(line("bye"))
+    a.save(call)
+    b = RedisStore(REDIS_URL, prefix=prefix, node="b")
+    b.sync.close()
+    b.sync = redis.Redis.from_url("redis://127.0.0.1:1/0")  # any blocking call fails
+    read = await b.read(call.call_id)
+    assert read is not None and b.unchanged(read)
+    read.metadata["late"] = True
+    assert not b.unchanged(read)
     for store in (a, b):
         await store.aclose()
