@@ -68,12 +68,21 @@ READ_KEPT = 1024
 #       14 rejected, 15 the channel to tell of the change ('' for none), 16.. the new lines
 #       then the new visits.
 # Returns 1 (committed), 0 (the event key was processed before: nothing written) or -1 (the
-# call belongs to another node: nothing written).
+# call belongs to another node, or it is new and its carrier id names another call already:
+# nothing written).
 _COMMIT = """
 local me = ARGV[1]
 if ARGV[5] == '1' then
   local owner = redis.call('GET', KEYS[7])
   if owner and owner ~= me then return -1 end
+  -- Two nodes that both found no call for a carrier id (a retry of the first webhook under
+  -- another replay key, at the other node) create one each: the second is refused.
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    for k = 10, #KEYS do
+      local other = redis.call('GET', KEYS[k])
+      if other and other ~= ARGV[9] then return -1 end
+    end
+  end
 end
 if ARGV[4] == '1' then
   if not redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[2]) then return 0 end

@@ -1,6 +1,7 @@
 """The cluster under what a real deployment does to it: a paused node, a garbled or stray
-routed message, messages for nodes that are gone. One node (a Cluster on a real Redis, no
-manager: nothing here reaches a call) per test, under its own key prefix."""
+routed message, messages for nodes that are gone, one call's webhooks at both gateways at
+once. One node (a Cluster on a real Redis, no manager: nothing there reaches a call), or two
+whole gateways, per test, under its own key prefix."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import aiohttp
 import pytest
 
+from tests.runtime.test_cluster import Front, Pair, start_gateway
 from voicecall.runtime.cluster import Cluster, OwnerGone
+from voicecall.runtime.sim.carrier.carrier import MockCarrier
+from voicecall.runtime.sim.carrier.signing import twilio_signature
 from voicecall.runtime.store.redis import RedisStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -58,3 +63,50 @@ async def test_a_message_for_a_gone_node_leaves_no_lasting_key(node: Cluster) ->
     with pytest.raises(OwnerGone):
         await node._route("ghost", "command", {"op": "speak"}, GENEROUS_S)
     assert await node.store.aio.pttl(node.key("inbox", "ghost")) > 0
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
+    carrier = MockCarrier("twilio")
+    await carrier.start()
+    front = Front()
+    await front.start()
+    gateways = [await start_gateway(carrier, front, prefix) for _ in range(2)]
+    yield Pair(carrier, front, gateways, prefix)
+    for gateway in gateways:
+        await gateway.stop()
+    await front.stop()
+    await carrier.stop()
+    cleaner = RedisStore(REDIS_URL, prefix=prefix)
+    await cleaner.delete_all()
+    await cleaner.aclose()
+
+
+async def test_one_inbound_call_reaching_both_gateways_at_once_is_created_once(
+    pair: Pair,
+) -> None:
+    # The first webhook of a new call at one gateway and its retry under another replay key
+    # (a Telnyx or Plivo retry is signed anew) at the other, at the same time.
+    url = pair.front.url + "/voice/webhook"
+    form = {"CallSid": "CAraced", "AccountSid": pair.carrier.credentials["accountSid"],
+            "From": "+15550002222", "To": "+15550000000", "Direction": "inbound",
+            "CallStatus": "ringing"}  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+
+        async def post(target: str, attempt: str) -> int:
+            fields = {**form, "Attempt": attempt}  # another body: another replay key
+            token = pair.carrier.credentials["authToken"]
+            headers = {"X-Twilio-Signature": twilio_signature(token, url, fields)}
+            async with session.post(target + "/voice/webhook", data=fields,
+                                    headers=headers) as answer:  # fmt: skip
+                await answer.read()
+                return answer.status
+
+        statuses = await asyncio.gather(*(post(t, str(i))
+                                          for i, t in enumerate(pair.front.targets)))  # fmt: skip
+    assert statuses == [200, 200]
+    store = pair.gateways[0].store
+    assert await store.count_live() == 1
+    owners = [len(g.store.live()) for g in pair.gateways]
+    assert sorted(owners) == [0, 1]

@@ -127,3 +127,23 @@ async def test_a_webhook_for_an_ended_call_makes_no_blocking_redis_call(prefix: 
     assert not b.unchanged(read)
     for store in (a, b):
         await store.aclose()
+
+
+async def test_a_carrier_call_is_created_once_when_two_nodes_race_to_create_it(
+    prefix: str,
+) -> None:
+    # Telnyx re-sends call.initiated re-signed (another replay key) when the first try is
+    # slow: a first try at node a and the retry at node b each find no call and create one.
+    # The second creation must be refused (the carrier id is taken) and routed to the first.
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    b = RedisStore(REDIS_URL, prefix=prefix, node="b")
+    first, second = record(provider_call_id="v3:1"), record(provider_call_id="v3:1")
+    assert await a.commit_event("try-1", first, REPLY)
+    with pytest.raises(NotOwner):
+        await b.commit_event("try-2", second, REPLY)
+    assert await b.seen("try-2") is None and await b.count_live() == 1
+    assert await b.read(second.call_id) is None
+    found = await b.read_by("twilio", "v3:1")
+    assert found is not None and found.call_id == first.call_id
+    for store in (a, b):
+        await store.aclose()
