@@ -288,7 +288,14 @@ class Cluster:
         here, at its owner, or here after taking the call over from a dead owner."""
         target = await self.owner(call_id)
         if target == self.node or hops >= MAX_HOPS:
-            return await AGENT_COMMANDS[op](self.manager.turns, call_id, *args)
+            try:
+                return await AGENT_COMMANDS[op](self.manager.turns, call_id, *args)
+            except NotOwner as exc:  # its commit was refused: nothing of it was sent
+                log.warning("%s: routed again", exc)
+                if hops >= MAX_HOPS:
+                    raise
+                return await self.command(op, call_id, *args, timeout_s=timeout_s,
+                                          hops=hops + 1)  # fmt: skip
         try:
             body = {"op": op, "call": call_id, "args": list(args)}
             answer = await self._route(target, "command", body, timeout_s)

@@ -13,7 +13,14 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from tests.runtime.test_cluster import Front, Pair, start_gateway
+from tests.runtime.test_cluster import (
+    CALLEE,
+    TALK,
+    Front,
+    Pair,
+    start_gateway,
+    waiting_for_agent,
+)
 from voicecall.runtime.cluster import Cluster, OwnerGone
 from voicecall.runtime.sim.carrier.carrier import MockCarrier
 from voicecall.runtime.sim.carrier.signing import twilio_signature
@@ -110,3 +117,25 @@ async def test_one_inbound_call_reaching_both_gateways_at_once_is_created_once(
     assert await store.count_live() == 1
     owners = [len(g.store.live()) for g in pair.gateways]
     assert sorted(owners) == [0, 1]
+
+
+async def test_an_agent_command_at_a_gateway_that_lost_the_call_goes_to_the_new_owner(
+    pair: Pair,
+) -> None:
+    # The first gateway was paused past its lease and the second took its call over; the
+    # first has not noticed yet (its next renewal would): a command it gets is routed on.
+    first, second = pair.gateways
+    pair.carrier.script = TALK
+    call = await first.manager.initiate(to=CALLEE, flow="conversation",
+                                        params={"message": "Hello there"})  # fmt: skip
+    await waiting_for_agent(pair, call.call_id)
+    lost, taker = pair.cluster(0), pair.cluster(1)
+    lost._running[0].cancel()  # no renewal: it does not notice
+    await first.store.aio.delete(lost.key("node", lost.node))
+    assert await taker.sweep() == [call.call_id]
+    assert first.store.owns(call.call_id)  # what it believes
+    await first.manager.speak(call.call_id, "Still there?")
+    record = second.store.get(call.call_id)
+    assert record is not None
+    bot = [line.text for line in record.transcript if line.speaker == "bot"]
+    assert bot == ["Hello there", "Still there?"]
