@@ -131,9 +131,9 @@ async def test_an_agent_command_at_a_gateway_that_lost_the_call_goes_to_the_new_
     await waiting_for_agent(pair, call.call_id)
     lost, taker = pair.cluster(0), pair.cluster(1)
     lost._running[0].cancel()  # no renewal: it does not notice
-    await first.store.aio.delete(lost.key("node", lost.node))
+    await lost.store.aio.delete(lost.key("node", lost.node))
     assert await taker.sweep() == [call.call_id]
-    assert first.store.owns(call.call_id)  # what it believes
+    assert lost.store.owns(call.call_id)  # what it believes
     await first.manager.speak(call.call_id, "Still there?")
     record = second.store.get(call.call_id)
     assert record is not None
