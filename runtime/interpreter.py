@@ -105,7 +105,7 @@ def _located(source: object, exc: RenderError) -> str:
 def _eval(expr: m.Expr, values: Mapping[str, Any]) -> Any:
     """Evaluates a flow expression; any failure is a RenderError naming where it is."""
     try:
-        return _compiled_expression(expr.source)(**values)
+        return _compiled_expression(expr.source)(values)
     except Exception as exc:
         raise _ExprError(f"{expr.source!r}: {exc}", expr.span) from exc
 
