@@ -367,8 +367,14 @@ class Interpreter:
 
     def emit(self, call: CallRecord, block: CompiledBlock, step: int, run: Run) -> None:
         """Renders a block into the run and records what it says and what it waits for."""
-        values = self.values(call, block.scope)
         kind = _wait_kind(block.end)
+        if kind is None and block.xml is not None and not block.xml.slots and not block.ops:
+            # Says nothing and fills nothing in (a branch, a set, a hangup): its fixed text, no
+            # values and no callback URL built (a branch is half the blocks of a menu loop).
+            run.fragments.append(block.xml.parts[0])
+            self.settle(call, block, kind, step, run)
+            return
+        values = self.values(call, block.scope)
         url_kind = "input" if kind == "converse" else kind or "live"  # a turn is an input too
         url = callback_url(self.base, call.call_id, url_kind, block.id, step)
         opening = self.stream_opening(call, block, values)
@@ -401,6 +407,12 @@ class Interpreter:
                                              talk.system_prompt.source, str(block.end.source)
                                          ).value(values, {})
                                          if talk.system_prompt else None}  # fmt: skip
+        self.settle(call, block, kind, step, run)
+
+    def settle(
+        self, call: CallRecord, block: CompiledBlock, kind: str | None, step: int, run: Run
+    ) -> None:
+        """Records what an emitted block waits for (``kind``), or that it ends the call."""
         if kind is not None:
             call.waiting = Waiting(block=block.id, kind=kind, step=step)
             call.move("listening" if kind in ("input", "converse") else "active")
