@@ -130,8 +130,15 @@ class Cluster:
         log.info("cluster: node %s up (lease %.0fs)", self.node, self.lease_s)
 
     async def stop(self) -> None:
-        """Gives the lease up: the other nodes take this node's unfinished calls over at once."""
+        """Gives the lease up: the other nodes take this node's unfinished calls over at once.
+
+        Routed work in hand is finished first (its side effects sent), for at most the time a
+        sender waits: cut off, what it committed would never reach the carrier, or its sender,
+        unanswered, would run it again. New routed work is left to the next owner."""
         self._stopping = True
+        if self._tasks:  # the inbox is still read: their own routed requests get answers
+            await asyncio.wait(list(self._tasks), timeout=self.route_timeout_s)
+        await self.manager.drain()
         self.store.changes = ""
         for task in self._running:
             task.cancel()
@@ -361,6 +368,8 @@ class Cluster:
             future = self._waiting.get(request)
             if future is not None and not future.done():
                 future.set_result(body)
+            return
+        if self._stopping:  # its sender gets OwnerGone once the lease is given up
             return
         task = asyncio.get_running_loop().create_task(
             self._serve(kind, request, fields["from"].decode(), body))  # fmt: skip

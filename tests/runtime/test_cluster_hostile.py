@@ -30,11 +30,18 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 GENEROUS_S = 30.0  # how long something may take on a loaded machine (not a speed limit)
 
 
+class NoCalls:
+    """The manager of a node that holds no call (what its stop waits for: nothing)."""
+
+    async def drain(self) -> None:
+        return None
+
+
 @pytest.fixture
 async def node() -> AsyncIterator[Cluster]:
     prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
     store = RedisStore(REDIS_URL, prefix=prefix, node="a")
-    cluster = Cluster(store, cast(Any, None), lease_s=0.6)
+    cluster = Cluster(store, cast(Any, NoCalls()), lease_s=0.6)
     await cluster.start()
     yield cluster
     await cluster.stop()
@@ -139,3 +146,42 @@ async def test_an_agent_command_at_a_gateway_that_lost_the_call_goes_to_the_new_
     assert record is not None
     bot = [line.text for line in record.transcript if line.speaker == "bot"]
     assert bot == ["Hello there", "Still there?"]
+
+
+async def test_a_gateway_stopping_finishes_the_routed_work_it_holds(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A command routed to the owner is still being applied when the owner is told to stop
+    # (a rolling deploy): it must be committed and sent once. Cut off, its commit lands
+    # after the drain (the carrier is never told), or its sender, unanswered, runs it again.
+    owner, other = pair.gateways
+    pair.carrier.script = TALK
+    call = await owner.manager.initiate(to=CALLEE, flow="conversation",
+                                        params={"message": "Hello there"})  # fmt: skip
+    await waiting_for_agent(pair, call.call_id)
+    applying = asyncio.Event()
+    turns, stopping = owner.manager.turns, pair.cluster(0)
+    push = turns._push_turn
+
+    async def slow_push(*args: Any, **kwargs: Any) -> None:
+        applying.set()
+        while not stopping._stopping:  # still applying once the owner's node is stopping
+            await asyncio.sleep(0.01)
+        await push(*args, **kwargs)
+
+    monkeypatch.setattr(turns, "_push_turn", slow_push)
+    speak = asyncio.create_task(other.manager.speak(call.call_id, "One moment please."))
+    async with asyncio.timeout(GENEROUS_S):
+        await applying.wait()
+    before = live_updates(pair.carrier)
+    await owner.stop()
+    pair.gateways.remove(owner)  # stopped: not again at the end
+    pair.dead.add(0)
+    async with asyncio.timeout(GENEROUS_S):
+        await speak
+    assert live_updates(pair.carrier) == before + 1  # the turn pushed to the call, once
+
+
+def live_updates(carrier: MockCarrier) -> int:
+    return sum(1 for r in carrier.requests if r.method == "POST" and isinstance(r.body, dict)
+               and "kind=live" in str(r.body.get("Url", "")))  # fmt: skip
