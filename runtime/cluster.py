@@ -49,6 +49,7 @@ INBOX_MAXLEN = 10_000  # routed messages kept per node (approximate trim)
 # answer to a dead sender, a request to an owner that died meanwhile) recreates its inbox
 # after the sweep deleted it, and nothing would ever delete it again.
 INBOX_TTL_MS = 3600_000
+INBOX_BLOCK_MS = 1000  # how long one read of the inbox waits for a message
 # A routed request is routed again at most this often (its call changed owner meanwhile: a
 # takeover, a lease that lapsed); past it, the webhook is answered 503 and the carrier retries.
 MAX_HOPS = 4
@@ -343,9 +344,14 @@ class Cluster:
 
     async def _read(self) -> None:
         inbox, last = self.key("inbox", self.node), "0-0"
+        # Past the read's own wait, its answer was lost (a silent network partition): the
+        # connection is dropped and the read sent again, else the inbox is never read again.
+        wait_s = INBOX_BLOCK_MS / 1000 + max(1.0, self.lease_s / 2)
         while True:
             try:
-                found = await self._reader.xread({inbox: last}, count=200, block=1000)
+                async with asyncio.timeout(wait_s):
+                    found = await self._reader.xread({inbox: last}, count=200,
+                                                     block=INBOX_BLOCK_MS)  # fmt: skip
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

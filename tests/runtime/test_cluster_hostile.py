@@ -6,6 +6,7 @@ whole gateways, per test, under its own key prefix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -185,3 +186,64 @@ async def test_a_gateway_stopping_finishes_the_routed_work_it_holds(
 def live_updates(carrier: MockCarrier) -> int:
     return sum(1 for r in carrier.requests if r.method == "POST" and isinstance(r.body, dict)
                and "kind=live" in str(r.body.get("Url", "")))  # fmt: skip
+
+
+class Blackhole:
+    """A TCP relay to Redis that can swallow everything both ways without closing (a network
+    partition: no reset, nothing answers)."""
+
+    def __init__(self) -> None:
+        self.swallowing = False
+        self.pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink))
+            self.pumps.add(task)
+            task.add_done_callback(self.pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await source.read(65536):
+                if not self.swallowing:
+                    sink.write(chunk)
+                    await sink.drain()
+        sink.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        for task in list(self.pumps):
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+
+
+async def test_the_inbox_is_read_again_after_a_silent_network_partition() -> None:
+    # A blocking read whose answer never comes (the network dropped it, no reset) must time
+    # out and be sent again: else the node renews its lease but never reads routed work.
+    hole = Blackhole()
+    url = await hole.start()
+    store = RedisStore(url, prefix=f"vctest:{uuid.uuid4().hex[:10]}:", node="a")
+    node = Cluster(store, cast(Any, NoCalls()), lease_s=0.6)
+    await node.start()
+    try:
+        hole.swallowing = True
+        await asyncio.sleep(1.5)  # a read (each blocks 1 s) was sent and its answer lost
+        hole.swallowing = False
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        node._waiting["r1"] = future
+        direct = RedisStore(REDIS_URL, prefix=store.prefix)
+        await direct.aio.xadd(node.key("inbox", "a"), {"kind": "answer", "id": "r1",
+                                                        "from": "b", "body": b"{}"})  # fmt: skip
+        async with asyncio.timeout(GENEROUS_S):
+            assert await future == {}
+    finally:
+        await node.stop()
+        await direct.delete_all()
+        await direct.aclose()
+        await store.aclose()
+        await hole.stop()
