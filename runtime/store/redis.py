@@ -276,7 +276,7 @@ class RedisStore:
     def all_live(self) -> list[CallRecord]:
         """Every unfinished call of the deployment, whichever node owns it."""
         ids = [i.decode() for i in cast(list[bytes], self.sync.zrange(self.key("live"), 0, -1))]
-        return [c for c in (self.get(i) for i in ids) if c is not None and not c.ended]
+        return [c for c in self._get_many(ids) if c is not None and not c.ended]
 
     async def count_live(self) -> int:
         """Unfinished calls of the whole deployment (maxConcurrentCalls counts them all)."""
@@ -285,7 +285,23 @@ class RedisStore:
     def recent(self, limit: int) -> list[CallRecord]:
         found = self.sync.zrange(self.key("recent"), 0, limit - 1, desc=True)
         ids = [i.decode() for i in cast(list[bytes], found)]
-        return [c for c in (self.get(i) for i in ids) if c is not None]
+        return [c for c in self._get_many(ids) if c is not None]
+
+    def _get_many(self, ids: list[str]) -> list[CallRecord | None]:
+        """:meth:`get` of each of ``ids``, in one round trip (not one a call)."""
+        missing = [i for i in ids if i not in self._live]
+        read: dict[str, CallRecord | None] = {}
+        if missing:
+            pipe = self.sync.pipeline(transaction=False)
+            for call_id in missing:
+                pipe.get(self.key("call", call_id))
+                pipe.lrange(self.key("lines", call_id), 0, -1)
+                pipe.lrange(self.key("visits", call_id), 0, -1)
+                pipe.get(self.key("owner", call_id))
+            rows = pipe.execute()
+            for n, call_id in enumerate(missing):
+                read[call_id] = self._decode(call_id, *rows[4 * n : 4 * n + 4])
+        return [self._live[i] if i in self._live else read.get(i) for i in ids]
 
     def owns(self, call_id: str) -> bool:
         """Whether this node holds ``call_id`` in memory as its owner."""

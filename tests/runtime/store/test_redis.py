@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis
@@ -145,5 +146,31 @@ async def test_a_carrier_call_is_created_once_when_two_nodes_race_to_create_it(
     assert await b.read(second.call_id) is None
     found = await b.read_by("twilio", "v3:1")
     assert found is not None and found.call_id == first.call_id
+    for store in (a, b):
+        await store.aclose()
+
+
+async def test_every_live_call_is_read_in_one_round_trip(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `voicecall.status` lists every live call of the deployment with the blocking client:
+    # one round trip per call held the event loop (every call's media) that many times.
+    a = RedisStore(REDIS_URL, prefix=prefix, node="a")
+    calls = [record(started_at=float(n)) for n in range(20)]
+    for n, call in enumerate(calls):
+        assert await a.commit_event(f"e{n}", call, REPLY)
+    b = RedisStore(REDIS_URL, prefix=prefix, node="b")
+    pipelines = 0
+    pipeline = b.sync.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(b.sync, "pipeline", counted)
+    assert [c.call_id for c in b.all_live()] == [c.call_id for c in calls]
+    assert [c.call_id for c in b.recent(5)] == [c.call_id for c in calls[::-1][:5]]
+    assert pipelines == 2
     for store in (a, b):
         await store.aclose()
