@@ -344,7 +344,11 @@ def _open_store(config: RuntimeConfig, clock: Clock) -> Store:
     if url is None:
         return SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
     retention = float(config.get("eventRetentionHours", 72)) * 3600
-    store = RedisStore(url, prefix=config.redis()["prefix"], now=clock.now, retention_s=retention)
+    try:
+        store = RedisStore(url, prefix=config.redis()["prefix"], now=clock.now,
+                           retention_s=retention)  # fmt: skip
+    except ValueError as exc:  # redis-py's word on a malformed URL: name the key
+        raise ValueError(f"store: {exc}") from None
     try:
         store.sync.ping()
     except redis.RedisError as exc:

@@ -121,8 +121,11 @@ class Cluster:
         aio = self.store.aio
         await aio.sadd(self.key("nodes"), self.node)  # type: ignore[misc]
         await aio.set(self.key("node", self.node), self.node_url, px=int(self.lease_s * 1000))
-        # A blocking read holds its connection: a client of its own.
-        self._reader = self.store.aio.__class__.from_url(self.store.url, socket_timeout=None)
+        # A blocking read holds its connection: a client of its own. Its idle connections (the
+        # change notices' subscription) are pinged, so a silently dead one is found and opened
+        # again (notices published meanwhile are missed: the next change of the call tells).
+        self._reader = self.store.aio.__class__.from_url(self.store.url, socket_timeout=None,
+                                                         health_check_interval=15)  # fmt: skip
         self._running = [asyncio.create_task(self._renew(), name="cluster-lease"),
                          asyncio.create_task(self._read(), name="cluster-inbox"),
                          asyncio.create_task(self._listen(), name="cluster-changes")]  # fmt: skip

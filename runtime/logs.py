@@ -47,7 +47,7 @@ class CallContext:
     def resolved_id(self) -> str | None:
         if self.call_id is None and self.provider_call_id:
             with contextlib.suppress(Exception):
-                found = self.manager.store.find(self.provider, self.provider_call_id)
+                found = self.manager.store.peek_by(self.provider, self.provider_call_id)
                 self.call_id = found.call_id if found is not None else None
         return self.call_id
 
@@ -57,7 +57,7 @@ class CallContext:
         if call_id is None:
             return None
         try:
-            call = self.manager.store.get(call_id)
+            call = self.manager.store.peek(call_id)  # never a network round trip for a log line
             block = self.block or (call.waiting.block if call and call.waiting else None)
             if call is None or block is None:
                 return None

@@ -81,6 +81,14 @@ class Store(Protocol):
         """Unfinished calls, whichever process owns them (maxConcurrentCalls counts them all)."""
         ...
 
+    def peek(self, call_id: str) -> CallRecord | None:
+        """:meth:`get` if it needs no network round trip, else None (log lines use it)."""
+        ...
+
+    def peek_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        """:meth:`find` if it needs no network round trip, else None."""
+        ...
+
     async def read(self, call_id: str) -> CallRecord | None:
         """:meth:`get` without blocking the event loop on a networked store."""
         ...

@@ -248,6 +248,13 @@ class RedisStore:
         call_id = cast(bytes | None, self.sync.get(self.key("pid", provider, provider_call_id)))
         return self.get(call_id.decode()) if call_id else None
 
+    def peek(self, call_id: str) -> CallRecord | None:
+        """What this node holds of a call in memory (never a round trip: log lines use it)."""
+        return self._live.get(call_id)
+
+    def peek_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        return self._live.get(self._pids.get((provider, provider_call_id), ""))
+
     async def read_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
         cached = self._pids.get((provider, provider_call_id))
         if cached is not None and cached in self._live:

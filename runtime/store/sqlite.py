@@ -248,6 +248,12 @@ class SQLiteStore:
         """Every unfinished call (this process is the file's only user)."""
         return self.live()
 
+    def peek(self, call_id: str) -> CallRecord | None:
+        return self.get(call_id)  # a local file
+
+    def peek_by(self, provider: str, provider_call_id: str) -> CallRecord | None:
+        return self.find(provider, provider_call_id)
+
     async def read(self, call_id: str) -> CallRecord | None:
         return self.get(call_id)  # a local file: answers at once
 

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.runtime.hostile_support import exchange, start_target, valid
+from voicecall.runtime.app import RuntimeConfig, start_runtime
 from voicecall.runtime.store.redis import RedisStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -57,3 +58,16 @@ async def test_redis_going_away_is_a_503_and_the_retry_applies(
         cleaner = RedisStore(REDIS_URL, prefix=prefix)
         await cleaner.delete_all()
         await cleaner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [("redis://:pw-5150@127.0.0.1:notaport/0", "store: Port could not be cast"),
+     ("redis://:pw-5150@127.0.0.1:1/0", "store: Redis at redis://127.0.0.1:1/0 is not reachable")],
+)  # fmt: skip
+async def test_a_redis_store_that_cannot_open_names_the_key_not_the_password(
+    url: str, said: str
+) -> None:
+    with pytest.raises((ValueError, OSError)) as refused:
+        await start_runtime(RuntimeConfig(raw={"provider": "mock", "store": url}), port=0)
+    assert str(refused.value).startswith(said) and "pw-5150" not in str(refused.value)
