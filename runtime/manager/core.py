@@ -192,7 +192,7 @@ class Calls:
             if call is not None and not call.ended:
                 call.metadata["error"] = why
                 self.finalize(call, reason)
-                self.store.save(call)
+                await self.store.save(call)
 
     def live(self, call_id: str) -> CallRecord:
         call = self.store.get(call_id)

@@ -47,7 +47,7 @@ class Outbound:
                               flow=compiled.flow.name, flow_digest=compiled.flow.digest,
                               params=values, started_at=calls.clock.now(),
                               metadata=dict(metadata or {}))  # fmt: skip
-        calls.store.save(call)
+        await calls.store.save(call)
         if calls.streams is not None:  # a greeting on a stream is synthesized while it rings
             calls.streams.ring(call, calls.interpreter(call))
         try:
@@ -62,7 +62,7 @@ class Outbound:
         async with calls.lock(call.call_id):
             fresh = calls.store.get(call.call_id) or call
             fresh.provider_call_id = fresh.provider_call_id or provider_id
-            calls.store.save(fresh)
+            await calls.store.save(fresh)
         if not fresh.ended:
             calls.timers.set(call.call_id, "ring", settings.ring_timeout_s)
         log.info("call %s: placed to %s with flow %s (%s)", call.call_id, mask(target),

@@ -66,7 +66,7 @@ class Restorer:
                 return
             log.info("call %s: past its maximum duration after a restart: hung up", call_id)
             self.calls.finalize(call, "timeout")
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, [self.delivery.hangup_send(call)])
 
     async def _status(self, provider_call_id: str) -> CallStatus:

@@ -38,7 +38,7 @@ class Timeouts:
             outcome = self._handlers[kind](call)
             if outcome is None:
                 return
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
     def after_commit(self, call: CallRecord) -> None:

@@ -115,7 +115,7 @@ class AgentTurns:
         async with self.calls.lock(call_id):
             call = self.calls.live(call_id)
             call.ending = "hangup-bot"
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, [self.delivery.hangup_send(call)])
 
     async def finish(self, call_id: str, values: Mapping[str, Any]) -> None:
@@ -134,7 +134,7 @@ class AgentTurns:
             except CollectError as exc:
                 raise CallError(f"not finished: {exc}") from None
             outcome = self.delivery.push(call, run, "conversation done")
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
     async def _agent(self, call_id: str, kind: str, message: str) -> None:
@@ -159,7 +159,7 @@ class AgentTurns:
             interp = self.calls.interpreter(call)
             run = interp.leave_stream(call, interp.agent_turn(call, kind, message))
             outcome = self.delivery.push(call, run, why)
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
     # --- the caller's turns --------------------------------------------------------------------
@@ -237,7 +237,7 @@ class AgentTurns:
             call.metadata["turns"] = turns
             if call.waiting is not None:  # the caller's turn N of the conversation, as on XML
                 call.waiting = Waiting(block=call.waiting.block, kind="converse", step=turns)
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         if options.get("driver") != "model":
             waiter = self._waiters.pop(call_id, None)
             if waiter is not None and not waiter.done():
@@ -260,10 +260,10 @@ class AgentTurns:
             if run is None and last and not answer.end:
                 run = interp.converse_timeout(call)
             if run is None:
-                self.calls.store.save(call)
+                await self.calls.store.save(call)
                 return StreamReply(text=answer.text, end=answer.end or last)
             outcome = self.delivery.push(call, interp.leave_stream(call, run), "conversation done")
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
         return LEFT
 
@@ -329,11 +329,11 @@ class AgentTurns:
             run = interp.converse_timeout(call)
             if run is None:
                 call.ending = call.ending or "hangup-bot"
-                self.calls.store.save(call)
+                await self.calls.store.save(call)
                 sends = [self.delivery.hangup_send(call)]
             else:
                 outcome = self.delivery.push(call, interp.leave_stream(call, run), "turns used up")
-                self.calls.store.save(call)
+                await self.calls.store.save(call)
                 sends = outcome.sends
         self.delivery.queue_sends(call_id, sends)
 
@@ -352,7 +352,7 @@ class AgentTurns:
             call.metadata["stream"]["open"] = False
             run = self._stream_lost(call, self.calls.interpreter(call))
             outcome = self.delivery.push(call, run, "stream dropped")
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
     def _stream_lost(self, call: CallRecord, interp: Interpreter) -> Run:
@@ -379,7 +379,7 @@ class AgentTurns:
             if call is None:
                 return
             call.transcript.append(line)
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
 
     # --- the response model --------------------------------------------------------------------
 
@@ -414,7 +414,7 @@ class AgentTurns:
                 return
             run = _answered(call, self.calls.interpreter(call), kind, _reply_text(call, task))
             outcome = self.delivery.push(call, run, "model reply")
-            self.calls.store.save(call)
+            await self.calls.store.save(call)
         self.delivery.queue_sends(call_id, outcome.sends)
 
 

@@ -25,7 +25,9 @@ class Store(Protocol):
 
     def find(self, provider: str, provider_call_id: str) -> CallRecord | None: ...
 
-    def save(self, record: CallRecord) -> None: ...
+    async def save(self, record: CallRecord) -> None:
+        """Commits ``record`` (outside a webhook: an agent command, a timer, a stream turn)."""
+        ...
 
     async def seen(self, key: str) -> StoredReply | None:
         """The reply stored for an already processed event key, or None if it is new."""

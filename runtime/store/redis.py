@@ -172,7 +172,6 @@ class RedisStore:
         # microseconds, off the webhook path), async for commits and routing.
         self.sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self.aio = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self._commit_sync = self.sync.register_script(_COMMIT)
         self._commit = self.aio.register_script(_COMMIT)
         self._claim = self.aio.register_script(_CLAIM)
         self._live: dict[str, CallRecord] = {}
@@ -320,9 +319,9 @@ class RedisStore:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def save(self, record: CallRecord) -> None:
+    async def save(self, record: CallRecord) -> None:
         keys, args, written = self._commit_args(None, record, None, None)
-        if self._commit_sync(keys=keys, args=args) == -1:
+        if await self._commit(keys=keys, args=args) == -1:
             self.forget(record.call_id)
             raise NotOwner(f"call {record.call_id} belongs to another gateway now")
         self._written[record.call_id] = written

@@ -273,7 +273,11 @@ class SQLiteStore:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def save(self, record: CallRecord) -> None:
+    async def save(self, record: CallRecord) -> None:
+        self.write(record)  # a local file: at once
+
+    def write(self, record: CallRecord) -> None:
+        """:meth:`save`, synchronously (tools and tests that fill a store file)."""
         with self._tx() as db:
             written = self._write(db, record)
         self._written[record.call_id] = written

@@ -76,7 +76,7 @@ def record(state: str, *, started: float, **metadata: Any) -> CallRecord:
 def fill_store(config: Path, *calls: CallRecord) -> SQLiteStore:
     store = SQLiteStore(config.parent / "store" / "calls.sqlite")
     for call in calls:
-        store.save(call)
+        store.write(call)
     return store
 
 
@@ -250,7 +250,7 @@ def test_tail_without_gateway_follows_the_store(config: Path, clean_env: dict[st
             time.sleep(0.01)  # a later updated_at than the first save (the store's clock)
             live = record("active", started=time.time())
             live.transcript.append(TranscriptLine(at=time.time(), speaker="bot", text="Hello"))
-            store.save(live)
+            store.write(live)
             events = [json.loads(proc.stdout.readline()) for _ in range(2)]
         finally:
             proc.terminate()

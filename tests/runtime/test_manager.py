@@ -48,7 +48,7 @@ async def test_the_reaper_ends_stale_unanswered_calls_never_live_ones(tmp_path: 
     answered = mgr.store.get(live.call_id)
     assert answered is not None
     answered.answered_at, answered.state = clock.now(), "answered"
-    mgr.store.save(answered)
+    await mgr.store.save(answered)
     mgr.start_reaper(every_s=30)
     clock.advance(61)  # the reaper runs at 30 s and 60 s by itself
     await settle(mgr)
@@ -66,7 +66,7 @@ async def test_restore_keeps_live_calls_and_ends_the_others(tmp_path: Path) -> N
     record = mgr.store.get(no_id.call_id)
     assert record is not None
     record.provider_call_id = None  # the carrier never took it
-    mgr.store.save(record)
+    await mgr.store.save(record)
 
     restarted, _, adapter = manager(tmp_path, max_duration_s=300, ring_timeout_s=10_000)
     restarted.clock = clock

@@ -32,7 +32,7 @@ async def test_a_record_round_trips_through_a_restart(backend: Backend) -> None:
     call.transcript.append(line("Hello"))
     call.visited.append("greet")
     call.metadata["previous_provider_ids"] = ["req-1"]
-    store.save(call)
+    await store.save(call)
     again = backend.open()
     assert again.get(call.call_id) == call
     assert again.find("twilio", "CA1") == call
@@ -91,8 +91,8 @@ async def test_a_transcript_is_appended_without_losing_or_doubling_a_line(
 async def test_ended_calls_leave_the_live_set_and_stay_readable(backend: Backend) -> None:
     store = backend.open()
     ended, live = record(), record(started_at=2.0)
-    store.save(ended)
-    store.save(live)
+    await store.save(ended)
+    await store.save(live)
     assert await store.count_live() == 2
     ended.state, ended.end_reason = "completed", "completed"
     assert await store.commit_event("end", ended, None)
@@ -105,7 +105,7 @@ async def test_ended_calls_leave_the_live_set_and_stay_readable(backend: Backend
 async def test_unchanged_compares_with_what_was_committed(backend: Backend) -> None:
     store = backend.open()
     call = record()
-    store.save(call)
+    await store.save(call)
     assert store.unchanged(call)
     call.metadata["x"] = 1
     assert not store.unchanged(call)

@@ -51,7 +51,7 @@ async def test_a_node_that_lost_its_call_cannot_overwrite_the_new_owner(prefix: 
 async def test_an_ended_call_has_no_owner_and_cannot_be_claimed(prefix: str) -> None:
     a = RedisStore(REDIS_URL, prefix=prefix, node="a")
     call = record(state="completed", end_reason="completed")
-    a.save(call)
+    await a.save(call)
     assert await a.aio.get(a.key("owner", call.call_id)) is None
     assert not await RedisStore(REDIS_URL, prefix=prefix, node="b").claim(call.call_id, "a")
     await a.aclose()
@@ -118,7 +118,7 @@ async def test_a_webhook_for_an_ended_call_makes_no_blocking_redis_call(prefix: 
     a = RedisStore(REDIS_URL, prefix=prefix, node="a")
     call = record(state="completed", end_reason="completed")
     call.transcript.append(line("bye"))
-    a.save(call)
+    await a.save(call)
     b = RedisStore(REDIS_URL, prefix=prefix, node="b")
     b.sync.close()
     b.sync = redis.Redis.from_url("redis://127.0.0.1:1/0")  # any blocking call fails

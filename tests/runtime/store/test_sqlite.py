@@ -45,7 +45,7 @@ async def test_a_synchronous_save_commits_the_open_batch_first(tmp_path: Path) -
     pending = asyncio.ensure_future(store.commit_event("k1", first, None))
     await asyncio.sleep(0)
     assert await store.seen("k1") is not None  # the replay check commits the batch it sits in
-    store.save(second)
+    await store.save(second)
     assert await pending is True
     other = SQLiteStore(tmp_path / "c.sqlite")
     assert {c.call_id for c in other.live()} == {first.call_id, second.call_id}
@@ -108,6 +108,6 @@ def test_a_row_orjson_refuses_still_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     store = SQLiteStore(path)
     call = record(params={"message": "héllo", "big": 2**70})  # past 64 bits: json.dumps's turn
-    store.save(call)
+    store.write(call)
     store.close()
     assert SQLiteStore(path).get(call.call_id) == call
