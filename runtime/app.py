@@ -138,6 +138,7 @@ class RuntimeConfig:
         node_url = os.environ.get("VOICECALL_NODE_URL") or section.get("nodeUrl")
         return {"prefix": str(section.get("keyPrefix") or "voicecall:"),
                 "lease_s": float(section.get("leaseSeconds") or 10),
+                "ended_kept_s": float(section.get("keepEndedHours", 168)) * 3600,
                 "node_url": str(node_url) if node_url else None}  # fmt: skip
 
     def serve(self) -> dict[str, Any]:
@@ -345,8 +346,9 @@ def _open_store(config: RuntimeConfig, clock: Clock) -> Store:
         return SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
     retention = float(config.get("eventRetentionHours", 72)) * 3600
     try:
-        store = RedisStore(url, prefix=config.redis()["prefix"], now=clock.now,
-                           retention_s=retention)  # fmt: skip
+        settings = config.redis()
+        store = RedisStore(url, prefix=settings["prefix"], now=clock.now, retention_s=retention,
+                           ended_kept_s=settings["ended_kept_s"])  # fmt: skip
     except ValueError as exc:  # redis-py's word on a malformed URL: name the key
         raise ValueError(f"store: {exc}") from None
     try:

@@ -60,13 +60,15 @@ DEFAULT_RETENTION_S = 72 * 3600.0
 # What was read of calls this node does not keep (ended, or another node's), for `unchanged`:
 # at most this many, the least recently read dropped first.
 READ_KEPT = 1024
+# How long an ended call's record, transcript and carrier ids stay in Redis (redis.keepEndedHours).
+DEFAULT_ENDED_KEPT_S = 7 * 24 * 3600.0
 
 # KEYS: 1 ev, 2 call, 3 lines, 4 visits, 5 live, 6 recent, 7 owner, 8 owned:{me}, 9 rej,
 #       10.. pid keys.
 # ARGV: 1 me, 2 retention ms, 3 reply, 4 has event, 5 has record, 6 row, 7 started_at,
 #       8 ended, 9 call id, 10 lines before, 11 new lines, 12 visits before, 13 new visits,
-#       14 rejected, 15 the channel to tell of the change ('' for none), 16.. the new lines
-#       then the new visits.
+#       14 rejected, 15 the channel to tell of the change ('' for none), 16 how long an ended
+#       call is kept (ms; 0: for ever), 17.. the new lines then the new visits.
 # Returns 1 (committed), 0 (the event key was processed before: nothing written) or -1 (the
 # call belongs to another node, or it is new and its carrier id names another call already:
 # nothing written).
@@ -91,7 +93,7 @@ if ARGV[14] == '1' then redis.call('SET', KEYS[9], '1', 'PX', ARGV[2]) end
 if ARGV[5] ~= '1' then return 1 end
 local id = ARGV[9]
 redis.call('SET', KEYS[2], ARGV[6])
-local at = 16
+local at = 17
 -- The items given start at index `before`; only those Redis does not hold yet are appended
 -- (a node that had not read the call sends them all: nothing is doubled).
 local function append(key, before, count)
@@ -114,6 +116,13 @@ else
   redis.call('SADD', KEYS[8], id)
 end
 for k = 10, #KEYS do redis.call('SET', KEYS[k], id) end
+local kept = tonumber(ARGV[16])
+if ARGV[8] == '1' and kept > 0 then
+  -- An ended call leaves the server after the retention (Redis memory is not a disk).
+  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4]}) do redis.call('PEXPIRE', key, kept) end
+  for k = 10, #KEYS do redis.call('PEXPIRE', KEYS[k], kept) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (tonumber(ARGV[7]) - kept / 1000))
+end
 if ARGV[15] ~= '' then redis.call('PUBLISH', ARGV[15], me .. ' ' .. id) end
 return 1
 """
@@ -162,12 +171,14 @@ class RedisStore:
     def __init__(
         self, url: str, *, prefix: str = DEFAULT_PREFIX, node: str | None = None,
         now: Callable[[], float] = time.time, retention_s: float = DEFAULT_RETENTION_S,
+        ended_kept_s: float = DEFAULT_ENDED_KEPT_S,
     ):  # fmt: skip
         self.url = url
         self.prefix = prefix
         self.node = node or uuid.uuid4().hex[:12]
         self.now = now
         self.retention_s = retention_s
+        self.ended_kept_s = ended_kept_s  # how long an ended call stays (0: for ever)
         # Sync for what the manager reads under its locks (loopback round trips of tens of
         # microseconds, off the webhook path), async for commits and routing.
         self.sync = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -358,7 +369,7 @@ class RedisStore:
         flags = ["1" if key is not None else "0", "1" if record is not None else "0"]
         args: list[Any] = [self.node, int(self.retention_s * 1000), stored, *flags]
         if record is None:
-            args += ["", 0, "0", "", 0, 0, 0, 0, "1" if rejected else "0", ""]
+            args += ["", 0, "0", "", 0, 0, 0, 0, "1" if rejected else "0", "", 0]
             return keys, args, _Written("", 0, 0)
         # What this node knows Redis holds; for a call it has not read, everything is sent and
         # the script appends what is missing (no read first).
@@ -369,7 +380,8 @@ class RedisStore:
         visits = record.visited[before.visits :]
         args += [row, record.started_at, "1" if record.ended else "0", record.call_id,
                  before.lines, len(lines), before.visits, len(visits),
-                 "1" if rejected else "0", self.changes, *lines, *visits]  # fmt: skip
+                 "1" if rejected else "0", self.changes, int(self.ended_kept_s * 1000),
+                 *lines, *visits]  # fmt: skip
         pids = [record.provider_call_id, *record.metadata.get("previous_provider_ids", [])]
         keys += [self.key("pid", record.provider, pid) for pid in pids if pid]
         return keys, args, _Written(row, len(record.transcript), len(record.visited))

@@ -174,3 +174,27 @@ async def test_every_live_call_is_read_in_one_round_trip(
     assert pipelines == 2
     for store in (a, b):
         await store.aclose()
+
+
+async def test_an_ended_call_leaves_redis_after_its_retention(prefix: str) -> None:
+    store = RedisStore(REDIS_URL, prefix=prefix, ended_kept_s=3600)
+    live = record(provider_call_id="CA1")
+    live.transcript.append(line("hi"))
+    await store.save(live)
+    assert await store.aio.pttl(store.key("call", live.call_id)) == -1  # live: kept
+    old = record(provider_call_id="CA0", started_at=live.started_at - 7200, state="completed",
+                 end_reason="completed")  # fmt: skip
+    await store.save(old)
+    live.state, live.end_reason = "completed", "completed"
+    await store.save(live)
+    for key in ("call", "lines"):
+        assert 3590_000 < await store.aio.pttl(store.key(key, live.call_id)) <= 3600_000
+    assert 3590_000 < await store.aio.pttl(store.key("pid", "twilio", "CA1")) <= 3600_000
+    recent = await store.aio.zrange(store.key("recent"), 0, -1)
+    assert recent == [live.call_id.encode()]  # one ended before the retention: off the index
+    forever = RedisStore(REDIS_URL, prefix=prefix, ended_kept_s=0)
+    kept = record(state="completed", end_reason="completed")
+    await forever.save(kept)
+    assert await forever.aio.pttl(forever.key("call", kept.call_id)) == -1
+    for each in (store, forever):
+        await each.aclose()
