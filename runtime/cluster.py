@@ -215,6 +215,8 @@ class Cluster:
                 log.warning("call %s: taken over by another gateway", call_id)
                 self.manager.calls.timers.cancel_all(call_id)
                 self.store.forget(call_id)
+                for hook in self.manager.calls.end_hooks:  # its stream and waiting turn too
+                    hook(call_id, "taken over by another gateway")
 
     async def sweep(self) -> list[str]:
         """Takes over the unfinished calls of every node whose lease expired; returns them."""

@@ -255,3 +255,26 @@ async def metrics(runtime: Runtime) -> str:
     url = f"http://127.0.0.1:{port}/metrics"
     async with aiohttp.ClientSession() as session, session.get(url) as answer:
         return await answer.text()
+
+
+async def test_a_gateway_that_lost_its_lease_lets_go_of_what_it_held(pair: Pair) -> None:
+    owner, other = pair.gateways
+    pair.carrier.script = TALK
+    call = await owner.manager.initiate(to=CALLEE, flow="conversation",
+                                        params={"message": "Hello there"})  # fmt: skip
+    await waiting_for_agent(pair, call.call_id)
+    freed: list[tuple[str, str]] = []
+    owner.manager.calls.end_hooks.append(lambda call_id, why: freed.append((call_id, why)))
+    paused = pair.cluster(0)
+    renewal = next(t for t in paused._running if t.get_name() == "cluster-lease")
+    renewal.cancel()  # paused: it renews nothing
+    await paused.store.aio.delete(paused.key("node", paused.node))  # its lease lapsed
+    async with asyncio.timeout(GENEROUS_S):  # its sweep, or its own renewal's: one takes it
+        while call.call_id not in {c.call_id for c in other.store.live()}:
+            await pair.cluster(1).sweep()
+            await asyncio.sleep(0.05)
+    await paused._recheck()  # what its next renewal does
+    assert freed == [(call.call_id, "taken over by another gateway")]
+    assert call.call_id not in {c.call_id for c in owner.store.live()}
+    await other.manager.end_call(call.call_id, "Goodbye now.")
+    assert (await ended(pair, call.call_id)).end_reason in ("completed", "hangup-bot")
