@@ -49,7 +49,7 @@ import redis.asyncio as aioredis
 
 from voicecall.runtime.state import CallRecord, TranscriptLine
 from voicecall.runtime.store.base import StoredReply
-from voicecall.runtime.store.sqlite import encode_row
+from voicecall.runtime.store.memory import LiveCalls, encode_row
 
 log = logging.getLogger("voicecall.runtime")
 
@@ -156,7 +156,7 @@ class _Written:
     visits: int
 
 
-class RedisStore:
+class RedisStore(LiveCalls["_Written"]):
     """The shared store: Redis, read through an in-memory copy of the calls this node owns.
 
     Args:
@@ -185,11 +185,8 @@ class RedisStore:
         self.aio = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._commit = self.aio.register_script(_COMMIT)
         self._claim = self.aio.register_script(_CLAIM)
-        self._live: dict[str, CallRecord] = {}
-        self._pids: dict[tuple[str, str], str] = {}
-        self._written: dict[str, _Written] = {}
+        super().__init__()  # the calls this node owns, in memory (LiveCalls)
         self._read: OrderedDict[str, _Written] = OrderedDict()
-        self.watchers: list[Callable[[CallRecord], None]] = []
         # The pub/sub channel each commit of a call is told on, in the same script ("": none;
         # the cluster sets it: other gateways' clients hear of this gateway's calls).
         self.changes = ""
@@ -397,38 +394,12 @@ class RedisStore:
         row, lines, visits = pipe.execute()
         return _Written(row.decode() if row else "", int(lines), int(visits))
 
-    def _settle(self, record: CallRecord) -> None:
-        if record.ended:
-            self._drop(record)
-        else:
-            self._remember(record)
-        for watcher in list(self.watchers):
-            try:
-                watcher(record)
-            except Exception:  # a listener failing must not undo a commit
-                log.exception("call %s: a store watcher failed", record.call_id)
-
     def _drop(self, record: CallRecord) -> None:
         self.forget(record.call_id)
 
-    def _remember(self, record: CallRecord) -> None:
-        self._live[record.call_id] = record
-        if record.provider_call_id:
-            self._pids[(record.provider, record.provider_call_id)] = record.call_id
-
-    def unchanged(self, record: CallRecord) -> bool:
-        before = self._stored(record.call_id)
-        return before.row != "" and (
-            len(record.transcript) == before.lines and len(record.visited) == before.visits
-            and encode_row(record.to_row()) == before.row
-        )  # fmt: skip
-
     def forget(self, call_id: str) -> None:
-        self._live.pop(call_id, None)
-        self._written.pop(call_id, None)
+        super().forget(call_id)
         self._read.pop(call_id, None)
-        for key in [k for k, v in self._pids.items() if v == call_id]:
-            del self._pids[key]
 
     # --- ownership ------------------------------------------------------------------------------
 
@@ -461,9 +432,6 @@ class RedisStore:
             pipe.rpush(key, *(orjson.dumps([role, content]) for role, content in messages))
             pipe.ltrim(key, -keep, -1) if keep > 0 else pipe.delete(key)
             await pipe.execute()
-
-    def cached(self) -> dict[str, int]:
-        return {"live": len(self._live), "pids": len(self._pids), "written": len(self._written)}
 
     def close(self) -> None:
         self.sync.close()

@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from voicecall.runtime.state import TERMINAL, CallRecord, TranscriptLine
 from voicecall.runtime.store.base import StoredReply
+from voicecall.runtime.store.memory import LiveCalls, encode_row
 
 log = logging.getLogger("voicecall.runtime")
 
@@ -130,7 +129,7 @@ class _Written:
     provider_call_id: str | None = None
 
 
-class SQLiteStore:
+class SQLiteStore(LiveCalls["_Written"]):
     """The embedded store: one SQLite file, WAL, one connection on the event loop's thread."""
 
     def __init__(
@@ -157,16 +156,12 @@ class SQLiteStore:
             {k for (k,) in self.db.execute("SELECT key FROM events")}
             if count <= MAX_INDEXED_KEYS else None
         )  # fmt: skip
-        self._live: dict[str, CallRecord] = {}
-        self._pids: dict[tuple[str, str], str] = {}
-        self._written: dict[str, _Written] = {}
+        super().__init__()  # the live calls in memory (LiveCalls)
         self._batch: _Batch | None = None
         self._sweep = ""  # the last key the prune sweep examined ("": from the start)
         self.group_window_s = GROUP_WINDOW_S
         self.batches = 0  # commits of batches, and the webhooks in them (for `make bench`)
         self.batched = 0
-        # Called with each call record once its change is committed (Gateway events).
-        self.watchers: list[Callable[[CallRecord], None]] = []
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -390,43 +385,6 @@ class SQLiteStore:
         visits = self.db.execute("SELECT count(*) FROM visits WHERE call_id = ?", (call_id,))
         return _Written(row[0], lines.fetchone()[0], visits.fetchone()[0], row[1], row[2])
 
-    def _settle(self, record: CallRecord) -> None:
-        if record.ended:
-            self._drop(record)
-        else:
-            self._remember(record)
-        for watcher in list(self.watchers):
-            try:
-                watcher(record)
-            except Exception:  # a listener failing must not undo a commit
-                log.exception("call %s: a store watcher failed", record.call_id)
-
-    def _drop(self, record: CallRecord) -> None:
-        """Forgets an ended call: it is read from the file if it is ever needed again."""
-        self._live.pop(record.call_id, None)
-        self._written.pop(record.call_id, None)
-        for pid in (record.provider_call_id, *record.metadata.get("previous_provider_ids", [])):
-            if pid and self._pids.get((record.provider, pid)) == record.call_id:
-                del self._pids[(record.provider, pid)]
-
-    def _remember(self, record: CallRecord) -> None:
-        self._live[record.call_id] = record
-        if record.provider_call_id:
-            self._pids[(record.provider, record.provider_call_id)] = record.call_id
-
-    def unchanged(self, record: CallRecord) -> bool:
-        before = self._stored(record.call_id)
-        return before.row != "" and (
-            len(record.transcript) == before.lines and len(record.visited) == before.visits
-            and encode_row(record.to_row()) == before.row
-        )  # fmt: skip
-
-    def forget(self, call_id: str) -> None:
-        self._live.pop(call_id, None)
-        self._written.pop(call_id, None)
-        for key in [k for k, v in self._pids.items() if v == call_id]:
-            del self._pids[key]
-
     # --- retention ------------------------------------------------------------------------------
 
     def prune(self, before: float, limit: int = 500) -> tuple[int, bool]:
@@ -481,25 +439,12 @@ class SQLiteStore:
             db.execute("DELETE FROM history WHERE session = ? AND seq <= ?",
                        (session, seq + len(messages) - keep))  # fmt: skip
 
-    def cached(self) -> dict[str, int]:
-        """How many entries each in-memory table holds (all of them per live call)."""
-        return {"live": len(self._live), "pids": len(self._pids), "written": len(self._written)}
-
     def close(self) -> None:
         self.flush()
         self.db.close()
 
     async def aclose(self) -> None:
         self.close()
-
-
-def encode_row(row: dict[str, Any]) -> str:
-    """A call's row as compact JSON: orjson (a webhook's row costs a tenth of json.dumps's);
-    json.dumps for what orjson refuses (integers past 64 bits), so any row still encodes."""
-    try:
-        return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(row, separators=(",", ":"))
 
 
 def _line(call_id: str, seq: int, line: TranscriptLine) -> tuple[Any, ...]:
