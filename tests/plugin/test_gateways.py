@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.plugin.gateway.support import GatewayProcess, client, free_port, write_config
-from tests.runtime.test_cluster import REDIS_URL, TALK, Front
+from tests.runtime.cluster_support import REDIS_URL, TALK, Front
 from voicecall.runtime.sim.carrier.carrier import MockCarrier
 from voicecall.runtime.store.redis import RedisStore
 

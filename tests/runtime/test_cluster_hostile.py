@@ -14,12 +14,10 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from tests.runtime.test_cluster import (
+from tests.runtime.cluster_support import (
     CALLEE,
     TALK,
-    Front,
     Pair,
-    start_gateway,
     waiting_for_agent,
 )
 from voicecall.runtime.cluster import Cluster, OwnerGone
@@ -78,24 +76,6 @@ async def test_a_message_for_a_gone_node_leaves_no_lasting_key(node: Cluster) ->
     with pytest.raises(OwnerGone):
         await node._route("ghost", "command", {"op": "speak"}, GENEROUS_S)
     assert await node.store.aio.pttl(node.key("inbox", "ghost")) > 0
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    prefix = f"vctest:{uuid.uuid4().hex[:10]}:"
-    carrier = MockCarrier("twilio")
-    await carrier.start()
-    front = Front()
-    await front.start()
-    gateways = [await start_gateway(carrier, front, prefix) for _ in range(2)]
-    yield Pair(carrier, front, gateways, prefix)
-    for gateway in gateways:
-        await gateway.stop()
-    await front.stop()
-    await carrier.stop()
-    cleaner = RedisStore(REDIS_URL, prefix=prefix)
-    await cleaner.delete_all()
-    await cleaner.aclose()
 
 
 async def test_one_inbound_call_reaching_both_gateways_at_once_is_created_once(

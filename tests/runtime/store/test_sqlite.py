@@ -7,17 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from voicecall.runtime.state import CallRecord
+from tests.runtime.store.test_contract import record
 from voicecall.runtime.store import SQLiteStore, StoredReply, sqlite
-
-
-def record(**extra: object) -> CallRecord:
-    call = CallRecord.new(provider="twilio", direction="outbound", from_number="+1555",
-                          to_number="+1666", flow="notify", flow_digest="d",
-                          params={"message": "hi"}, started_at=1.0)  # fmt: skip
-    for key, value in extra.items():
-        setattr(call, key, value)
-    return call
 
 
 async def test_concurrent_webhooks_share_one_commit_and_stay_exactly_once(tmp_path: Path) -> None:
