@@ -27,8 +27,8 @@ import base64
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -270,53 +270,59 @@ class Cluster:
 
     async def handle(self, events: list[Event], key: str, hops: int = 0) -> Reply:
         """Applies a verified webhook's events here, or at the call's owner."""
-        target = self.node
-        if events and hops < MAX_HOPS:
-            provider = self.manager.settings.provider
-            pids = [(provider, p) for e in events
-                    for p in (e.provider_call_id, e.previous_provider_call_id) if p]  # fmt: skip
-            target = await self.owner(events[0].call_id, pids)
-        if target != self.node:
-            payload = {"events": [_event_json(e) for e in events], "key": key, "hops": hops + 1}
-            try:
-                answer = await self._route(target, "webhook", payload, self.route_timeout_s)
-            except OwnerGone:  # taken over here (or by another node) on the next try
-                return await self.handle(events, key, hops + 1)
-            if "error" in answer:
-                raise Unrouted(f"node {target}: {answer['error']}")
-            return Reply(body=base64.b64decode(answer["body"]), content_type=answer["type"],
-                         status=int(answer["status"]))  # fmt: skip
-        try:
+        if not events:
             return await self.manager.events.handle(events, key)
-        except NotOwner as exc:
-            log.warning("%s: routed again", exc)
-            if hops >= MAX_HOPS:
-                raise
-            return await self.handle(events, key, hops + 1)
+        provider = self.manager.settings.provider
+        pids = [(provider, p) for e in events
+                for p in (e.provider_call_id, e.previous_provider_call_id) if p]  # fmt: skip
+        here, answer = await self._at_owner(
+            events[0].call_id, pids, lambda: self.manager.events.handle(events, key),
+            kind="webhook", body=lambda: {"events": [_event_json(e) for e in events], "key": key},
+            timeout_s=self.route_timeout_s, hops=hops)  # fmt: skip
+        if here:
+            return cast(Reply, answer)
+        if "error" in answer:
+            raise Unrouted(f"the call's owner: {answer['error']}")
+        return Reply(body=base64.b64decode(answer["body"]), content_type=answer["type"],
+                     status=int(answer["status"]))  # fmt: skip
 
     async def command(
         self, op: str, call_id: str, *args: Any, timeout_s: float, hops: int = 0
     ) -> Any:
         """Runs an agent command (``continue``, ``speak``, ``dtmf``, ``end``) where the call is:
         here, at its owner, or here after taking the call over from a dead owner."""
-        target = await self.owner(call_id)
-        if target == self.node or hops >= MAX_HOPS:
-            try:
-                return await AGENT_COMMANDS[op](self.manager.turns, call_id, *args)
-            except NotOwner as exc:  # its commit was refused: nothing of it was sent
-                log.warning("%s: routed again", exc)
-                if hops >= MAX_HOPS:
-                    raise
-                return await self.command(op, call_id, *args, timeout_s=timeout_s,
-                                          hops=hops + 1)  # fmt: skip
-        try:
-            body = {"op": op, "call": call_id, "args": list(args)}
-            answer = await self._route(target, "command", body, timeout_s)
-        except OwnerGone:
-            return await self.command(op, call_id, *args, timeout_s=timeout_s, hops=hops + 1)
+        here, answer = await self._at_owner(
+            call_id, (), lambda: AGENT_COMMANDS[op](self.manager.turns, call_id, *args),
+            kind="command", body=lambda: {"op": op, "call": call_id, "args": list(args)},
+            timeout_s=timeout_s, hops=hops)  # fmt: skip
+        if here:
+            return answer
         if not answer.get("ok"):
             raise CallError(str(answer.get("error") or f"{op} failed"))
         return answer.get("result")
+
+    async def _at_owner(
+        self, call_id: str | None, pids: Sequence[tuple[str, str]],
+        here: Callable[[], Awaitable[Any]], *, kind: str, body: Callable[[], Mapping[str, Any]],
+        timeout_s: float, hops: int = 0,
+    ) -> tuple[bool, Any]:  # fmt: skip
+        """Runs ``here`` if this node owns the call (or takes it over), else sends ``kind`` with
+        ``body()`` to the owner (built only then). Returns (True, what ``here`` returned) or
+        (False, the owner's answer). Where the call moved meanwhile (a commit refused here, an
+        owner gone before answering), it is done again where the call is now, up to MAX_HOPS
+        times."""
+        while True:
+            target = await self.owner(call_id, pids) if hops < MAX_HOPS else self.node
+            try:
+                if target == self.node:
+                    return True, await here()
+                return False, await self._route(target, kind, {**body(), "hops": hops + 1},
+                                                timeout_s)  # fmt: skip
+            except (NotOwner, OwnerGone) as exc:  # nothing of it was sent from here
+                if hops >= MAX_HOPS:
+                    raise
+                log.warning("%s: done again where the call is now", exc)
+                hops += 1
 
     async def _route(
         self, node: str, kind: str, payload: Mapping[str, Any], timeout_s: float
@@ -399,7 +405,8 @@ class Cluster:
                 }
             elif kind == "command":
                 result = await self.command(str(body["op"]), str(body["call"]), *body["args"],
-                                            timeout_s=self.route_timeout_s)  # fmt: skip
+                                            timeout_s=self.route_timeout_s,
+                                            hops=int(body.get("hops", 1)))  # fmt: skip
                 answer = {"ok": True, "result": result}
             else:
                 return

@@ -45,6 +45,7 @@ from voicecall.runtime.providers.base import (
     Verification,
     WebhookRequest,
 )
+from voicecall.runtime.store import StoredReply
 from voicecall.runtime.store.redis import NotOwner
 
 log = logging.getLogger("voicecall.webhook")
@@ -190,9 +191,10 @@ class _Gate:
         ):
             # A signature usable once (it does not cover the whole request) seen before:
             # whatever this request changed, it is that earlier event again.
-            return await self.replay(request, verification.key)
-        if await manager.store.seen(verification.key) is not None:
-            return await self.replay(request, verification.key)
+            return self.replay(request, await manager.store.seen(verification.key))
+        stored = await manager.store.seen(verification.key)
+        if stored is not None:  # read once: a networked store answers it in a round trip
+            return self.replay(request, stored)
         if incoming.malformed:
             return _reject(request, 400, f"malformed {self.adapter.name} webhook: "
                            f"{incoming.malformed}")  # fmt: skip
@@ -209,8 +211,8 @@ class _Gate:
         return web.Response(body=reply.body, status=reply.status,
                             content_type=_mime(reply.content_type))  # fmt: skip
 
-    async def replay(self, request: web.Request, key: str) -> web.Response:
-        stored = await request.app[MANAGER].store.seen(key)
+    def replay(self, request: web.Request, stored: StoredReply | None) -> web.Response:
+        """The reply a processed event got (``stored``), again; no side effect."""
         reply = Reply(stored.body, stored.content_type) if stored else self.adapter.empty()
         Ops.note_kind(request, "replay")
         request.app[OPS].replays.inc()

@@ -328,17 +328,19 @@ class RedisStore(LiveCalls["_Written"]):
     # --- writing --------------------------------------------------------------------------------
 
     async def save(self, record: CallRecord) -> None:
-        keys, args, written = self._commit_args(None, record, None, None)
-        if await self._commit(keys=keys, args=args) == -1:
-            self.forget(record.call_id)
-            raise NotOwner(f"call {record.call_id} belongs to another gateway now")
-        self._written[record.call_id] = written
-        self._settle(record)
+        await self._commit_change(None, record, None, None)
 
     async def commit_event(
         self, key: str, record: CallRecord | None, reply: StoredReply | None,
         rejected: tuple[str, str] | None = None,
     ) -> bool:  # fmt: skip
+        return await self._commit_change(key, record, reply, rejected)
+
+    async def _commit_change(
+        self, key: str | None, record: CallRecord | None, reply: StoredReply | None,
+        rejected: tuple[str, str] | None,
+    ) -> bool:  # fmt: skip
+        """One run of the commit script (``key`` None: a change outside a webhook)."""
         keys, args, written = self._commit_args(key, record, reply, rejected)
         done = await self._commit(keys=keys, args=args)
         if done != 1:
