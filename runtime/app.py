@@ -127,6 +127,10 @@ class RuntimeConfig:
         default = Path(state) / "voice-calls" if state else DEFAULT_STORE
         return self.base_dir / Path(str(self.get("store") or default)).expanduser()
 
+    def event_retention_s(self) -> float:
+        """`eventRetentionHours`: how long processed-event keys (and rejected ids) are kept."""
+        return float(self.get("eventRetentionHours", 72)) * 3600
+
     def redis_url(self) -> str | None:
         """`store` when it is a redis:// (rediss://) URL: several gateways share that store."""
         store = str(self.get("store") or "")
@@ -344,10 +348,10 @@ def _open_store(config: RuntimeConfig, clock: Clock) -> Store:
     url = config.redis_url()
     if url is None:
         return SQLiteStore(config.store_dir() / "calls.sqlite", now=clock.now)
-    retention = float(config.get("eventRetentionHours", 72)) * 3600
     try:
         settings = config.redis()
-        store = RedisStore(url, prefix=settings["prefix"], now=clock.now, retention_s=retention,
+        store = RedisStore(url, prefix=settings["prefix"], now=clock.now,
+                           retention_s=config.event_retention_s(),
                            ended_kept_s=settings["ended_kept_s"])  # fmt: skip
     except ValueError as exc:  # redis-py's word on a malformed URL: name the key
         raise ValueError(f"store: {exc}") from None
@@ -537,7 +541,7 @@ def _manager_settings(
         ring_timeout_s=float(config.get("ringTimeoutMs", 30_000)) / 1000,
         transcript_timeout_s=float(config.get("transcriptTimeoutMs", 180_000)) / 1000,
         stale_reaper_s=float(config.get("staleCallReaperSeconds", 120)),
-        event_retention_s=float(config.get("eventRetentionHours", 72)) * 3600,
+        event_retention_s=config.event_retention_s(),
         inbound_policy=str(config.get("inboundPolicy", "disabled")),
         allow_from=tuple(config.get("allowFrom", []) or ()),
         inbound_flow=str(config.get("inboundFlow", "inbound")),
